@@ -1,0 +1,703 @@
+//! One instance running inside wasmtime: the WIT host functions and the replay logic.
+//!
+//! An activation loads the instance's current generation from the journal and runs the
+//! workflow from the start. While the workflow re-issues requests the journal already
+//! holds, it is **replaying**: each request is compared with the recorded one at the same
+//! position and answered from the journal. Past the end of the journal it runs **live**:
+//! new requests are buffered and written in one transaction when the workflow next
+//! blocks, and only then is the work they ask for started.
+//!
+//! A workflow that blocks on a task that is not finished is suspended inside the host
+//! function (its wasmtime fiber parks) until a delivery arrives in its mailbox. So a live
+//! instance stays resident and never replays; replay happens only after a restart or an
+//! eviction.
+//!
+//! ## Determinism
+//! - `when-any` records which task won; a replay returns the recorded winner.
+//! - `now()` is journaled; `random`/`new-guid` come from a generator seeded by the
+//!   instance id and generation.
+//! - Raised events are consumed first-in, first-out per name, and only when the workflow
+//!   observes a wait finishing, so the k-th consumption of a name always takes the k-th
+//!   event of that name in the journal.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use wasmtime::Store;
+use wasmtime::component::{Resource, ResourceTable};
+
+use super::bindings::orchestrator::steadfast::workflow::{context, types};
+use super::work::WorkGuard;
+use super::{Shared, random::SplitMix64};
+use crate::journal::{Finish, QueuedActivity, StepWrite, StoredEvent};
+use crate::model::{Digest, ErrorInfo, Event, InstanceId, Outcome, RetryPolicy, Timestamp};
+
+/// The host-side value behind a guest's `task` handle.
+#[derive(Debug)]
+pub struct TaskRep {
+    seq: u32,
+    kind: TaskKind,
+}
+
+#[derive(Debug)]
+enum TaskKind {
+    Completable,
+    /// An event wait; `taken` holds the payload once the workflow consumed one.
+    Event { name: String, taken: Option<String> },
+}
+
+/// What arrives in an instance's mailbox.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// A journaled completion or raised event for this instance.
+    Deliver { generation: u32, pos: u64, event: Event, work: WorkGuard },
+    /// Leave memory; the journal has everything needed to come back.
+    Evict,
+}
+
+/// Why a workflow's run stopped other than by returning.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Interrupt {
+    #[error("journal position {seq}: the journal recorded {recorded}, but the workflow now asks for {asked}")]
+    Nondeterminism { seq: u32, recorded: String, asked: String },
+    #[error("the instance was evicted from memory")]
+    Evicted,
+    #[error("host fault: {0}")]
+    HostFault(String),
+}
+
+/// The data of the store an instance runs in.
+pub(crate) struct HostState {
+    table: ResourceTable,
+    shared: Arc<Shared>,
+    id: InstanceId,
+    workflow: String,
+    generation: u32,
+    /// Requests and decisions by seq: from the journal, then appended live.
+    recorded: Vec<Event>,
+    next_seq: u32,
+    /// Finished activities, children and timers by seq, with their journal position.
+    results: HashMap<u32, (u64, Outcome)>,
+    /// Raised events not yet consumed, per name, in journal order.
+    inbox: HashMap<String, VecDeque<(u64, String)>>,
+    /// Deliveries at or below this position were already in the loaded journal.
+    loaded_upto: u64,
+    pending: StepWrite,
+    custom_status_dirty: bool,
+    custom_status: Option<String>,
+    pub(crate) continue_as_new: Option<(String, bool)>,
+    mailbox: mpsc::UnboundedReceiver<Msg>,
+    work: Option<WorkGuard>,
+    rng: SplitMix64,
+}
+
+impl HostState {
+    /// A store for calling `names` on a freshly deployed component: nothing is loaded.
+    pub(crate) fn inert(shared: Arc<Shared>) -> HostState {
+        let (_tx, rx) = mpsc::unbounded_channel();
+        Self::new(shared, InstanceId::new("inspect").expect("valid id"), String::new(), 0, rx, None)
+    }
+
+    fn new(
+        shared: Arc<Shared>,
+        id: InstanceId,
+        workflow: String,
+        generation: u32,
+        mailbox: mpsc::UnboundedReceiver<Msg>,
+        work: Option<WorkGuard>,
+    ) -> HostState {
+        let rng = SplitMix64::for_instance(id.as_str(), generation);
+        HostState {
+            table: ResourceTable::new(),
+            shared,
+            id,
+            workflow,
+            generation,
+            recorded: Vec::new(),
+            next_seq: 0,
+            results: HashMap::new(),
+            inbox: HashMap::new(),
+            loaded_upto: 0,
+            pending: StepWrite::default(),
+            custom_status_dirty: false,
+            custom_status: None,
+            continue_as_new: None,
+            mailbox,
+            work,
+            rng,
+        }
+    }
+
+    fn load(&mut self, history: Vec<StoredEvent>) -> Result<(), Interrupt> {
+        for stored in history {
+            self.loaded_upto = self.loaded_upto.max(stored.pos);
+            if let Some(seq) = stored.event.command_seq() {
+                if seq as usize != self.recorded.len() {
+                    return Err(Interrupt::HostFault(format!(
+                        "journal of '{}' is out of order at position {}",
+                        self.id, stored.pos
+                    )));
+                }
+                self.recorded.push(stored.event);
+            } else {
+                self.apply(stored.pos, stored.event);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, pos: u64, event: Event) {
+        match event {
+            Event::ActivityCompleted { seq, result, .. } | Event::ChildCompleted { seq, result } => {
+                self.results.insert(seq, (pos, result));
+            }
+            Event::TimerFired { seq } => {
+                self.results.insert(seq, (pos, Ok("null".to_owned())));
+            }
+            Event::EventRaised { name, payload } => {
+                self.inbox.entry(name).or_default().push_back((pos, payload));
+            }
+            _ => {}
+        }
+    }
+
+    fn replaying(&self) -> bool {
+        (self.next_seq as usize) < self.recorded.len()
+    }
+
+    fn clock_now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Issues request `asked` (whose seq is `self.next_seq`): checked against the journal
+    /// while replaying, buffered for the next write when live. Returns the request as the
+    /// journal holds it (a replayed timer keeps its recorded fire time).
+    fn request(&mut self, asked: Event) -> wasmtime::Result<Event> {
+        let seq = self.next_seq;
+        debug_assert_eq!(asked.command_seq(), Some(seq));
+        self.next_seq += 1;
+        if let Some(recorded) = self.recorded.get(seq as usize) {
+            if !same_request(recorded, &asked) {
+                return Err(self.diverged(seq, recorded.describe(), asked.describe()));
+            }
+            return Ok(recorded.clone());
+        }
+        self.recorded.push(asked.clone());
+        self.pending.events.push(asked.clone());
+        Ok(asked)
+    }
+
+    fn diverged(&self, seq: u32, recorded: String, asked: String) -> wasmtime::Error {
+        wasmtime::Error::new(Interrupt::Nondeterminism { seq, recorded, asked })
+    }
+
+    fn new_task(&mut self, seq: u32, kind: TaskKind) -> wasmtime::Result<Resource<TaskRep>> {
+        Ok(self.table.push(TaskRep { seq, kind })?)
+    }
+
+    /// The task's outcome if it has finished (consuming an event for an event wait), with
+    /// the journal position that made it ready.
+    fn take_ready(&mut self, task: &Resource<TaskRep>) -> wasmtime::Result<Option<Outcome>> {
+        let rep = self.table.get_mut(task)?;
+        match &mut rep.kind {
+            TaskKind::Completable => Ok(self.results.get(&rep.seq).map(|(_, r)| r.clone())),
+            TaskKind::Event { name, taken } => {
+                if let Some(payload) = taken {
+                    return Ok(Some(Ok(payload.clone())));
+                }
+                match self.inbox.get_mut(name.as_str()).and_then(VecDeque::pop_front) {
+                    Some((_, payload)) => {
+                        *taken = Some(payload.clone());
+                        Ok(Some(Ok(payload)))
+                    }
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// When the task became ready (journal position), without consuming anything.
+    fn ready_at(&self, task: &Resource<TaskRep>) -> wasmtime::Result<Option<u64>> {
+        let rep = self.table.get(task)?;
+        Ok(match &rep.kind {
+            TaskKind::Completable => self.results.get(&rep.seq).map(|(pos, _)| *pos),
+            TaskKind::Event { taken: Some(_), .. } => Some(0),
+            TaskKind::Event { name, taken: None } => {
+                self.inbox.get(name.as_str()).and_then(VecDeque::front).map(|(pos, _)| *pos)
+            }
+        })
+    }
+
+    /// Writes what the workflow produced since the last write, then starts the work it
+    /// asked for: nothing runs before the request that caused it is durable.
+    async fn flush(&mut self) -> wasmtime::Result<()> {
+        if self.pending.events.is_empty() && !self.custom_status_dirty {
+            return Ok(());
+        }
+        let mut step = std::mem::take(&mut self.pending);
+        step.custom_status = if self.custom_status_dirty { self.custom_status.clone() } else { None };
+        self.custom_status_dirty = false;
+        let events = step.events.clone();
+        let now = self.clock_now();
+        let extra = self
+            .shared
+            .journal
+            .append_step(self.id.clone(), self.generation, step, now)
+            .await
+            .map_err(|e| wasmtime::Error::new(Interrupt::HostFault(e.to_string())))?;
+        for event in events {
+            match event {
+                Event::ActivityScheduled { seq, name, input, retry } => {
+                    self.shared.dispatch_activity(QueuedActivity {
+                        instance: self.id.clone(),
+                        generation: self.generation,
+                        seq,
+                        name,
+                        input,
+                        retry,
+                        attempt: 1,
+                        due_at: now,
+                        first_at: now,
+                    });
+                }
+                Event::TimerCreated { seq, fire_at, .. } => {
+                    self.shared.add_timer(fire_at, self.id.clone(), self.generation, seq);
+                }
+                Event::ChildScheduled { seq, instance_id, .. } => {
+                    let failed = extra.iter().any(|(_, e)| matches!(e, Event::ChildCompleted { seq: s, .. } if *s == seq));
+                    if !failed && let Ok(child) = InstanceId::new(instance_id) {
+                        self.shared.activate(child);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (pos, event) in extra {
+            self.apply(pos, event);
+        }
+        Ok(())
+    }
+
+    /// Suspends the workflow until something is delivered to it. Writes pending work
+    /// first; between the write and the delivery this instance holds no work guard.
+    /// An eviction request is honoured only if nothing was delivered with it.
+    async fn block(&mut self) -> wasmtime::Result<()> {
+        self.flush().await?;
+        self.work = None;
+        let mut next = self.mailbox.recv().await;
+        let (mut delivered, mut evict) = (false, false);
+        loop {
+            match next {
+                Some(Msg::Deliver { generation, pos, event, work }) => {
+                    delivered = true;
+                    self.work = Some(work);
+                    if generation == self.generation && pos > self.loaded_upto {
+                        self.apply(pos, event);
+                    }
+                }
+                Some(Msg::Evict) => evict = true,
+                None => return Err(wasmtime::Error::new(Interrupt::Evicted)),
+            }
+            match self.mailbox.try_recv() {
+                Ok(msg) => next = Some(msg),
+                Err(_) => break,
+            }
+        }
+        if evict && !delivered {
+            return Err(wasmtime::Error::new(Interrupt::Evicted));
+        }
+        Ok(())
+    }
+
+    /// The positions of raised events nobody consumed (carried over by continue-as-new).
+    fn unconsumed_events(&self) -> Vec<u64> {
+        let mut positions: Vec<u64> =
+            self.inbox.values().flat_map(|q| q.iter().map(|(pos, _)| *pos)).collect();
+        positions.sort_unstable();
+        positions
+    }
+}
+
+/// Whether a recorded request and the one the workflow asks for now are the same request.
+fn same_request(recorded: &Event, asked: &Event) -> bool {
+    match (recorded, asked) {
+        (
+            Event::TimerCreated { fire_at: a, after_ms: after_a, .. },
+            Event::TimerCreated { fire_at: b, after_ms: after_b, .. },
+        ) => match (after_a, after_b) {
+            (Some(x), Some(y)) => x == y,
+            (None, None) => a == b,
+            _ => false,
+        },
+        (Event::WhenAnyResolved { tasks: a, .. }, Event::WhenAnyResolved { tasks: b, .. }) => a == b,
+        (Event::TimeRead { .. }, Event::TimeRead { .. }) => true,
+        _ => recorded == asked,
+    }
+}
+
+impl types::Host for HostState {}
+
+impl context::HostTask for HostState {
+    async fn drop(&mut self, task: Resource<TaskRep>) -> wasmtime::Result<()> {
+        self.table.delete(task)?;
+        Ok(())
+    }
+}
+
+impl context::Host for HostState {
+    async fn call_activity(
+        &mut self,
+        name: String,
+        input: String,
+        options: types::ActivityOptions,
+    ) -> wasmtime::Result<Resource<TaskRep>> {
+        let seq = self.next_seq;
+        let retry = options.retry.map(|p| RetryPolicy {
+            first_retry_interval_ms: p.first_retry_interval_ms,
+            backoff_coefficient: p.backoff_coefficient,
+            max_retry_interval_ms: p.max_retry_interval_ms,
+            max_attempts: p.max_attempts.max(1),
+            retry_timeout_ms: p.retry_timeout_ms,
+            non_retryable_kinds: p.non_retryable_kinds,
+        });
+        self.request(Event::ActivityScheduled { seq, name, input, retry })?;
+        self.new_task(seq, TaskKind::Completable)
+    }
+
+    async fn call_child_workflow(
+        &mut self,
+        name: String,
+        input: String,
+        instance_id: Option<String>,
+    ) -> wasmtime::Result<Resource<TaskRep>> {
+        let seq = self.next_seq;
+        let instance_id = instance_id.unwrap_or_else(|| format!("{}:{}:{seq}", self.id, self.generation));
+        let asked = Event::ChildScheduled { seq, name: name.clone(), input, instance_id: instance_id.clone() };
+        let live = !self.replaying();
+        self.request(asked)?;
+        if live {
+            let failure = match (InstanceId::new(instance_id), self.shared.workflow_component(&name)) {
+                (Ok(_), Some(digest)) => {
+                    self.pending.child_components.push((seq, digest));
+                    None
+                }
+                (Err(reason), _) => Some(ErrorInfo::new("invalid_instance_id", reason)),
+                (Ok(_), None) => Some(ErrorInfo::new(
+                    "unknown_workflow",
+                    format!("no workflow named '{name}' is deployed"),
+                )),
+            };
+            if let Some(error) = failure {
+                // Recorded with the request, so a replay sees the same failure.
+                self.pending.events.push(Event::ChildCompleted { seq, result: Err(error.clone()) });
+                self.results.insert(seq, (0, Err(error)));
+            }
+        }
+        self.new_task(seq, TaskKind::Completable)
+    }
+
+    async fn create_timer(&mut self, spec: types::TimerSpec) -> wasmtime::Result<Resource<TaskRep>> {
+        let seq = self.next_seq;
+        let asked = match spec {
+            types::TimerSpec::AtMs(at) => Event::TimerCreated { seq, fire_at: Timestamp(at), after_ms: None },
+            types::TimerSpec::AfterMs(ms) => {
+                Event::TimerCreated { seq, fire_at: self.clock_now().plus_ms(ms), after_ms: Some(ms) }
+            }
+        };
+        self.request(asked)?;
+        self.new_task(seq, TaskKind::Completable)
+    }
+
+    async fn wait_for_external_event(&mut self, name: String) -> wasmtime::Result<Resource<TaskRep>> {
+        let seq = self.next_seq;
+        self.request(Event::EventWaitStarted { seq, name: name.clone() })?;
+        self.new_task(seq, TaskKind::Event { name, taken: None })
+    }
+
+    async fn await_(&mut self, task: Resource<TaskRep>) -> wasmtime::Result<Result<String, types::ErrorInfo>> {
+        loop {
+            if let Some(outcome) = self.take_ready(&task)? {
+                return Ok(outcome.map_err(|e| types::ErrorInfo { kind: e.kind, message: e.message }));
+            }
+            self.block().await?;
+        }
+    }
+
+    async fn when_any(&mut self, tasks: Vec<Resource<TaskRep>>) -> wasmtime::Result<u32> {
+        if tasks.is_empty() {
+            return Err(wasmtime::Error::msg("when-any needs at least one task"));
+        }
+        let seq = self.next_seq;
+        let task_seqs = tasks
+            .iter()
+            .map(|t| Ok(self.table.get(t)?.seq))
+            .collect::<wasmtime::Result<Vec<u32>>>()?;
+        if let Some(recorded) = self.recorded.get(seq as usize).cloned() {
+            let asked = Event::WhenAnyResolved { seq, tasks: task_seqs, winner: 0 };
+            self.request(asked)?;
+            let Event::WhenAnyResolved { winner, .. } = recorded else { unreachable!("checked by request") };
+            let index = tasks.iter().position(|t| self.table.get(t).map(|r| r.seq == winner).unwrap_or(false));
+            let Some(index) = index else {
+                return Err(self.diverged(seq, recorded.describe(), "a when-any without the recorded winner".into()));
+            };
+            if self.take_ready(&tasks[index])?.is_none() {
+                return Err(wasmtime::Error::new(Interrupt::HostFault(format!(
+                    "journal of '{}' records task {winner} winning a when-any, but holds no result for it",
+                    self.id
+                ))));
+            }
+            return Ok(index as u32);
+        }
+        loop {
+            let mut best: Option<(u64, usize)> = None;
+            for (i, task) in tasks.iter().enumerate() {
+                if let Some(pos) = self.ready_at(task)?
+                    && best.is_none_or(|(p, _)| pos < p)
+                {
+                    best = Some((pos, i));
+                }
+            }
+            if let Some((_, index)) = best {
+                let winner = task_seqs[index];
+                self.request(Event::WhenAnyResolved { seq, tasks: task_seqs, winner })?;
+                self.take_ready(&tasks[index])?;
+                return Ok(index as u32);
+            }
+            self.block().await?;
+        }
+    }
+
+    async fn when_all(
+        &mut self,
+        tasks: Vec<Resource<TaskRep>>,
+    ) -> wasmtime::Result<Vec<Result<String, types::ErrorInfo>>> {
+        loop {
+            // Ready when every completable task has its result and each event name has as
+            // many buffered events as untaken waits on it.
+            let mut ready = true;
+            let mut demand: HashMap<String, usize> = HashMap::new();
+            for task in &tasks {
+                let rep = self.table.get(task)?;
+                match &rep.kind {
+                    TaskKind::Completable => ready &= self.results.contains_key(&rep.seq),
+                    TaskKind::Event { taken: Some(_), .. } => {}
+                    TaskKind::Event { name, taken: None } => *demand.entry(name.clone()).or_default() += 1,
+                }
+            }
+            for (name, wanted) in &demand {
+                ready &= self.inbox.get(name).map_or(0, VecDeque::len) >= *wanted;
+            }
+            if ready {
+                let mut out = Vec::with_capacity(tasks.len());
+                for task in &tasks {
+                    let outcome = self.take_ready(task)?.expect("checked ready above");
+                    out.push(outcome.map_err(|e| types::ErrorInfo { kind: e.kind, message: e.message }));
+                }
+                return Ok(out);
+            }
+            self.block().await?;
+        }
+    }
+
+    async fn continue_as_new(&mut self, input: String, keep_unprocessed_events: bool) -> wasmtime::Result<()> {
+        self.continue_as_new = Some((input, keep_unprocessed_events));
+        Ok(())
+    }
+
+    async fn now(&mut self) -> wasmtime::Result<u64> {
+        let seq = self.next_seq;
+        let at = self.clock_now();
+        match self.request(Event::TimeRead { seq, at })? {
+            Event::TimeRead { at, .. } => Ok(at.0),
+            other => unreachable!("request returned {other:?} for now()"),
+        }
+    }
+
+    async fn new_guid(&mut self) -> wasmtime::Result<String> {
+        Ok(self.rng.uuid())
+    }
+
+    async fn random(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.rng.next_u64())
+    }
+
+    async fn instance_id(&mut self) -> wasmtime::Result<String> {
+        Ok(self.id.to_string())
+    }
+
+    async fn is_replaying(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.replaying())
+    }
+
+    async fn set_custom_status(&mut self, status: String) -> wasmtime::Result<()> {
+        if self.custom_status.as_deref() != Some(status.as_str()) {
+            self.custom_status = Some(status);
+            self.custom_status_dirty = true;
+        }
+        Ok(())
+    }
+
+    async fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
+        if self.replaying() {
+            return Ok(());
+        }
+        let (id, workflow) = (self.id.as_str(), self.workflow.as_str());
+        match level {
+            types::LogLevel::Trace => tracing::trace!(target: "steadfast::workflow", instance = id, workflow, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(target: "steadfast::workflow", instance = id, workflow, "{message}"),
+            types::LogLevel::Info => tracing::info!(target: "steadfast::workflow", instance = id, workflow, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(target: "steadfast::workflow", instance = id, workflow, "{message}"),
+            types::LogLevel::Error => tracing::error!(target: "steadfast::workflow", instance = id, workflow, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+/// Runs an instance until it ends, is evicted, or the host fails; then leaves the
+/// resident set. `activation` identifies this run in the resident map.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    id: InstanceId,
+    activation: u64,
+    mut mailbox: mpsc::UnboundedReceiver<Msg>,
+    work: WorkGuard,
+) {
+    let mut work = Some(work);
+    loop {
+        match run_generation(&shared, &id, mailbox, work.take()).await {
+            Ok(Next::Generation(rx, guard)) => {
+                mailbox = rx;
+                work = Some(guard);
+            }
+            Ok(Next::Done) => break,
+            Ok(Next::Evicted(rx)) => {
+                shared.leave_resident(&id, activation, Some(rx));
+                return;
+            }
+            Err(fault) => {
+                tracing::error!(instance = %id, error = %fault, "instance deactivated by a host fault; it resumes on restart");
+                break;
+            }
+        }
+    }
+    shared.leave_resident(&id, activation, None);
+}
+
+enum Next {
+    Generation(mpsc::UnboundedReceiver<Msg>, WorkGuard),
+    Evicted(mpsc::UnboundedReceiver<Msg>),
+    Done,
+}
+
+async fn run_generation(
+    shared: &Arc<Shared>,
+    id: &InstanceId,
+    mailbox: mpsc::UnboundedReceiver<Msg>,
+    work: Option<WorkGuard>,
+) -> Result<Next, String> {
+    let record = match shared.journal.instance(id).map_err(|e| e.to_string())? {
+        Some(record) if record.status == crate::model::RuntimeStatus::Running => record,
+        _ => return Ok(Next::Done),
+    };
+    let history = shared.journal.generation_history(id, record.generation).map_err(|e| e.to_string())?;
+    let mut state = HostState::new(
+        Arc::clone(shared),
+        id.clone(),
+        record.workflow.clone(),
+        record.generation,
+        mailbox,
+        work,
+    );
+    state.custom_status = record.custom_status.clone();
+    if let Err(e) = state.load(history) {
+        return Err(e.to_string());
+    }
+    let Some(pre) = shared.orchestrator_pre(&record.component) else {
+        let reason = format!(
+            "the component this instance runs on ({}) is not deployed; deploy it again to resume",
+            record.component.short()
+        );
+        finish(shared, id, record.generation, state, Finish::Stalled(reason)).await?;
+        return Ok(Next::Done);
+    };
+
+    let mut store = Store::new(shared.sandbox.engine(), state);
+    let result = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance.steadfast_workflow_workflows().call_run(&mut store, &record.workflow, &record.input).await
+    }
+    .await;
+    let mut state = store.into_data();
+
+    let outcome = match result {
+        Err(error) => match error.downcast_ref::<Interrupt>() {
+            Some(Interrupt::Evicted) => return Ok(Next::Evicted(state.mailbox)),
+            Some(Interrupt::HostFault(message)) => return Err(message.clone()),
+            Some(divergence @ Interrupt::Nondeterminism { .. }) => Finish::Stalled(divergence.to_string()),
+            None => Finish::Failed(ErrorInfo::new("workflow_trapped", format!("the workflow trapped: {error:#}"))),
+        },
+        Ok(returned) => {
+            if let Some((input, keep)) = state.continue_as_new.take() {
+                let keep_events = if keep { state.unconsumed_events() } else { Vec::new() };
+                Finish::ContinueAsNew { input, keep_events }
+            } else if state.replaying() {
+                let seq = state.next_seq;
+                let recorded = state.recorded[seq as usize].describe();
+                Finish::Stalled(
+                    Interrupt::Nondeterminism { seq, recorded, asked: "nothing more (the workflow returned)".into() }
+                        .to_string(),
+                )
+            } else {
+                match returned {
+                    Ok(output) => Finish::Completed(output),
+                    Err(e) => Finish::Failed(ErrorInfo::new(e.kind, e.message)),
+                }
+            }
+        }
+    };
+    let next_generation = matches!(outcome, Finish::ContinueAsNew { .. });
+    let generation = state.generation;
+    let (mailbox, work) = finish(shared, id, generation, state, outcome).await?;
+    if next_generation {
+        // The next generation starts right away: it keeps the work guard.
+        let work = work.unwrap_or_else(|| shared.work.guard());
+        return Ok(Next::Generation(mailbox, work));
+    }
+    Ok(Next::Done)
+}
+
+/// Writes the end of a generation and tells whoever waits on it.
+async fn finish(
+    shared: &Arc<Shared>,
+    id: &InstanceId,
+    generation: u32,
+    mut state: HostState,
+    outcome: Finish,
+) -> Result<(mpsc::UnboundedReceiver<Msg>, Option<WorkGuard>), String> {
+    if let Finish::Stalled(reason) = &outcome {
+        tracing::warn!(instance = %id, "instance stalled: {reason}");
+    }
+    // Requests made after the last write are kept for the record, but started: no.
+    let last = std::mem::take(&mut state.pending.events);
+    let custom_status = if state.custom_status_dirty { state.custom_status.clone() } else { None };
+    let now = shared.clock.now();
+    let notice = shared
+        .journal
+        .finish(id.clone(), generation, last, custom_status, outcome, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(notice) = notice {
+        let guard = shared.work.guard();
+        shared.deliver(notice.parent, notice.generation, notice.pos, notice.event, guard);
+    }
+    shared.status_changed();
+    Ok((state.mailbox, state.work.take()))
+}
+
+/// Digest lookups used by host functions.
+impl Shared {
+    pub(crate) fn workflow_component(&self, workflow: &str) -> Option<Digest> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner()).workflow_digest(workflow)
+    }
+}

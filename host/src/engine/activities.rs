@@ -1,0 +1,121 @@
+//! Running activities: native Rust functions registered by an embedding program, or
+//! activity components. Attempts are journaled; retries follow the activity's policy and
+//! wait on the engine's clock, so they survive restarts.
+//!
+//! Delivery is at least once: an activity whose result was not yet durable when the host
+//! stopped runs again after the restart. Activities should be idempotent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use wasmtime::Store;
+
+use super::activity_host::ActivityState;
+use super::registry::{ActivityImpl, Loaded};
+use super::timers::TimerJob;
+use super::work::WorkGuard;
+use super::Shared;
+use crate::journal::QueuedActivity;
+use crate::model::{ErrorInfo, InstanceId};
+
+/// What a native activity is told about the call it serves.
+#[derive(Debug, Clone)]
+pub struct ActivityContext {
+    pub instance: InstanceId,
+    pub activity: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+pub(crate) type NativeActivity = Arc<
+    dyn Fn(ActivityContext, serde_json::Value) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, ErrorInfo>> + Send>>
+        + Send
+        + Sync,
+>;
+
+impl Shared {
+    /// Runs `job` now, or parks it on the timer queue until it is due.
+    pub(crate) fn dispatch_activity(self: &Arc<Self>, job: QueuedActivity) {
+        if job.due_at > self.clock.now() {
+            self.timers.add(job.due_at, TimerJob::Activity(job));
+            return;
+        }
+        let guard = self.work.guard();
+        tokio::spawn(run_activity(Arc::clone(self), job, guard));
+    }
+
+    async fn execute_activity(&self, job: &QueuedActivity) -> Result<String, ErrorInfo> {
+        let registered = self.registry.read().unwrap_or_else(|p| p.into_inner()).activity(&job.name);
+        match registered {
+            None => {
+                let known = self.registry.read().unwrap_or_else(|p| p.into_inner()).activity_names();
+                Err(ErrorInfo::new(
+                    "unknown_activity",
+                    format!(
+                        "no activity named '{}' is registered; registered: {}",
+                        job.name,
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                ))
+            }
+            Some(ActivityImpl::Native(f)) => {
+                let input: serde_json::Value = serde_json::from_str(&job.input)
+                    .map_err(|e| ErrorInfo::new("bad_payload", format!("activity input is not JSON: {e}")))?;
+                let ctx = ActivityContext { instance: job.instance.clone(), activity: job.name.clone(), attempt: job.attempt };
+                let output = f(ctx, input).await?;
+                Ok(output.to_string())
+            }
+            Some(ActivityImpl::Component(digest)) => {
+                let loaded = self.registry.read().unwrap_or_else(|p| p.into_inner()).component(&digest);
+                let Some(Loaded::Activity(pre)) = loaded.as_deref() else {
+                    return Err(ErrorInfo::new("unknown_activity", format!("activity component {} is not loaded", digest.short())));
+                };
+                let state = ActivityState { activity: job.name.clone(), instance: job.instance.to_string() };
+                let mut store = Store::new(self.sandbox.engine(), state);
+                let run = async {
+                    let worker = pre.instantiate_async(&mut store).await?;
+                    worker.steadfast_workflow_activities().call_run(&mut store, &job.name, &job.input).await
+                };
+                match run.await {
+                    Ok(Ok(output)) => Ok(output),
+                    Ok(Err(e)) => Err(ErrorInfo::new(e.kind, e.message)),
+                    Err(trap) => Err(ErrorInfo::new("activity_trapped", format!("activity '{}' trapped: {trap:#}", job.name))),
+                }
+            }
+        }
+    }
+}
+
+async fn run_activity(shared: Arc<Shared>, job: QueuedActivity, work: WorkGuard) {
+    let result = shared.execute_activity(&job).await;
+    let now = shared.clock.now();
+    let retry_delay = match (&result, &job.retry) {
+        (Err(error), Some(policy)) => {
+            policy.delay_before(job.attempt + 1, &error.kind, now.millis_since(job.first_at))
+        }
+        _ => None,
+    };
+    if let (Err(error), Some(delay)) = (&result, retry_delay) {
+        let retry_at = now.plus_ms(delay);
+        tracing::debug!(instance = %job.instance, activity = %job.name, attempt = job.attempt, %retry_at, "activity attempt failed: {}", error.message);
+        match shared.journal.activity_attempt_failed(job.clone(), error.clone(), retry_at, now).await {
+            Ok(Some(_)) => {
+                let next = QueuedActivity { attempt: job.attempt + 1, due_at: retry_at, ..job };
+                shared.timers.add(retry_at, TimerJob::Activity(next));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(instance = %job.instance, activity = %job.name, error = %e, "cannot journal a failed attempt; it runs again on restart"),
+        }
+        return;
+    }
+    match shared.journal.complete_activity(&job, result, now).await {
+        Ok(Some((pos, event))) => {
+            let guard = shared.work.guard();
+            drop(work);
+            shared.deliver(job.instance, job.generation, pos, event, guard);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(instance = %job.instance, activity = %job.name, error = %e, "cannot journal an activity result; it runs again on restart"),
+    }
+}

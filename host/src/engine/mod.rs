@@ -1,0 +1,569 @@
+//! The engine: deployed components, resident instances, activities and timers, all
+//! driven from the journal.
+//!
+//! ## Life of an instance
+//! `start` writes the instance and its `WorkflowStarted` event, then **activates** it: a
+//! tokio task instantiates the workflow's component (through a cached `InstancePre`) and
+//! runs it. The instance stays **resident** — suspended inside a host call — while it
+//! waits. Every completion (activity result, timer, raised event, child result) is written
+//! to the journal first and then delivered to the instance's mailbox. An instance that is
+//! not resident when something is delivered (after a restart or an eviction) is activated
+//! again and replays its journal to where it was.
+//!
+//! **Invariant:** nothing is delivered, dispatched or started before the journal entry
+//! that causes it is durable.
+
+mod activation;
+mod activities;
+mod activity_host;
+mod bindings;
+mod random;
+mod registry;
+mod timers;
+mod work;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use wasmtime::Store;
+use wasmtime::component::{HasSelf, Linker};
+
+pub use activities::ActivityContext;
+use activation::{HostState, Msg};
+use activity_host::ActivityState;
+use bindings::activity::{ActivityWorker, ActivityWorkerPre};
+use bindings::orchestrator::{Orchestrator, OrchestratorPre};
+use registry::{Loaded, Registry};
+use timers::{TimerJob, Timers};
+use work::{Work, WorkGuard};
+
+pub use crate::journal::{InstanceRecord, StoredEvent};
+use crate::journal::{Journal, JournalError, NewInstance};
+use crate::model::{Clock, Digest, ErrorInfo, Event, InstanceId, RuntimeStatus, SystemClock, Timestamp};
+use crate::sandbox::{Sandbox, SandboxError};
+
+/// How an engine is set up.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Holds the journal (`steadfast.db`) and the compiled-code cache (`compiled/`).
+    pub data_dir: PathBuf,
+    /// Where time comes from; a [`crate::model::VirtualClock`] for tests and the demo.
+    pub clock: Arc<dyn Clock>,
+    /// Most instances kept in memory; idle ones beyond this are evicted to the journal.
+    pub max_resident: usize,
+}
+
+impl EngineConfig {
+    /// Defaults: the system clock, up to 10,000 resident instances.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig { data_dir: data_dir.into(), clock: Arc::new(SystemClock), max_resident: 10_000 }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn with_max_resident(mut self, max: usize) -> Self {
+        self.max_resident = max.max(1);
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no workflow named '{name}' is deployed; deployed workflows: {}", list_or_none(.deployed))]
+    UnknownWorkflow { name: String, deployed: Vec<String> },
+    #[error("{what} is not valid JSON: {reason}")]
+    InvalidJson { what: &'static str, reason: String },
+    #[error("invalid instance id: {0}")]
+    InvalidInstanceId(String),
+    #[error("instance '{0}' already exists; choose another id or purge the old instance")]
+    InstanceExists(InstanceId),
+    #[error("no instance '{0}'")]
+    InstanceNotFound(InstanceId),
+    #[error("instance '{id}' is {status}; it accepts no more events")]
+    NotRunning { id: InstanceId, status: RuntimeStatus },
+    #[error(transparent)]
+    Component(#[from] SandboxError),
+    #[error(
+        "the component implements neither the steadfast:workflow orchestrator world nor the \
+         activity-worker world ({0}); generate its bindings from wit/steadfast.wit"
+    )]
+    NotOurWorld(String),
+    #[error("the component's {0} export failed: {1}")]
+    Inspect(&'static str, String),
+    #[error("this engine runs on the system clock; only a virtual clock can be advanced")]
+    NoVirtualClock,
+    #[error(transparent)]
+    Journal(JournalError),
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+}
+
+impl From<JournalError> for EngineError {
+    fn from(e: JournalError) -> Self {
+        match e {
+            JournalError::InstanceExists(id) => EngineError::InstanceExists(id),
+            JournalError::InstanceNotFound(id) => EngineError::InstanceNotFound(id),
+            JournalError::NotRunning { id, status } => EngineError::NotRunning { id, status },
+            other => EngineError::Journal(other),
+        }
+    }
+}
+
+/// What `deploy` found in a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub digest: Digest,
+    pub kind: ComponentKind,
+    /// Workflow names (orchestrator) or activity names (activity worker).
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentKind {
+    Orchestrator,
+    Activity,
+}
+
+impl ComponentKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::Orchestrator => "orchestrator",
+            ComponentKind::Activity => "activity",
+        }
+    }
+}
+
+/// Options for [`Engine::start`].
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Use this id instead of a generated one.
+    pub instance_id: Option<String>,
+}
+
+/// A running Steadfast engine. Cloning shares it.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    journal: Journal,
+    sandbox: Sandbox,
+    clock: Arc<dyn Clock>,
+    linker: Linker<HostState>,
+    activity_linker: Linker<ActivityState>,
+    registry: RwLock<Registry>,
+    resident: Mutex<HashMap<InstanceId, Resident>>,
+    next_activation: AtomicU64,
+    max_resident: usize,
+    timers: Arc<Timers>,
+    work: Arc<Work>,
+    status_version: watch::Sender<u64>,
+    ids: Mutex<random::SplitMix64>,
+}
+
+struct Resident {
+    tx: mpsc::UnboundedSender<Msg>,
+    activation: u64,
+}
+
+impl Engine {
+    /// Opens the journal in `config.data_dir`, loads the deployed components and resumes
+    /// every running instance, timer and queued activity.
+    pub async fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            EngineError::Journal(JournalError::Storage(format!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            )))
+        })?;
+        let journal = Journal::open(&config.data_dir.join("steadfast.db"))?;
+        let sandbox = Sandbox::new(Some(&config.data_dir.join("compiled")))?;
+        let mut linker = Linker::new(sandbox.engine());
+        Orchestrator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let mut activity_linker = Linker::new(sandbox.engine());
+        ActivityWorker::add_to_linker::<ActivityState, HasSelf<ActivityState>>(&mut activity_linker, |s| s)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let seed = SystemClock.now().0 ^ u64::from(std::process::id()).rotate_left(32);
+        let shared = Arc::new(Shared {
+            journal,
+            sandbox,
+            clock: config.clock,
+            linker,
+            activity_linker,
+            registry: RwLock::new(Registry::default()),
+            resident: Mutex::new(HashMap::new()),
+            next_activation: AtomicU64::new(1),
+            max_resident: config.max_resident.max(1),
+            timers: Arc::new(Timers::default()),
+            work: Arc::new(Work::default()),
+            status_version: watch::Sender::new(0),
+            ids: Mutex::new(random::SplitMix64::for_instance("steadfast-ids", (seed as u32) ^ (seed >> 32) as u32)),
+        });
+        tokio::spawn(timer_loop(Arc::downgrade(&shared), Arc::clone(&shared.timers), Arc::clone(&shared.clock)));
+        let engine = Engine { shared };
+        engine.recover().await?;
+        Ok(engine)
+    }
+
+    async fn recover(&self) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        for stored in shared.journal.components()? {
+            if let Err(e) = shared.load_component(&stored.digest, &stored.bytes).await {
+                tracing::error!(digest = %stored.digest.short(), error = %e, "cannot load a deployed component");
+            }
+        }
+        for (instance, generation, seq, fire_at) in shared.journal.pending_timers()? {
+            shared.timers.add(fire_at, TimerJob::Fire { instance, generation, seq });
+        }
+        for job in shared.journal.pending_activities()? {
+            shared.dispatch_activity(job);
+        }
+        for id in shared.journal.running_instances()? {
+            shared.activate(id);
+        }
+        Ok(())
+    }
+
+    /// The journal file.
+    pub fn journal_path(&self) -> PathBuf {
+        self.shared.journal.path().to_owned()
+    }
+
+    /// The engine's current time.
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Validates, compiles and stores a component, and makes its workflows or activities
+    /// available. Deploying the same bytes again is harmless.
+    pub async fn deploy(&self, bytes: Vec<u8>) -> Result<Deployment, EngineError> {
+        let digest = Digest::of(&bytes);
+        let deployment = self.shared.load_component(&digest, &bytes).await?;
+        let now = self.shared.clock.now();
+        self.shared
+            .journal
+            .put_component(digest, deployment.kind.as_str(), deployment.names.clone(), bytes, now)
+            .await?;
+        Ok(deployment)
+    }
+
+    /// Registers a native Rust activity. It takes precedence over an activity component
+    /// exporting the same name.
+    pub fn register_activity<F, Fut>(&self, name: &str, activity: F)
+    where
+        F: Fn(ActivityContext, serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<serde_json::Value, ErrorInfo>> + Send + 'static,
+    {
+        let activity: activities::NativeActivity = Arc::new(move |ctx, input| Box::pin(activity(ctx, input)));
+        self.shared.registry.write().unwrap_or_else(|p| p.into_inner()).add_native(name.to_owned(), activity);
+    }
+
+    /// Starts workflow `workflow` with JSON `input`; returns the instance id.
+    pub async fn start(&self, workflow: &str, input: &str, options: StartOptions) -> Result<InstanceId, EngineError> {
+        let Some(component) = self.shared.workflow_component(workflow) else {
+            let deployed = self.shared.registry.read().unwrap_or_else(|p| p.into_inner()).workflow_names();
+            return Err(EngineError::UnknownWorkflow { name: workflow.to_owned(), deployed });
+        };
+        check_json("the workflow input", input)?;
+        let id = match options.instance_id {
+            Some(id) => InstanceId::new(id).map_err(EngineError::InvalidInstanceId)?,
+            None => {
+                let uuid = self.shared.ids.lock().unwrap_or_else(|p| p.into_inner()).uuid();
+                InstanceId::new(uuid).map_err(EngineError::InvalidInstanceId)?
+            }
+        };
+        let new = NewInstance { id: id.clone(), workflow: workflow.to_owned(), component, input: input.to_owned() };
+        self.shared.journal.create_instance(new, self.shared.clock.now()).await?;
+        self.shared.activate(id.clone());
+        Ok(id)
+    }
+
+    /// Raises event `name` with JSON `payload` to a running instance. Once this returns the
+    /// event is durable and will be delivered, even across a crash; events raised before
+    /// the workflow waits are buffered in order.
+    pub async fn raise_event(&self, id: &InstanceId, name: &str, payload: &str) -> Result<(), EngineError> {
+        check_json("the event payload", payload)?;
+        let now = self.shared.clock.now();
+        let (generation, pos, event) =
+            self.shared.journal.raise_event(id.clone(), name.to_owned(), payload.to_owned(), now).await?;
+        let guard = self.shared.work.guard();
+        self.shared.deliver(id.clone(), generation, pos, event, guard);
+        Ok(())
+    }
+
+    /// The instance's status, input, output and custom status.
+    pub fn status(&self, id: &InstanceId) -> Result<InstanceRecord, EngineError> {
+        self.shared.journal.instance(id)?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))
+    }
+
+    /// The instance's journal (its current generation and carried-over events).
+    pub fn history(&self, id: &InstanceId) -> Result<Vec<StoredEvent>, EngineError> {
+        self.status(id)?;
+        Ok(self.shared.journal.history(id)?)
+    }
+
+    /// Rows the journal holds for the instance.
+    pub fn journal_rows(&self, id: &InstanceId) -> Result<u64, EngineError> {
+        Ok(self.shared.journal.row_count(id)?)
+    }
+
+    /// Waits until the instance reaches a terminal status, and returns it.
+    pub async fn wait_for_completion(&self, id: &InstanceId) -> Result<InstanceRecord, EngineError> {
+        let mut changes = self.shared.status_version.subscribe();
+        loop {
+            let record = self.status(id)?;
+            if record.status.is_terminal() {
+                return Ok(record);
+            }
+            if changes.changed().await.is_err() {
+                return Ok(record);
+            }
+        }
+    }
+
+    /// Pins an instance to another deployed component; it replays on that code when next
+    /// activated. A replay that diverges stalls the instance.
+    pub async fn set_instance_component(&self, id: &InstanceId, digest: &Digest) -> Result<(), EngineError> {
+        self.shared.journal.set_instance_component(id.clone(), digest.clone()).await?;
+        Ok(())
+    }
+
+    /// Takes an instance out of memory (it resumes from the journal when next needed).
+    pub fn evict(&self, id: &InstanceId) {
+        let resident = self.shared.resident.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = resident.get(id) {
+            let _ = r.tx.send(Msg::Evict);
+        }
+    }
+
+    /// How many instances are in memory.
+    pub fn resident_count(&self) -> usize {
+        self.shared.resident.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Waits until no work is in flight: every resident instance is waiting on a timer,
+    /// an event or nothing at all.
+    pub async fn settle(&self) {
+        self.shared.work.wait_idle().await;
+    }
+
+    /// With a virtual clock: settles, moves time to the next timer, fires it and settles
+    /// again. Returns the new time, or `None` when no timer is pending.
+    pub async fn advance_to_next_timer(&self) -> Result<Option<Timestamp>, EngineError> {
+        let clock = self.shared.clock.as_virtual().ok_or(EngineError::NoVirtualClock)?.clone();
+        self.settle().await;
+        let Some(next) = self.shared.timers.next_due() else { return Ok(None) };
+        clock.advance_to(next);
+        self.shared.fire_due();
+        self.settle().await;
+        Ok(Some(self.shared.clock.now()))
+    }
+
+    /// With a virtual clock: moves time forward by `by`, firing the timers on the way in
+    /// order, and settles.
+    pub async fn advance_by(&self, by: Duration) -> Result<(), EngineError> {
+        let clock = self.shared.clock.as_virtual().ok_or(EngineError::NoVirtualClock)?.clone();
+        let target = self.shared.clock.now().plus_ms(u64::try_from(by.as_millis()).unwrap_or(u64::MAX));
+        loop {
+            self.settle().await;
+            match self.shared.timers.next_due() {
+                Some(next) if next <= target => {
+                    clock.advance_to(next);
+                    self.shared.fire_due();
+                }
+                _ => break,
+            }
+        }
+        clock.advance_to(target);
+        self.settle().await;
+        Ok(())
+    }
+
+    /// With a virtual clock: keeps jumping to the next timer until none is left.
+    /// Never returns for an eternal workflow; use [`Engine::advance_to_next_timer`] there.
+    pub async fn run_until_idle(&self) -> Result<(), EngineError> {
+        while self.advance_to_next_timer().await?.is_some() {}
+        Ok(())
+    }
+}
+
+fn check_json(what: &'static str, text: &str) -> Result<(), EngineError> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(drop)
+        .map_err(|e| EngineError::InvalidJson { what, reason: e.to_string() })
+}
+
+impl Shared {
+    /// Compiles a component, works out which world it implements, and registers it.
+    async fn load_component(self: &Arc<Self>, digest: &Digest, bytes: &[u8]) -> Result<Deployment, EngineError> {
+        let component = self.sandbox.compile(digest, bytes)?;
+        let as_orchestrator = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(OrchestratorPre::new);
+        let orchestrator_error = match as_orchestrator {
+            Ok(pre) => {
+                let mut store = Store::new(self.sandbox.engine(), HostState::inert(Arc::clone(self)));
+                let instance = pre.instantiate_async(&mut store).await.map_err(|e| EngineError::Inspect("names", e.to_string()))?;
+                let names = instance
+                    .steadfast_workflow_workflows()
+                    .call_names(&mut store)
+                    .await
+                    .map_err(|e| EngineError::Inspect("names", e.to_string()))?;
+                self.registry.write().unwrap_or_else(|p| p.into_inner()).add_orchestrator(digest.clone(), pre, &names);
+                return Ok(Deployment { digest: digest.clone(), kind: ComponentKind::Orchestrator, names });
+            }
+            Err(e) => e.to_string(),
+        };
+        let as_activity = self
+            .activity_linker
+            .instantiate_pre(&component)
+            .and_then(ActivityWorkerPre::new);
+        match as_activity {
+            Ok(pre) => {
+                let state = ActivityState { activity: "names".into(), instance: String::new() };
+                let mut store = Store::new(self.sandbox.engine(), state);
+                let worker = pre.instantiate_async(&mut store).await.map_err(|e| EngineError::Inspect("names", e.to_string()))?;
+                let names = worker
+                    .steadfast_workflow_activities()
+                    .call_names(&mut store)
+                    .await
+                    .map_err(|e| EngineError::Inspect("names", e.to_string()))?;
+                self.registry.write().unwrap_or_else(|p| p.into_inner()).add_activity_component(digest.clone(), pre, &names);
+                Ok(Deployment { digest: digest.clone(), kind: ComponentKind::Activity, names })
+            }
+            Err(activity_error) => Err(EngineError::NotOurWorld(format!(
+                "as an orchestrator: {orchestrator_error}; as an activity worker: {activity_error}"
+            ))),
+        }
+    }
+
+    fn orchestrator_pre(&self, digest: &Digest) -> Option<OrchestratorPre<HostState>> {
+        let loaded = self.registry.read().unwrap_or_else(|p| p.into_inner()).component(digest)?;
+        match &*loaded {
+            Loaded::Orchestrator(pre) => Some(pre.clone()),
+            Loaded::Activity(_) => None,
+        }
+    }
+
+    /// Makes sure the instance is resident (activating it if not).
+    fn activate(self: &Arc<Self>, id: InstanceId) {
+        let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
+        if !resident.contains_key(&id) {
+            let guard = self.work.guard();
+            self.spawn_activation(&mut resident, id, guard);
+        }
+    }
+
+    /// Hands a journaled event to its instance, activating the instance if needed.
+    fn deliver(self: &Arc<Self>, id: InstanceId, generation: u32, pos: u64, event: Event, work: WorkGuard) {
+        let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
+        let work = match resident.get(&id) {
+            Some(r) => match r.tx.send(Msg::Deliver { generation, pos, event, work }) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(Msg::Deliver { work, .. })) => work,
+                Err(_) => return,
+            },
+            None => work,
+        };
+        // Not resident (or just leaving): activate; the journal already holds the event.
+        self.spawn_activation(&mut resident, id, work);
+    }
+
+    fn spawn_activation(self: &Arc<Self>, resident: &mut HashMap<InstanceId, Resident>, id: InstanceId, work: WorkGuard) {
+        if resident.len() >= self.max_resident {
+            // Ask one other instance to leave memory; an instance that is busy when the
+            // request arrives ignores it.
+            if let Some((_, victim)) = resident.iter().find(|(other, _)| **other != id) {
+                let _ = victim.tx.send(Msg::Evict);
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let activation = self.next_activation.fetch_add(1, Ordering::Relaxed);
+        resident.insert(id.clone(), Resident { tx, activation });
+        tokio::spawn(activation::run(Arc::clone(self), id, activation, rx, work));
+    }
+
+    /// Called by an activation as it ends. Deliveries that raced with its end are not
+    /// lost: the instance is activated again to take them.
+    fn leave_resident(self: &Arc<Self>, id: &InstanceId, activation: u64, leftover: Option<mpsc::UnboundedReceiver<Msg>>) {
+        let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
+        if resident.get(id).is_some_and(|r| r.activation == activation) {
+            resident.remove(id);
+        }
+        let Some(mut rx) = leftover else { return };
+        rx.close();
+        let mut work = None;
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Deliver { work: guard, .. } = msg {
+                work = Some(guard);
+            }
+        }
+        if let Some(work) = work
+            && !resident.contains_key(id)
+        {
+            self.spawn_activation(&mut resident, id.clone(), work);
+        }
+    }
+
+    fn add_timer(&self, at: Timestamp, instance: InstanceId, generation: u32, seq: u32) {
+        self.timers.add(at, TimerJob::Fire { instance, generation, seq });
+    }
+
+    /// Fires every timer that is due.
+    fn fire_due(self: &Arc<Self>) {
+        let now = self.clock.now();
+        for job in self.timers.take_due(now) {
+            match job {
+                TimerJob::Fire { instance, generation, seq } => {
+                    let guard = self.work.guard();
+                    let shared = Arc::clone(self);
+                    tokio::spawn(async move {
+                        match shared.journal.fire_timer(instance.clone(), generation, seq, now).await {
+                            Ok(Some((pos, event))) => shared.deliver(instance, generation, pos, event, guard),
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::error!(%instance, seq, error = %e, "cannot journal a timer firing; retrying in a second");
+                                shared.timers.add(now.plus_ms(1000), TimerJob::Fire { instance, generation, seq });
+                            }
+                        }
+                    });
+                }
+                TimerJob::Activity(job) => self.dispatch_activity(job),
+            }
+        }
+    }
+
+    fn status_changed(&self) {
+        self.status_version.send_modify(|v| *v += 1);
+    }
+}
+
+/// Sleeps until the earliest timer is due (or the queue changes), then fires what is due.
+/// Holds only a weak reference between wake-ups, so it ends with the engine.
+async fn timer_loop(shared: Weak<Shared>, timers: Arc<Timers>, clock: Arc<dyn Clock>) {
+    loop {
+        let sleep = match timers.next_due() {
+            Some(at) => clock.sleep_until(at),
+            None => Box::pin(std::future::pending()),
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = timers.changed.notified() => {}
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        shared.fire_due();
+    }
+}

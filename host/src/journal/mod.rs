@@ -1,0 +1,193 @@
+//! The SQLite journal: the single source of truth for every instance.
+//!
+//! ## Durability
+//! WAL mode with `synchronous=FULL`: a write is acknowledged only after its transaction is
+//! fsynced, so an acknowledged step, activity result or raised event survives a crash or a
+//! power cut.
+//!
+//! ## Concurrency
+//! One writer thread owns the write connection. Callers send it closures and await the
+//! reply; the thread drains everything queued, runs it in **one** transaction (group
+//! commit: many instances' steps share one fsync), and only then answers each caller. Each
+//! closure runs inside its own savepoint, so one failing write does not undo the others.
+//! Reads use a second connection, which WAL lets proceed while the writer writes.
+//!
+//! **Invariant:** this is the only module that knows SQL; no `rusqlite` type appears in
+//! its public signatures.
+
+mod reads;
+mod schema;
+mod writes;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::model::{InstanceId, RuntimeStatus};
+
+pub use reads::{InstanceRecord, QueuedActivity, StoredComponent, StoredEvent};
+pub use writes::{Finish, NewInstance, ParentNotice, StepWrite};
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("instance '{0}' already exists; choose another id or purge the old instance")]
+    InstanceExists(InstanceId),
+    #[error("no instance '{0}'")]
+    InstanceNotFound(InstanceId),
+    #[error("instance '{id}' is {status}; it accepts no more events")]
+    NotRunning { id: InstanceId, status: RuntimeStatus },
+    #[error("the journal is corrupt or from an incompatible version: {0}")]
+    Corrupt(String),
+    #[error("journal storage failed: {0}")]
+    Storage(String),
+    #[error("the journal writer has stopped (the engine is shutting down)")]
+    WriterGone,
+}
+
+impl From<rusqlite::Error> for JournalError {
+    fn from(e: rusqlite::Error) -> Self {
+        JournalError::Storage(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for JournalError {
+    fn from(e: serde_json::Error) -> Self {
+        JournalError::Corrupt(e.to_string())
+    }
+}
+
+/// A write to run on the writer thread: it does its work inside the batch transaction and
+/// returns whether that worked plus a callback that receives the commit's outcome.
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Reply = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
+
+/// Handle to an open journal. Cheap to share behind an `Arc`.
+pub struct Journal {
+    writer: mpsc::Sender<WriteJob>,
+    reader: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let mut write_conn = open_connection(path)?;
+        schema::migrate(&mut write_conn)?;
+        let reader = open_connection(path)?;
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("steadfast-journal".into())
+            .spawn(move || writer_loop(write_conn, rx))
+            .map_err(|e| JournalError::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(Journal { writer: tx, reader: Mutex::new(reader), path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer thread inside the next group-commit transaction and returns
+    /// its result once that transaction is durable.
+    async fn write<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, reply)
+        });
+        self.writer.send(job).map_err(|_| JournalError::WriterGone)?;
+        rx.await.map_err(|_| JournalError::WriterGone)?
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let conn = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&conn)
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, JournalError> {
+    let conn = Connection::open(path).map_err(|e| {
+        JournalError::Storage(format!("cannot open the journal at {}: {e}", path.display()))
+    })?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Group commit: block for the first job, take whatever else is queued, run all in one
+/// transaction, commit, answer everyone.
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the jobs tells their callers the write did not happen.
+            tracing::error!(error = %e, "journal: cannot begin a transaction");
+            continue;
+        }
+        let mut callbacks = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let _ = conn.execute_batch("SAVEPOINT op");
+            let (ok, reply) = job(&conn);
+            if ok {
+                let _ = conn.execute_batch("RELEASE op");
+            } else {
+                let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+            }
+            callbacks.push(reply);
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(JournalError::from);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in callbacks {
+            let outcome = match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(JournalError::Storage(e.to_string())),
+            };
+            reply(outcome);
+        }
+    }
+}
+
+// Timestamps are stored as SQLite integers (milliseconds since the epoch).
+impl rusqlite::ToSql for crate::model::Timestamp {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        let ms = i64::try_from(self.0)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(rusqlite::types::ToSqlOutput::from(ms))
+    }
+}
+
+impl rusqlite::types::FromSql for crate::model::Timestamp {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let ms = i64::column_result(value)?;
+        u64::try_from(ms)
+            .map(crate::model::Timestamp)
+            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
+}

@@ -1,0 +1,225 @@
+//! Queries: what the engine loads when it activates an instance or recovers after a
+//! restart, and what clients read.
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{Journal, JournalError};
+use crate::model::{Digest, ErrorInfo, Event, InstanceId, RetryPolicy, RuntimeStatus, Timestamp};
+
+/// An instance's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    pub id: InstanceId,
+    pub workflow: String,
+    pub component: Digest,
+    pub status: RuntimeStatus,
+    pub generation: u32,
+    pub input: String,
+    pub output: Option<String>,
+    pub error: Option<ErrorInfo>,
+    pub custom_status: Option<String>,
+    pub parent: Option<InstanceId>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One journal entry with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub pos: u64,
+    pub generation: u32,
+    pub at: Timestamp,
+    pub event: Event,
+}
+
+/// A queued activity attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedActivity {
+    pub instance: InstanceId,
+    pub generation: u32,
+    pub seq: u32,
+    pub name: String,
+    pub input: String,
+    pub retry: Option<RetryPolicy>,
+    /// The attempt about to run (1 = first).
+    pub attempt: u32,
+    pub due_at: Timestamp,
+    pub first_at: Timestamp,
+}
+
+/// A deployed component's bytes.
+#[derive(Debug, Clone)]
+pub struct StoredComponent {
+    pub digest: Digest,
+    pub kind: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Journal {
+    pub fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, JournalError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT id, workflow, component, status, generation, input, output, error,
+                        custom_status, parent_id, created_at, updated_at
+                 FROM instances WHERE id = ?1",
+            )?
+            .query_row([id.as_str()], instance_from_row)
+            .optional()?
+            .transpose()
+        })
+    }
+
+    /// The events of one generation, in order.
+    pub fn generation_history(
+        &self,
+        id: &InstanceId,
+        generation: u32,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT pos, generation, at, data FROM history
+                 WHERE instance = ?1 AND generation = ?2 ORDER BY pos",
+            )?;
+            let rows = stmt.query_map(params![id.as_str(), generation], event_from_row)?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    /// Every stored event of an instance (older generations are gone after
+    /// continue-as-new), in order.
+    pub fn history(&self, id: &InstanceId) -> Result<Vec<StoredEvent>, JournalError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT pos, generation, at, data FROM history WHERE instance = ?1 ORDER BY pos",
+            )?;
+            let rows = stmt.query_map([id.as_str()], event_from_row)?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    /// How many journal rows an instance holds (history, queued work, timers).
+    pub fn row_count(&self, id: &InstanceId) -> Result<u64, JournalError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT (SELECT count(*) FROM history WHERE instance = ?1)
+                          + (SELECT count(*) FROM timers WHERE instance = ?1)
+                          + (SELECT count(*) FROM activity_queue WHERE instance = ?1)",
+                )?
+                .query_row([id.as_str()], |r| r.get::<_, i64>(0))? as u64)
+        })
+    }
+
+    /// Ids of instances that still have work to do.
+    pub fn running_instances(&self) -> Result<Vec<InstanceId>, JournalError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT id FROM instances WHERE status = 'RUNNING'")?;
+            let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            ids.map(|id| InstanceId::new(id?).map_err(JournalError::Corrupt)).collect()
+        })
+    }
+
+    /// Timers not yet fired: (instance, generation, seq, fire_at).
+    pub fn pending_timers(&self) -> Result<Vec<(InstanceId, u32, u32, Timestamp)>, JournalError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT instance, generation, seq, fire_at FROM timers")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, Timestamp>(3)?))
+            })?;
+            rows.map(|row| {
+                let (id, g, s, t) = row?;
+                Ok((InstanceId::new(id).map_err(JournalError::Corrupt)?, g, s, t))
+            })
+            .collect()
+        })
+    }
+
+    /// Activities queued and not finished.
+    pub fn pending_activities(&self) -> Result<Vec<QueuedActivity>, JournalError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT instance, generation, seq, name, input, retry, attempt, due_at, first_at
+                 FROM activity_queue",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (id, generation, seq, name, input, retry, attempt, due, first) = row?;
+                Ok(QueuedActivity {
+                    instance: InstanceId::new(id).map_err(JournalError::Corrupt)?,
+                    generation,
+                    seq,
+                    name,
+                    input,
+                    retry: retry.map(|r| serde_json::from_str(&r)).transpose()?,
+                    attempt,
+                    due_at: due,
+                    first_at: first,
+                })
+            })
+            .collect()
+        })
+    }
+
+    pub fn components(&self) -> Result<Vec<StoredComponent>, JournalError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT digest, kind, bytes FROM components ORDER BY created_at, rowid")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(StoredComponent {
+                    digest: Digest::from_hex(r.get(0)?),
+                    kind: r.get(1)?,
+                    bytes: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+}
+
+fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, JournalError>> {
+    let id: String = r.get(0)?;
+    let status: String = r.get(3)?;
+    let error: Option<String> = r.get(7)?;
+    let parent: Option<String> = r.get(9)?;
+    let build = || -> Result<InstanceRecord, JournalError> {
+        Ok(InstanceRecord {
+            id: InstanceId::new(id).map_err(JournalError::Corrupt)?,
+            workflow: r.get(1)?,
+            component: Digest::from_hex(r.get(2)?),
+            status: status.parse().map_err(JournalError::Corrupt)?,
+            generation: r.get(4)?,
+            input: r.get(5)?,
+            output: r.get(6)?,
+            error: error.map(|e| serde_json::from_str(&e)).transpose()?,
+            custom_status: r.get(8)?,
+            parent: parent.map(InstanceId::new).transpose().map_err(JournalError::Corrupt)?,
+            created_at: r.get::<_, Timestamp>(10)?,
+            updated_at: r.get::<_, Timestamp>(11)?,
+        })
+    };
+    Ok(build())
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, JournalError>> {
+    let pos: i64 = r.get(0)?;
+    let generation: u32 = r.get(1)?;
+    let at: Timestamp = r.get(2)?;
+    let data: String = r.get(3)?;
+    Ok(serde_json::from_str(&data)
+        .map(|event| StoredEvent { pos: pos as u64, generation, at, event })
+        .map_err(|e| JournalError::Corrupt(format!("history entry {pos}: {e}"))))
+}

@@ -1,0 +1,96 @@
+//! The journal's schema and its versioned migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. Migrations only ever get
+//! appended to [`MIGRATIONS`]; an applied one is never edited.
+
+use rusqlite::Connection;
+
+use super::JournalError;
+
+/// Each entry moves the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: instances, their history, the work they scheduled, and deployed components.
+    r#"
+    CREATE TABLE instances (
+        id              TEXT PRIMARY KEY,
+        workflow        TEXT NOT NULL,
+        component       TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        generation      INTEGER NOT NULL DEFAULT 0,
+        input           TEXT NOT NULL,
+        output          TEXT,
+        error           TEXT,
+        custom_status   TEXT,
+        parent_id       TEXT,
+        parent_gen      INTEGER,
+        parent_seq      INTEGER,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX instances_by_status ON instances(status);
+
+    -- The journal proper. `pos` orders everything; an instance reads its current
+    -- generation in `pos` order.
+    CREATE TABLE history (
+        pos         INTEGER PRIMARY KEY,
+        instance    TEXT NOT NULL,
+        generation  INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        seq         INTEGER,
+        data        TEXT NOT NULL,
+        at          INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX history_by_instance ON history(instance, generation, pos);
+
+    -- Durable timers not yet fired.
+    CREATE TABLE timers (
+        instance    TEXT NOT NULL,
+        generation  INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,
+        fire_at     INTEGER NOT NULL,
+        PRIMARY KEY (instance, generation, seq)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Activities scheduled and not yet finished for good (with their next attempt).
+    CREATE TABLE activity_queue (
+        instance    TEXT NOT NULL,
+        generation  INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,
+        name        TEXT NOT NULL,
+        input       TEXT NOT NULL,
+        retry       TEXT,
+        attempt     INTEGER NOT NULL,
+        due_at      INTEGER NOT NULL,
+        first_at    INTEGER NOT NULL,
+        PRIMARY KEY (instance, generation, seq)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE components (
+        digest      TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        names       TEXT NOT NULL,
+        bytes       BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    "#,
+];
+
+/// Brings the database to the newest schema, one transaction per migration.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        return Err(JournalError::Corrupt(format!(
+            "the journal has schema version {current}, newer than this build knows ({}); \
+             run a newer steadfast",
+            MIGRATIONS.len()
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (version + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,460 @@
+//! Every write the engine makes, each one a single step of the group-commit transaction.
+//!
+//! Writes derive the bookkeeping rows from the events they append: an `ActivityScheduled`
+//! event also queues the activity, a `TimerCreated` event also stores the timer, a
+//! `ChildScheduled` event also creates the child instance. So a step and the work it
+//! schedules commit together or not at all.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Journal, JournalError, QueuedActivity};
+use crate::model::{Digest, ErrorInfo, Event, InstanceId, Outcome, RuntimeStatus, Timestamp};
+
+/// A new top-level or child instance.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub id: InstanceId,
+    pub workflow: String,
+    pub component: Digest,
+    pub input: String,
+}
+
+/// What a workflow produced since its last write: commands, decisions, custom status.
+#[derive(Debug, Default)]
+pub struct StepWrite {
+    pub events: Vec<Event>,
+    pub custom_status: Option<String>,
+    /// Components for the children this step starts, by `ChildScheduled` seq.
+    pub child_components: Vec<(u32, Digest)>,
+}
+
+/// How a generation ends.
+#[derive(Debug)]
+pub enum Finish {
+    Completed(String),
+    Failed(ErrorInfo),
+    Stalled(String),
+    /// Start the next generation with `input`, carrying over the raised events at
+    /// these positions (the ones the workflow never consumed).
+    ContinueAsNew { input: String, keep_events: Vec<u64> },
+}
+
+/// A child's result, appended to its parent's history when the child ends.
+#[derive(Debug, Clone)]
+pub struct ParentNotice {
+    pub parent: InstanceId,
+    pub generation: u32,
+    pub pos: u64,
+    pub event: Event,
+}
+
+impl Journal {
+    /// Creates an instance and its first `WorkflowStarted` event.
+    pub async fn create_instance(&self, new: NewInstance, now: Timestamp) -> Result<(), JournalError> {
+        self.write(move |conn| insert_instance(conn, &new, None, now)).await
+    }
+
+    /// Appends a step's events (and the rows they imply). Returns the completions the
+    /// write itself produced (a child that could not be created), with their positions.
+    pub async fn append_step(
+        &self,
+        id: InstanceId,
+        generation: u32,
+        step: StepWrite,
+        now: Timestamp,
+    ) -> Result<Vec<(u64, Event)>, JournalError> {
+        self.write(move |conn| append_step(conn, &id, generation, step, now)).await
+    }
+
+    /// Records a failed attempt and when the next one is due. `None` if the activity is no
+    /// longer queued (its generation ended).
+    pub async fn activity_attempt_failed(
+        &self,
+        job: QueuedActivity,
+        error: ErrorInfo,
+        retry_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<u64>, JournalError> {
+        self.write(move |conn| {
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE activity_queue SET attempt = ?4, due_at = ?5
+                     WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                )?
+                .execute(params![
+                    job.instance.as_str(),
+                    job.generation,
+                    job.seq,
+                    job.attempt + 1,
+                    retry_at
+                ])?;
+            if updated == 0 {
+                return Ok(None);
+            }
+            let event = Event::ActivityAttemptFailed {
+                seq: job.seq,
+                attempt: job.attempt,
+                error,
+                retry_at,
+            };
+            insert_event(conn, &job.instance, job.generation, &event, now).map(Some)
+        })
+        .await
+    }
+
+    /// Records an activity's final result. `None` if it is no longer queued.
+    pub async fn complete_activity(
+        &self,
+        job: &QueuedActivity,
+        result: Outcome,
+        now: Timestamp,
+    ) -> Result<Option<(u64, Event)>, JournalError> {
+        let (id, generation, seq, attempts) =
+            (job.instance.clone(), job.generation, job.seq, job.attempt);
+        self.write(move |conn| {
+            let deleted = conn
+                .prepare_cached(
+                    "DELETE FROM activity_queue WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                )?
+                .execute(params![id.as_str(), generation, seq])?;
+            if deleted == 0 {
+                return Ok(None);
+            }
+            let event = Event::ActivityCompleted { seq, attempts, result };
+            let pos = insert_event(conn, &id, generation, &event, now)?;
+            Ok(Some((pos, event)))
+        })
+        .await
+    }
+
+    /// Records that a timer fired. `None` if it was already fired or its generation ended.
+    pub async fn fire_timer(
+        &self,
+        id: InstanceId,
+        generation: u32,
+        seq: u32,
+        now: Timestamp,
+    ) -> Result<Option<(u64, Event)>, JournalError> {
+        self.write(move |conn| {
+            let deleted = conn
+                .prepare_cached(
+                    "DELETE FROM timers WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                )?
+                .execute(params![id.as_str(), generation, seq])?;
+            if deleted == 0 {
+                return Ok(None);
+            }
+            let event = Event::TimerFired { seq };
+            let pos = insert_event(conn, &id, generation, &event, now)?;
+            Ok(Some((pos, event)))
+        })
+        .await
+    }
+
+    /// Appends a raised event to a running instance; returns its generation and position.
+    pub async fn raise_event(
+        &self,
+        id: InstanceId,
+        name: String,
+        payload: String,
+        now: Timestamp,
+    ) -> Result<(u32, u64, Event), JournalError> {
+        self.write(move |conn| {
+            let row: Option<(String, u32)> = conn
+                .prepare_cached("SELECT status, generation FROM instances WHERE id = ?1")?
+                .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((status, generation)) = row else {
+                return Err(JournalError::InstanceNotFound(id));
+            };
+            let status: RuntimeStatus = status.parse().map_err(JournalError::Corrupt)?;
+            if status.is_terminal() {
+                return Err(JournalError::NotRunning { id, status });
+            }
+            let event = Event::EventRaised { name, payload };
+            let pos = insert_event(conn, &id, generation, &event, now)?;
+            Ok((generation, pos, event))
+        })
+        .await
+    }
+
+    /// Ends a generation: appends the workflow's last events and either finishes the
+    /// instance (telling its parent, if any) or starts its next generation.
+    pub async fn finish(
+        &self,
+        id: InstanceId,
+        generation: u32,
+        last: Vec<Event>,
+        custom_status: Option<String>,
+        finish: Finish,
+        now: Timestamp,
+    ) -> Result<Option<ParentNotice>, JournalError> {
+        self.write(move |conn| finish_generation(conn, &id, generation, last, custom_status, finish, now))
+            .await
+    }
+
+    /// Stores a component's bytes so a restarted host can load it again.
+    pub async fn put_component(
+        &self,
+        digest: Digest,
+        kind: &'static str,
+        names: Vec<String>,
+        bytes: Vec<u8>,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO components (digest, kind, names, bytes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![digest.as_str(), kind, serde_json::to_string(&names)?, bytes, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Pins an instance to another component (a migration, or tests of divergence).
+    pub async fn set_instance_component(
+        &self,
+        id: InstanceId,
+        digest: Digest,
+    ) -> Result<(), JournalError> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE instances SET component = ?2 WHERE id = ?1")?
+                .execute(params![id.as_str(), digest.as_str()])?;
+            if n == 0 { Err(JournalError::InstanceNotFound(id)) } else { Ok(()) }
+        })
+        .await
+    }
+}
+
+fn insert_event(
+    conn: &Connection,
+    id: &InstanceId,
+    generation: u32,
+    event: &Event,
+    now: Timestamp,
+) -> Result<u64, JournalError> {
+    let data = serde_json::to_string(event)?;
+    conn.prepare_cached(
+        "INSERT INTO history (instance, generation, kind, seq, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![id.as_str(), generation, event.kind(), event.command_seq(), data, now])?;
+    Ok(conn.last_insert_rowid() as u64)
+}
+
+fn insert_instance(
+    conn: &Connection,
+    new: &NewInstance,
+    parent: Option<(&InstanceId, u32, u32)>,
+    now: Timestamp,
+) -> Result<(), JournalError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO instances
+             (id, workflow, component, status, generation, input, parent_id, parent_gen, parent_seq,
+              created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'RUNNING', 0, ?4, ?5, ?6, ?7, ?8, ?8)",
+        )?
+        .execute(params![
+            new.id.as_str(),
+            new.workflow,
+            new.component.as_str(),
+            new.input,
+            parent.map(|p| p.0.as_str()),
+            parent.map(|p| p.1),
+            parent.map(|p| p.2),
+            now
+        ])?;
+    if inserted == 0 {
+        return Err(JournalError::InstanceExists(new.id.clone()));
+    }
+    let started = Event::WorkflowStarted { workflow: new.workflow.clone(), input: new.input.clone() };
+    insert_event(conn, &new.id, 0, &started, now)?;
+    Ok(())
+}
+
+fn append_step(
+    conn: &Connection,
+    id: &InstanceId,
+    generation: u32,
+    step: StepWrite,
+    now: Timestamp,
+) -> Result<Vec<(u64, Event)>, JournalError> {
+    let mut extra = Vec::new();
+    for event in &step.events {
+        insert_event(conn, id, generation, event, now)?;
+        match event {
+            Event::ActivityScheduled { seq, name, input, retry } => {
+                let retry = retry.as_ref().map(serde_json::to_string).transpose()?;
+                conn.prepare_cached(
+                    "INSERT INTO activity_queue
+                     (instance, generation, seq, name, input, retry, attempt, due_at, first_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)",
+                )?
+                .execute(params![id.as_str(), generation, seq, name, input, retry, now])?;
+            }
+            Event::TimerCreated { seq, fire_at, .. } => {
+                conn.prepare_cached(
+                    "INSERT INTO timers (instance, generation, seq, fire_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![id.as_str(), generation, seq, fire_at])?;
+            }
+            Event::ChildScheduled { seq, name, input, instance_id } => {
+                // The engine passes a component only for children it could resolve; the
+                // others were already answered with a failure in the same step.
+                let Some((_, digest)) = step.child_components.iter().find(|(s, _)| s == seq) else {
+                    continue;
+                };
+                let child = InstanceId::new(instance_id.clone()).map_err(JournalError::Corrupt)?;
+                let new = NewInstance {
+                    id: child.clone(),
+                    workflow: name.clone(),
+                    component: digest.clone(),
+                    input: input.clone(),
+                };
+                match insert_instance(conn, &new, Some((id, generation, *seq)), now) {
+                    Ok(()) => {}
+                    Err(JournalError::InstanceExists(_)) => extra.push(Event::ChildCompleted {
+                        seq: *seq,
+                        result: Err(ErrorInfo::new(
+                            "instance_exists",
+                            format!("cannot start child: instance '{child}' already exists"),
+                        )),
+                    }),
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut derived = Vec::with_capacity(extra.len());
+    for event in extra {
+        derived.push((insert_event(conn, id, generation, &event, now)?, event));
+    }
+    touch_instance(conn, id, step.custom_status.as_deref(), now)?;
+    Ok(derived)
+}
+
+fn touch_instance(
+    conn: &Connection,
+    id: &InstanceId,
+    custom_status: Option<&str>,
+    now: Timestamp,
+) -> Result<(), JournalError> {
+    match custom_status {
+        Some(status) => conn
+            .prepare_cached("UPDATE instances SET custom_status = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![id.as_str(), status, now])?,
+        None => conn
+            .prepare_cached("UPDATE instances SET updated_at = ?2 WHERE id = ?1")?
+            .execute(params![id.as_str(), now])?,
+    };
+    Ok(())
+}
+
+fn finish_generation(
+    conn: &Connection,
+    id: &InstanceId,
+    generation: u32,
+    last: Vec<Event>,
+    custom_status: Option<String>,
+    finish: Finish,
+    now: Timestamp,
+) -> Result<Option<ParentNotice>, JournalError> {
+    for event in &last {
+        insert_event(conn, id, generation, event, now)?;
+    }
+    touch_instance(conn, id, custom_status.as_deref(), now)?;
+    // Work the ended generation scheduled but never awaited is abandoned with it.
+    conn.prepare_cached("DELETE FROM timers WHERE instance = ?1")?.execute([id.as_str()])?;
+    conn.prepare_cached("DELETE FROM activity_queue WHERE instance = ?1")?.execute([id.as_str()])?;
+
+    let (status, output, error, result, event) = match finish {
+        Finish::ContinueAsNew { input, keep_events } => {
+            start_next_generation(conn, id, generation, &input, &keep_events, now)?;
+            return Ok(None);
+        }
+        Finish::Completed(output) => (
+            RuntimeStatus::Completed,
+            Some(output.clone()),
+            None,
+            Some(Ok(output.clone())),
+            Event::WorkflowCompleted { output },
+        ),
+        Finish::Failed(error) => (
+            RuntimeStatus::Failed,
+            None,
+            Some(serde_json::to_string(&error)?),
+            Some(Err(error.clone())),
+            Event::WorkflowFailed { error },
+        ),
+        Finish::Stalled(reason) => (
+            RuntimeStatus::Stalled,
+            None,
+            Some(serde_json::to_string(&ErrorInfo::new("stalled", reason.clone()))?),
+            None,
+            Event::WorkflowStalled { reason },
+        ),
+    };
+    insert_event(conn, id, generation, &event, now)?;
+    conn.prepare_cached(
+        "UPDATE instances SET status = ?2, output = ?3, error = ?4, updated_at = ?5 WHERE id = ?1",
+    )?
+    .execute(params![id.as_str(), status.as_str(), output, error, now])?;
+
+    let Some(result) = result else { return Ok(None) };
+    let parent: Option<(Option<String>, Option<u32>, Option<u32>)> = conn
+        .prepare_cached("SELECT parent_id, parent_gen, parent_seq FROM instances WHERE id = ?1")?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((Some(parent), Some(parent_gen), Some(parent_seq))) = parent else {
+        return Ok(None);
+    };
+    let parent = InstanceId::new(parent).map_err(JournalError::Corrupt)?;
+    let current: Option<(u32, String)> = conn
+        .prepare_cached("SELECT generation, status FROM instances WHERE id = ?1")?
+        .query_row([parent.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match current {
+        Some((g, status)) if g == parent_gen && status == RuntimeStatus::Running.as_str() => {
+            let event = Event::ChildCompleted { seq: parent_seq, result };
+            let pos = insert_event(conn, &parent, parent_gen, &event, now)?;
+            Ok(Some(ParentNotice { parent, generation: parent_gen, pos, event }))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn start_next_generation(
+    conn: &Connection,
+    id: &InstanceId,
+    generation: u32,
+    input: &str,
+    keep_events: &[u64],
+    now: Timestamp,
+) -> Result<(), JournalError> {
+    let next = generation + 1;
+    // Carried-over events move to the next generation; they keep their positions, so
+    // their order is kept. Everything else of the old generation goes.
+    for pos in keep_events {
+        conn.prepare_cached(
+            "UPDATE history SET generation = ?3 WHERE pos = ?1 AND instance = ?2 AND kind = 'event_raised'",
+        )?
+        .execute(params![*pos as i64, id.as_str(), next])?;
+    }
+    conn.prepare_cached("DELETE FROM history WHERE instance = ?1 AND generation <= ?2")?
+        .execute(params![id.as_str(), generation])?;
+    conn.prepare_cached(
+        "UPDATE instances SET generation = ?2, input = ?3, updated_at = ?4 WHERE id = ?1",
+    )?
+    .execute(params![id.as_str(), next, input, now])?;
+    let workflow: String = conn
+        .prepare_cached("SELECT workflow FROM instances WHERE id = ?1")?
+        .query_row([id.as_str()], |r| r.get(0))?;
+    let started = Event::WorkflowStarted { workflow, input: input.to_owned() };
+    insert_event(conn, id, next, &started, now)?;
+    Ok(())
+}
+

@@ -1,0 +1,101 @@
+//! The wasmtime side: how guests are compiled and what every guest runs under.
+//!
+//! - Determinism: NaN canonicalisation and deterministic relaxed SIMD are on, threads off,
+//!   so a guest computes the same bits on every machine and every replay.
+//! - Compiled code is cached on disk by digest and engine version, so a restarted host
+//!   deserialises components instead of compiling them again.
+//!
+//! **Invariant:** this module knows wasmtime but not SQLite, HTTP or the journal.
+
+use std::path::{Path, PathBuf};
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+use crate::model::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "the upload is not a WebAssembly component ({0}); build it for wasm32 and wrap it with \
+         `wasm-tools component new`, or use the steadfast guest build"
+    )]
+    NotAComponent(String),
+    #[error("the component failed to compile: {0}")]
+    Compile(String),
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// The wasmtime engine plus the compiled-code cache.
+pub struct Sandbox {
+    engine: Engine,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Sandbox {
+    /// An engine configured for Steadfast guests; compiled code is cached in `cache_dir`.
+    pub fn new(cache_dir: Option<&Path>) -> Result<Sandbox, SandboxError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.cranelift_nan_canonicalization(true);
+        config.relaxed_simd_deterministic(true);
+        // Threads stay off: the `threads` cargo feature of wasmtime is not enabled.
+        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        if let Some(dir) = cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                SandboxError::Engine(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        Ok(Sandbox { engine, cache_dir: cache_dir.map(Path::to_path_buf) })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `bytes`, or loads the cached compilation of the same digest.
+    pub fn compile(&self, digest: &Digest, bytes: &[u8]) -> Result<Component, SandboxError> {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(SandboxError::NotAComponent("it does not start with the wasm magic number".into()));
+        }
+        // A core module has layer 0 in bytes 6..8; a component has layer 1.
+        if bytes.len() >= 8 && bytes[6..8] == [0, 0] {
+            return Err(SandboxError::NotAComponent("it is a core wasm module".into()));
+        }
+        let cached = self.cache_path(digest);
+        if let Some(path) = &cached
+            && path.exists()
+        {
+            // SAFETY: the file is one this process family wrote with `serialize` into our
+            // own cache directory, named by the digest of the source and the engine's
+            // compatibility hash; wasmtime also checks the header before using it.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-code cache entry"),
+            }
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+        if let Some(path) = &cached {
+            match component.serialize() {
+                Ok(compiled) => {
+                    let tmp = path.with_extension("tmp");
+                    if let Err(e) = std::fs::write(&tmp, compiled).and_then(|()| std::fs::rename(&tmp, path)) {
+                        tracing::warn!(path = %path.display(), error = %e, "could not cache compiled code");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not serialise compiled code"),
+            }
+        }
+        Ok(component)
+    }
+
+    fn cache_path(&self, digest: &Digest) -> Option<PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let dir = self.cache_dir.as_ref()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        Some(dir.join(format!("{}-{:016x}.cwasm", digest.as_str(), hasher.finish())))
+    }
+}

@@ -1,0 +1,38 @@
+//! Shared setup for the end-to-end tests: an engine on a real SQLite file in a temporary
+//! directory, on a virtual clock, with real `.wasm` components deployed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use steadfast::model::Timestamp;
+use steadfast::{Engine, EngineConfig, InstanceId, VirtualClock};
+
+/// The `workflows/testing` component.
+pub const TESTING_V1_WASM: &[u8] = include_bytes!(env!("STEADFAST_TESTING_V1_WASM"));
+/// The same crate built with `--features v2`: `changing` makes an extra call.
+pub const TESTING_V2_WASM: &[u8] = include_bytes!(env!("STEADFAST_TESTING_V2_WASM"));
+
+/// 2026-11-25 09:00:00 UTC, where every test's virtual clock starts.
+pub const START: Timestamp = Timestamp(1_795_597_200_000);
+
+/// Opens an engine on `dir` with a virtual clock starting at [`START`].
+pub async fn open(dir: &Path, clock: &VirtualClock) -> Engine {
+    let config = EngineConfig::new(dir).with_clock(Arc::new(clock.clone()));
+    Engine::open(config).await.expect("engine opens")
+}
+
+/// A virtual clock at [`START`].
+pub fn clock() -> VirtualClock {
+    VirtualClock::new(START)
+}
+
+pub fn id(s: &str) -> InstanceId {
+    InstanceId::new(s).expect("valid id")
+}
+
+/// Parses the output of a finished instance.
+pub fn output(engine: &Engine, id: &InstanceId) -> serde_json::Value {
+    let record = engine.status(id).expect("status");
+    let text = record.output.clone().unwrap_or_else(|| panic!("{id} has no output: {record:?}"));
+    serde_json::from_str(&text).expect("output is JSON")
+}

@@ -1,0 +1,86 @@
+//! Small workflows that exercise one engine behaviour each, for the end-to-end tests.
+//!
+//! Built twice: as is, and with the `v2` feature, which changes `changing` so that a
+//! replay of a v1 journal on v2 must stop as nondeterministic.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use steadfast_sdk::{Context, Error, RetryPolicy};
+
+steadfast_sdk::workflows! {
+    "event_race" => event_race,
+    "buffered_events" => buffered_events,
+    "flaky_retry" => flaky_retry,
+    "sleeper" => sleeper,
+    "changing" => changing,
+    "parent" => parent,
+    "echo" => echo,
+    "counter" => counter,
+}
+
+/// Races event `e` against a one-hour timer, then waits for `e` once more.
+fn event_race(ctx: &Context, _: Value) -> Result<Value, Error> {
+    let event = ctx.wait_for_external_event("e");
+    let timer = ctx.create_timer(Duration::from_secs(3600));
+    let first = if ctx.when_any(&[&event, &timer]) == 0 { event.get()? } else { json!("timer") };
+    ctx.set_custom_status(&json!({ "first": first }));
+    let second: Value = ctx.wait_for_external_event("e").get()?;
+    Ok(json!({ "first": first, "second": second }))
+}
+
+/// Sleeps ten minutes, then takes two `e` events in order.
+fn buffered_events(ctx: &Context, _: Value) -> Result<Value, Error> {
+    ctx.create_timer(Duration::from_secs(600)).wait()?;
+    let a: Value = ctx.wait_for_external_event("e").get()?;
+    let b: Value = ctx.wait_for_external_event("e").get()?;
+    Ok(json!([a, b]))
+}
+
+/// Calls `flaky` with 3 attempts, 10 s first retry interval, backoff 2.
+fn flaky_retry(ctx: &Context, input: Value) -> Result<Value, Error> {
+    let policy = RetryPolicy::new(Duration::from_secs(10), 3).backoff_coefficient(2.0);
+    ctx.call_activity_with_retry("flaky", &input, &policy).get()
+}
+
+/// Sleeps for `input` seconds and returns the time it woke up.
+fn sleeper(ctx: &Context, seconds: u64) -> Result<u64, Error> {
+    let start = ctx.now_ms();
+    ctx.create_timer(Duration::from_secs(seconds)).wait()?;
+    Ok(ctx.now_ms() - start)
+}
+
+#[cfg(not(feature = "v2"))]
+fn changing(ctx: &Context, _: Value) -> Result<Value, Error> {
+    ctx.call_activity("step_a", &1).wait()?;
+    ctx.wait_for_external_event("go").wait()?;
+    ctx.call_activity("step_b", &2).get()
+}
+
+#[cfg(feature = "v2")]
+fn changing(ctx: &Context, _: Value) -> Result<Value, Error> {
+    ctx.call_activity("step_a", &1).wait()?;
+    ctx.call_activity("step_c", &3).wait()?;
+    ctx.wait_for_external_event("go").wait()?;
+    ctx.call_activity("step_b", &2).get()
+}
+
+/// Runs `echo` as a child and returns what it returned.
+fn parent(ctx: &Context, input: Value) -> Result<Value, Error> {
+    ctx.call_child_workflow("echo", &input, None).get()
+}
+
+fn echo(ctx: &Context, input: Value) -> Result<Value, Error> {
+    Ok(json!({ "echo": input, "by": ctx.instance_id() }))
+}
+
+/// Counts generations: sleeps a minute, continues as new until `limit`.
+fn counter(ctx: &Context, input: Value) -> Result<Value, Error> {
+    let n = input["n"].as_u64().unwrap_or(0);
+    let limit = input["limit"].as_u64().unwrap_or(0);
+    if n >= limit {
+        return Ok(json!({ "n": n }));
+    }
+    ctx.create_timer(Duration::from_secs(60)).wait()?;
+    ctx.continue_as_new(&json!({ "n": n + 1, "limit": limit }))
+}
