@@ -52,8 +52,9 @@ enum TaskKind {
 pub(crate) enum Msg {
     /// A journaled completion or raised event for this instance.
     Deliver { generation: u32, pos: u64, event: Event, work: WorkGuard },
-    /// Leave memory; the journal has everything needed to come back.
-    Evict,
+    /// Leave memory; the journal has everything needed to come back. The sender hears
+    /// back once the instance has left (it is dropped if the instance was busy and stayed).
+    Evict(Option<tokio::sync::oneshot::Sender<()>>),
 }
 
 /// Why a workflow's run stopped other than by returning.
@@ -90,6 +91,8 @@ pub(crate) struct HostState {
     mailbox: mpsc::UnboundedReceiver<Msg>,
     work: Option<WorkGuard>,
     rng: SplitMix64,
+    /// Who asked for the eviction now under way.
+    evicted_by: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl HostState {
@@ -126,6 +129,7 @@ impl HostState {
             mailbox,
             work,
             rng,
+            evicted_by: None,
         }
     }
 
@@ -286,7 +290,7 @@ impl HostState {
         self.flush().await?;
         self.work = None;
         let mut next = self.mailbox.recv().await;
-        let (mut delivered, mut evict) = (false, false);
+        let (mut delivered, mut evict) = (false, None);
         loop {
             match next {
                 Some(Msg::Deliver { generation, pos, event, work }) => {
@@ -296,7 +300,7 @@ impl HostState {
                         self.apply(pos, event);
                     }
                 }
-                Some(Msg::Evict) => evict = true,
+                Some(Msg::Evict(ack)) => evict = Some(ack),
                 None => return Err(wasmtime::Error::new(Interrupt::Evicted)),
             }
             match self.mailbox.try_recv() {
@@ -304,7 +308,10 @@ impl HostState {
                 Err(_) => break,
             }
         }
-        if evict && !delivered {
+        if let Some(ack) = evict
+            && !delivered
+        {
+            self.evicted_by = ack;
             return Err(wasmtime::Error::new(Interrupt::Evicted));
         }
         Ok(())
@@ -571,8 +578,11 @@ pub(crate) async fn run(
                 work = Some(guard);
             }
             Ok(Next::Done) => break,
-            Ok(Next::Evicted(rx)) => {
+            Ok(Next::Evicted(rx, ack)) => {
                 shared.leave_resident(&id, activation, Some(rx));
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
                 return;
             }
             Err(fault) => {
@@ -586,7 +596,7 @@ pub(crate) async fn run(
 
 enum Next {
     Generation(mpsc::UnboundedReceiver<Msg>, WorkGuard),
-    Evicted(mpsc::UnboundedReceiver<Msg>),
+    Evicted(mpsc::UnboundedReceiver<Msg>, Option<tokio::sync::oneshot::Sender<()>>),
     Done,
 }
 
@@ -632,7 +642,7 @@ async fn run_generation(
 
     let outcome = match result {
         Err(error) => match error.downcast_ref::<Interrupt>() {
-            Some(Interrupt::Evicted) => return Ok(Next::Evicted(state.mailbox)),
+            Some(Interrupt::Evicted) => return Ok(Next::Evicted(state.mailbox, state.evicted_by)),
             Some(Interrupt::HostFault(message)) => return Err(message.clone()),
             Some(divergence @ Interrupt::Nondeterminism { .. }) => Finish::Stalled(divergence.to_string()),
             None => Finish::Failed(ErrorInfo::new("workflow_trapped", format!("the workflow trapped: {error:#}"))),

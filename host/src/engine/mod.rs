@@ -340,12 +340,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Takes an instance out of memory (it resumes from the journal when next needed).
-    pub fn evict(&self, id: &InstanceId) {
-        let resident = self.shared.resident.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = resident.get(id) {
-            let _ = r.tx.send(Msg::Evict);
+    /// Takes an idle instance out of memory; it resumes from the journal when next
+    /// needed. Returns whether it left (a busy or absent instance stays as it is).
+    pub async fn evict(&self, id: &InstanceId) -> bool {
+        let (ack, left) = tokio::sync::oneshot::channel();
+        {
+            let resident = self.shared.resident.lock().unwrap_or_else(|p| p.into_inner());
+            match resident.get(id) {
+                Some(r) if r.tx.send(Msg::Evict(Some(ack))).is_ok() => {}
+                _ => return false,
+            }
         }
+        left.await.is_ok()
     }
 
     /// How many instances are in memory.
@@ -487,7 +493,7 @@ impl Shared {
             // Ask one other instance to leave memory; an instance that is busy when the
             // request arrives ignores it.
             if let Some((_, victim)) = resident.iter().find(|(other, _)| **other != id) {
-                let _ = victim.tx.send(Msg::Evict);
+                let _ = victim.tx.send(Msg::Evict(None));
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
