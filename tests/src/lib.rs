@@ -15,10 +15,14 @@ pub const TESTING_V2_WASM: &[u8] = include_bytes!(env!("STEADFAST_TESTING_V2_WAS
 /// 2026-11-25 09:00:00 UTC, where every test's virtual clock starts.
 pub const START: Timestamp = Timestamp(1_795_597_200_000);
 
-/// Opens an engine on `dir` with a virtual clock starting at [`START`].
+/// Opens an engine on `dir` with `clock`.
 pub async fn open(dir: &Path, clock: &VirtualClock) -> Engine {
-    let config = EngineConfig::new(dir).with_clock(Arc::new(clock.clone()));
-    Engine::open(config).await.expect("engine opens")
+    Engine::open(config(dir, clock)).await.expect("engine opens")
+}
+
+/// The configuration [`open`] uses, to add native activities to before opening.
+pub fn config(dir: &Path, clock: &VirtualClock) -> EngineConfig {
+    EngineConfig::new(dir).with_clock(Arc::new(clock.clone()))
 }
 
 /// A virtual clock at [`START`].

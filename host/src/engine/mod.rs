@@ -56,12 +56,30 @@ pub struct EngineConfig {
     pub clock: Arc<dyn Clock>,
     /// Most instances kept in memory; idle ones beyond this are evicted to the journal.
     pub max_resident: usize,
+    /// Native activities, registered before recovery dispatches queued activities.
+    natives: Vec<(String, activities::NativeActivity)>,
 }
 
 impl EngineConfig {
     /// Defaults: the system clock, up to 10,000 resident instances.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        EngineConfig { data_dir: data_dir.into(), clock: Arc::new(SystemClock), max_resident: 10_000 }
+        EngineConfig {
+            data_dir: data_dir.into(),
+            clock: Arc::new(SystemClock),
+            max_resident: 10_000,
+            natives: Vec::new(),
+        }
+    }
+
+    /// Registers a native Rust activity before the engine opens, so activities that were
+    /// queued when the host last stopped already find it when they are resumed.
+    pub fn with_activity<F, Fut>(mut self, name: &str, activity: F) -> Self
+    where
+        F: Fn(ActivityContext, serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<serde_json::Value, ErrorInfo>> + Send + 'static,
+    {
+        self.natives.push((name.to_owned(), native(activity)));
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -196,13 +214,17 @@ impl Engine {
         ActivityWorker::add_to_linker::<ActivityState, HasSelf<ActivityState>>(&mut activity_linker, |s| s)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let seed = SystemClock.now().0 ^ u64::from(std::process::id()).rotate_left(32);
+        let mut registry = Registry::default();
+        for (name, activity) in config.natives {
+            registry.add_native(name, activity);
+        }
         let shared = Arc::new(Shared {
             journal,
             sandbox,
             clock: config.clock,
             linker,
             activity_linker,
-            registry: RwLock::new(Registry::default()),
+            registry: RwLock::new(registry),
             resident: Mutex::new(HashMap::new()),
             next_activation: AtomicU64::new(1),
             max_resident: config.max_resident.max(1),
@@ -260,14 +282,14 @@ impl Engine {
     }
 
     /// Registers a native Rust activity. It takes precedence over an activity component
-    /// exporting the same name.
+    /// exporting the same name. Activities resumed while the engine opened were dispatched
+    /// already: register those with [`EngineConfig::with_activity`].
     pub fn register_activity<F, Fut>(&self, name: &str, activity: F)
     where
         F: Fn(ActivityContext, serde_json::Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<serde_json::Value, ErrorInfo>> + Send + 'static,
     {
-        let activity: activities::NativeActivity = Arc::new(move |ctx, input| Box::pin(activity(ctx, input)));
-        self.shared.registry.write().unwrap_or_else(|p| p.into_inner()).add_native(name.to_owned(), activity);
+        self.shared.registry.write().unwrap_or_else(|p| p.into_inner()).add_native(name.to_owned(), native(activity));
     }
 
     /// Starts workflow `workflow` with JSON `input`; returns the instance id.
@@ -403,6 +425,14 @@ impl Engine {
         while self.advance_to_next_timer().await?.is_some() {}
         Ok(())
     }
+}
+
+fn native<F, Fut>(activity: F) -> activities::NativeActivity
+where
+    F: Fn(ActivityContext, serde_json::Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<serde_json::Value, ErrorInfo>> + Send + 'static,
+{
+    Arc::new(move |ctx, input| Box::pin(activity(ctx, input)))
 }
 
 fn check_json(what: &'static str, text: &str) -> Result<(), EngineError> {
