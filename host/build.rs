@@ -4,13 +4,22 @@
 use steadfast_guest_build::{Guest, build};
 
 fn main() {
-    let examples =
-        build(&Guest { package: "steadfast-examples", features: &[], output: "examples.wasm" });
+    let examples = build(&Guest {
+        package: "steadfast-examples",
+        features: &[],
+        output: "examples.wasm",
+    });
     let activities = build(&Guest {
         package: "steadfast-example-activities",
         features: &[],
         output: "example_activities.wasm",
     });
-    println!("cargo:rustc-env=STEADFAST_EXAMPLES_WASM={}", examples.display());
-    println!("cargo:rustc-env=STEADFAST_EXAMPLE_ACTIVITIES_WASM={}", activities.display());
+    println!(
+        "cargo:rustc-env=STEADFAST_EXAMPLES_WASM={}",
+        examples.display()
+    );
+    println!(
+        "cargo:rustc-env=STEADFAST_EXAMPLE_ACTIVITIES_WASM={}",
+        activities.display()
+    );
 }

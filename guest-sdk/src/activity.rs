@@ -17,7 +17,10 @@ pub fn log(message: impl AsRef<str>) {
 }
 
 #[doc(hidden)]
-pub fn __run_activity<I, O>(input: &str, activity: fn(I) -> Result<O, Error>) -> Result<String, ErrorInfo>
+pub fn __run_activity<I, O>(
+    input: &str,
+    activity: fn(I) -> Result<O, Error>,
+) -> Result<String, ErrorInfo>
 where
     I: DeserializeOwned,
     O: Serialize,
@@ -26,7 +29,10 @@ where
         .map_err(|e| Error::bad_payload("the activity input", e).into_activity_wit())?;
     let output = activity(input).map_err(Error::into_activity_wit)?;
     serde_json::to_string(&output).map_err(|e| {
-        Error::new("bad_payload", format!("the activity output cannot be serialised: {e}"))
-            .into_activity_wit()
+        Error::new(
+            "bad_payload",
+            format!("the activity output cannot be serialised: {e}"),
+        )
+        .into_activity_wit()
     })
 }

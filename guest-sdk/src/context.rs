@@ -38,7 +38,9 @@ impl Context {
     /// ```
     pub fn call_activity<I: Serialize + ?Sized>(&self, name: &str, input: &I) -> Task {
         let input = to_json("activity input", input);
-        Task { handle: host::call_activity(name, &input, &ActivityOptions { retry: None }) }
+        Task {
+            handle: host::call_activity(name, &input, &ActivityOptions { retry: None }),
+        }
     }
 
     /// Schedule activity `name` with `input`, retried according to `policy`.
@@ -58,8 +60,12 @@ impl Context {
         policy: &RetryPolicy,
     ) -> Task {
         let input = to_json("activity input", input);
-        let options = ActivityOptions { retry: Some(policy.into()) };
-        Task { handle: host::call_activity(name, &input, &options) }
+        let options = ActivityOptions {
+            retry: Some(policy.into()),
+        };
+        Task {
+            handle: host::call_activity(name, &input, &options),
+        }
     }
 
     /// Start child workflow `name` with `input`. Without `instance_id` the host derives
@@ -77,7 +83,9 @@ impl Context {
         instance_id: Option<&str>,
     ) -> Task {
         let input = to_json("child workflow input", input);
-        Task { handle: host::call_child_workflow(name, &input, instance_id) }
+        Task {
+            handle: host::call_child_workflow(name, &input, instance_id),
+        }
     }
 
     /// A timer that fires `delay` after the workflow's current time.
@@ -89,7 +97,9 @@ impl Context {
     /// ```
     pub fn create_timer(&self, delay: Duration) -> Task {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        Task { handle: host::create_timer(TimerSpec::AfterMs(ms)) }
+        Task {
+            handle: host::create_timer(TimerSpec::AfterMs(ms)),
+        }
     }
 
     /// A timer that fires at `at_ms` milliseconds since the Unix epoch.
@@ -101,7 +111,9 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn create_timer_at(&self, at_ms: u64) -> Task {
-        Task { handle: host::create_timer(TimerSpec::AtMs(at_ms)) }
+        Task {
+            handle: host::create_timer(TimerSpec::AtMs(at_ms)),
+        }
     }
 
     /// Wait for the next external event called `name`. Events raised earlier are buffered
@@ -114,7 +126,9 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn wait_for_external_event(&self, name: &str) -> Task {
-        Task { handle: host::wait_for_external_event(name) }
+        Task {
+            handle: host::wait_for_external_event(name),
+        }
     }
 
     /// Block until one of `tasks` finishes and return its index in `tasks`.
@@ -150,7 +164,10 @@ impl Context {
         let handles: Vec<&host::Task> = tasks.iter().map(|t| &t.handle).collect();
         host::when_all(&handles)
             .into_iter()
-            .map(|r| r.map_err(Error::from).and_then(|json| from_json("task result", &json)))
+            .map(|r| {
+                r.map_err(Error::from)
+                    .and_then(|json| from_json("task result", &json))
+            })
             .collect()
     }
 
@@ -179,7 +196,10 @@ impl Context {
         input: &I,
         keep_unprocessed_events: bool,
     ) -> Result<T, Error> {
-        host::continue_as_new(&to_json("continue-as-new input", input), keep_unprocessed_events);
+        host::continue_as_new(
+            &to_json("continue-as-new input", input),
+            keep_unprocessed_events,
+        );
         Err(Error::new(CONTINUED_AS_NEW, "continued as new"))
     }
 

@@ -33,7 +33,10 @@ impl Error {
     /// assert_eq!(e.message, "amount must be positive");
     /// ```
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Error { kind: kind.into(), message: message.into() }
+        Error {
+            kind: kind.into(),
+            message: message.into(),
+        }
     }
 
     /// True for the marker error returned by [`crate::Context::continue_as_new`].
@@ -67,7 +70,10 @@ impl Error {
     }
 
     pub(crate) fn bad_payload(what: &str, e: serde_json::Error) -> Self {
-        Error::new("bad_payload", format!("{what} is not the expected JSON: {e}"))
+        Error::new(
+            "bad_payload",
+            format!("{what} is not the expected JSON: {e}"),
+        )
     }
 }
 
@@ -82,6 +88,9 @@ impl std::error::Error for Error {}
 #[cfg(feature = "workflow")]
 impl From<crate::bindings::steadfast::workflow::types::ErrorInfo> for Error {
     fn from(e: crate::bindings::steadfast::workflow::types::ErrorInfo) -> Self {
-        Error { kind: e.kind, message: e.message }
+        Error {
+            kind: e.kind,
+            message: e.message,
+        }
     }
 }

@@ -98,7 +98,8 @@ impl RetryPolicy {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.non_retryable_kinds.extend(kinds.into_iter().map(Into::into));
+        self.non_retryable_kinds
+            .extend(kinds.into_iter().map(Into::into));
         self
     }
 }

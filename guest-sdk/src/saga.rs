@@ -47,7 +47,10 @@ impl<'a> Saga<'a> {
     /// # }
     /// ```
     pub fn new(ctx: &'a Context) -> Self {
-        Saga { ctx, compensations: RefCell::new(Vec::new()) }
+        Saga {
+            ctx,
+            compensations: RefCell::new(Vec::new()),
+        }
     }
 
     /// Remember to call activity `name` with `input` if a later step fails.
@@ -61,7 +64,9 @@ impl<'a> Saga<'a> {
     pub fn add_compensation<I: Serialize + ?Sized>(&self, name: &str, input: &I) {
         let input = serde_json::to_string(input)
             .unwrap_or_else(|e| panic!("compensation input cannot be serialised: {e}"));
-        self.compensations.borrow_mut().push((name.to_owned(), input));
+        self.compensations
+            .borrow_mut()
+            .push((name.to_owned(), input));
     }
 
     /// How many compensations are recorded.
@@ -107,7 +112,8 @@ impl<'a> Saga<'a> {
             };
             if let Err(e) = task.wait() {
                 failed += 1;
-                self.ctx.warn(format!("compensation {name} failed: {e}; continuing"));
+                self.ctx
+                    .warn(format!("compensation {name} failed: {e}; continuing"));
             }
         }
         failed

@@ -17,7 +17,9 @@ pub const START: Timestamp = Timestamp(1_795_597_200_000);
 
 /// Opens an engine on `dir` with `clock`.
 pub async fn open(dir: &Path, clock: &VirtualClock) -> Engine {
-    Engine::open(config(dir, clock)).await.expect("engine opens")
+    Engine::open(config(dir, clock))
+        .await
+        .expect("engine opens")
 }
 
 /// The configuration [`open`] uses, to add native activities to before opening.
@@ -37,6 +39,9 @@ pub fn id(s: &str) -> InstanceId {
 /// Parses the output of a finished instance.
 pub fn output(engine: &Engine, id: &InstanceId) -> serde_json::Value {
     let record = engine.status(id).expect("status");
-    let text = record.output.clone().unwrap_or_else(|| panic!("{id} has no output: {record:?}"));
+    let text = record
+        .output
+        .clone()
+        .unwrap_or_else(|| panic!("{id} has no output: {record:?}"));
     serde_json::from_str(&text).expect("output is JSON")
 }

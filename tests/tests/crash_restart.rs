@@ -14,7 +14,11 @@ use tokio::runtime::Runtime;
 type Calls = Arc<Mutex<HashMap<String, u32>>>;
 
 fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Adds counting native versions of the saga's activities. With `hang_on`, that
@@ -25,11 +29,20 @@ fn with_saga_activities(
     hang_on: Option<&'static str>,
     reached: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 ) -> EngineConfig {
-    for name in ["create_task_record", "reserve_assignee_capacity", "notify_assignee", "update_dashboard"] {
+    for name in [
+        "create_task_record",
+        "reserve_assignee_capacity",
+        "notify_assignee",
+        "update_dashboard",
+    ] {
         let calls = Arc::clone(calls);
         let reached = reached.clone();
         config = config.with_activity(name, move |ctx, _| {
-            *calls.lock().unwrap().entry(ctx.activity.clone()).or_default() += 1;
+            *calls
+                .lock()
+                .unwrap()
+                .entry(ctx.activity.clone())
+                .or_default() += 1;
             let hang = hang_on == Some(name);
             let reached = reached.clone();
             async move {
@@ -64,12 +77,23 @@ fn a_saga_resumes_after_a_crash_without_rerunning_completed_activities() {
     first.block_on(async {
         let (tx, mut reached) = tokio::sync::mpsc::unbounded_channel();
         let config = config(dir.path(), &VirtualClock::new(START));
-        let engine = Engine::open(with_saga_activities(config, &calls, Some("notify_assignee"), Some(tx)))
-            .await
-            .unwrap();
+        let engine = Engine::open(with_saga_activities(
+            config,
+            &calls,
+            Some("notify_assignee"),
+            Some(tx),
+        ))
+        .await
+        .unwrap();
         examples::install(&engine).await.unwrap();
         engine
-            .start("task_processing_saga", &order.to_string(), StartOptions { instance_id: Some("saga".into()) })
+            .start(
+                "task_processing_saga",
+                &order.to_string(),
+                StartOptions {
+                    instance_id: Some("saga".into()),
+                },
+            )
             .await
             .unwrap();
         reached.recv().await.expect("activity 3 starts");
@@ -79,17 +103,28 @@ fn a_saga_resumes_after_a_crash_without_rerunning_completed_activities() {
     // Host 2 opens the same database and finishes the saga.
     let second = runtime();
     second.block_on(async {
-        let config = with_saga_activities(config(dir.path(), &VirtualClock::new(START)), &calls, None, None);
+        let config = with_saga_activities(
+            config(dir.path(), &VirtualClock::new(START)),
+            &calls,
+            None,
+            None,
+        );
         let engine = Engine::open(config).await.unwrap();
         engine.settle().await;
         let saga = id("saga");
-        assert_eq!(engine.status(&saga).unwrap().status, RuntimeStatus::Completed);
+        assert_eq!(
+            engine.status(&saga).unwrap().status,
+            RuntimeStatus::Completed
+        );
         assert_eq!(output(&engine, &saga)["status"], "success");
     });
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls["create_task_record"], 1, "activity 1 ran once");
     assert_eq!(calls["reserve_assignee_capacity"], 1, "activity 2 ran once");
-    assert_eq!(calls["notify_assignee"], 2, "activity 3 had not finished: it runs again (at least once)");
+    assert_eq!(
+        calls["notify_assignee"], 2,
+        "activity 3 had not finished: it runs again (at least once)"
+    );
     assert_eq!(calls["update_dashboard"], 1);
 }
 
@@ -99,7 +134,16 @@ fn a_timer_created_before_a_restart_fires_after_it() {
     let first = runtime();
     first.block_on(async {
         let engine = open_with_examples(dir.path(), &VirtualClock::new(START)).await;
-        engine.start("sleeper", "7200", StartOptions { instance_id: Some("sleeper".into()) }).await.unwrap();
+        engine
+            .start(
+                "sleeper",
+                "7200",
+                StartOptions {
+                    instance_id: Some("sleeper".into()),
+                },
+            )
+            .await
+            .unwrap();
         engine.settle().await;
     });
     drop(first);
@@ -110,8 +154,15 @@ fn a_timer_created_before_a_restart_fires_after_it() {
         let engine = open(dir.path(), &clock).await;
         engine.run_until_idle().await.unwrap();
         let sleeper = id("sleeper");
-        assert_eq!(engine.status(&sleeper).unwrap().status, RuntimeStatus::Completed);
-        assert_eq!(output(&engine, &sleeper), json!(7_200_000), "woke exactly two hours after it started");
+        assert_eq!(
+            engine.status(&sleeper).unwrap().status,
+            RuntimeStatus::Completed
+        );
+        assert_eq!(
+            output(&engine, &sleeper),
+            json!(7_200_000),
+            "woke exactly two hours after it started"
+        );
         assert_eq!(engine.now(), START.plus_ms(7_200_000));
     });
 }

@@ -11,7 +11,9 @@ use steadfast::{ErrorInfo, RuntimeStatus, StartOptions, examples};
 use steadfast_tests::{TESTING_V1_WASM, TESTING_V2_WASM, clock, open, output};
 
 fn named(id: &str) -> StartOptions {
-    StartOptions { instance_id: Some(id.to_owned()) }
+    StartOptions {
+        instance_id: Some(id.to_owned()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,7 +22,10 @@ async fn events_raised_before_the_wait_are_buffered_in_order() {
     let engine = open(dir.path(), &clock()).await;
     engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
 
-    let id = engine.start("buffered_events", "null", named("buffered")).await.unwrap();
+    let id = engine
+        .start("buffered_events", "null", named("buffered"))
+        .await
+        .unwrap();
     engine.settle().await;
     // The workflow sleeps ten minutes before it waits; both events arrive first.
     engine.raise_event(&id, "e", r#"{"n": 1}"#).await.unwrap();
@@ -36,18 +41,30 @@ async fn a_wait_that_loses_a_when_any_to_a_timer_does_not_swallow_the_next_event
     let engine = open(dir.path(), &clock()).await;
     engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
 
-    let id = engine.start("event_race", "null", named("race")).await.unwrap();
+    let id = engine
+        .start("event_race", "null", named("race"))
+        .await
+        .unwrap();
     // Nothing is raised: the one-hour timer wins the race.
     let fired_at = engine.advance_to_next_timer().await.unwrap();
-    assert_eq!(fired_at, Some(Timestamp(steadfast_tests::START.0 + 3_600_000)));
+    assert_eq!(
+        fired_at,
+        Some(Timestamp(steadfast_tests::START.0 + 3_600_000))
+    );
     let status = engine.status(&id).unwrap();
     assert_eq!(status.status, RuntimeStatus::Running);
-    assert_eq!(status.custom_status.as_deref(), Some(r#"{"first":"timer"}"#));
+    assert_eq!(
+        status.custom_status.as_deref(),
+        Some(r#"{"first":"timer"}"#)
+    );
 
     // The next event goes to the new wait, not to the one that lost.
     engine.raise_event(&id, "e", r#""late""#).await.unwrap();
     engine.settle().await;
-    assert_eq!(output(&engine, &id), json!({"first": "timer", "second": "late"}));
+    assert_eq!(
+        output(&engine, &id),
+        json!({"first": "timer", "second": "late"})
+    );
 
     let winners: Vec<u32> = engine
         .history(&id)
@@ -58,7 +75,11 @@ async fn a_wait_that_loses_a_when_any_to_a_timer_does_not_swallow_the_next_event
             _ => None,
         })
         .collect();
-    assert_eq!(winners, vec![1], "the timer (seq 1) won, and that decision is journaled");
+    assert_eq!(
+        winners,
+        vec![1],
+        "the timer (seq 1) won, and that decision is journaled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,14 +88,23 @@ async fn an_event_that_wins_the_race_is_consumed_once() {
     let engine = open(dir.path(), &clock()).await;
     engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
 
-    let id = engine.start("event_race", "null", named("race-event")).await.unwrap();
+    let id = engine
+        .start("event_race", "null", named("race-event"))
+        .await
+        .unwrap();
     engine.settle().await;
     engine.raise_event(&id, "e", r#""first""#).await.unwrap();
     engine.settle().await;
-    assert_eq!(engine.status(&id).unwrap().custom_status.as_deref(), Some(r#"{"first":"first"}"#));
+    assert_eq!(
+        engine.status(&id).unwrap().custom_status.as_deref(),
+        Some(r#"{"first":"first"}"#)
+    );
     engine.raise_event(&id, "e", r#""second""#).await.unwrap();
     engine.settle().await;
-    assert_eq!(output(&engine, &id), json!({"first": "first", "second": "second"}));
+    assert_eq!(
+        output(&engine, &id),
+        json!({"first": "first", "second": "second"})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,15 +113,25 @@ async fn a_thousand_monitor_generations_keep_the_journal_at_a_constant_size() {
     let engine = open(dir.path(), &clock()).await;
     examples::install(&engine).await.unwrap();
     // A service that is always up; no network needed for this test.
-    engine.register_activity("check_service_status", |_, _| async { Ok(json!("healthy")) });
+    engine.register_activity("check_service_status", |_, _| async {
+        Ok(json!("healthy"))
+    });
 
     let id = engine
-        .start("health_monitor_workflow", r#"{"job_id": "task-service"}"#, named("monitor"))
+        .start(
+            "health_monitor_workflow",
+            r#"{"job_id": "task-service"}"#,
+            named("monitor"),
+        )
         .await
         .unwrap();
     let mut rows_at = Vec::new();
     for generation in 1..=1000u32 {
-        engine.advance_to_next_timer().await.unwrap().expect("the monitor always has a timer");
+        engine
+            .advance_to_next_timer()
+            .await
+            .unwrap()
+            .expect("the monitor always has a timer");
         if generation == 10 || generation == 1000 {
             rows_at.push(engine.journal_rows(&id).unwrap());
         }
@@ -101,9 +141,20 @@ async fn a_thousand_monitor_generations_keep_the_journal_at_a_constant_size() {
     assert_eq!(status.generation, 1000);
     let state: serde_json::Value = serde_json::from_str(&status.input).unwrap();
     assert_eq!(state["check_count"], 1000);
-    assert_eq!(rows_at[0], rows_at[1], "journal rows at generation 10 and 1000");
-    assert!(rows_at[1] <= 6, "one generation's worth of rows, got {}", rows_at[1]);
-    assert_eq!(engine.now().millis_since(steadfast_tests::START), 1000 * 3_600_000, "60 minutes per healthy check");
+    assert_eq!(
+        rows_at[0], rows_at[1],
+        "journal rows at generation 10 and 1000"
+    );
+    assert!(
+        rows_at[1] <= 6,
+        "one generation's worth of rows, got {}",
+        rows_at[1]
+    );
+    assert_eq!(
+        engine.now().millis_since(steadfast_tests::START),
+        1000 * 3_600_000,
+        "60 minutes per healthy check"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,21 +171,31 @@ async fn retries_follow_the_policy_on_the_virtual_clock() {
         async move {
             seen.lock().unwrap().push((ctx.attempt, now));
             if ctx.attempt < 3 {
-                Err(ErrorInfo::new("unavailable", format!("attempt {} failed", ctx.attempt)))
+                Err(ErrorInfo::new(
+                    "unavailable",
+                    format!("attempt {} failed", ctx.attempt),
+                ))
             } else {
                 Ok(json!({ "ok": input }))
             }
         }
     });
 
-    let id = engine.start("flaky_retry", r#""payload""#, named("flaky")).await.unwrap();
+    let id = engine
+        .start("flaky_retry", r#""payload""#, named("flaky"))
+        .await
+        .unwrap();
     engine.run_until_idle().await.unwrap();
 
     assert_eq!(output(&engine, &id), json!({"ok": "payload"}));
     let start = steadfast_tests::START;
     assert_eq!(
         *attempts.lock().unwrap(),
-        vec![(1, start), (2, start.plus_ms(10_000)), (3, start.plus_ms(30_000))],
+        vec![
+            (1, start),
+            (2, start.plus_ms(10_000)),
+            (3, start.plus_ms(30_000))
+        ],
         "first retry after 10 s, the second after 20 s (backoff 2)"
     );
     let journaled: Vec<(u32, String)> = engine
@@ -149,7 +210,11 @@ async fn retries_follow_the_policy_on_the_virtual_clock() {
         .collect();
     assert_eq!(
         journaled,
-        vec![(1, "attempt 1 failed".into()), (2, "attempt 2 failed".into()), (3, "completed".into())]
+        vec![
+            (1, "attempt 1 failed".into()),
+            (2, "attempt 2 failed".into()),
+            (3, "completed".into())
+        ]
     );
 }
 
@@ -159,13 +224,22 @@ async fn an_exhausted_retry_policy_fails_the_activity_for_the_workflow() {
     let engine = open(dir.path(), &clock()).await;
     engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
     engine.register_activity("flaky", |ctx, _| async move {
-        Err(ErrorInfo::new("unavailable", format!("attempt {} failed", ctx.attempt)))
+        Err(ErrorInfo::new(
+            "unavailable",
+            format!("attempt {} failed", ctx.attempt),
+        ))
     });
-    let id = engine.start("flaky_retry", "null", named("flaky-fails")).await.unwrap();
+    let id = engine
+        .start("flaky_retry", "null", named("flaky-fails"))
+        .await
+        .unwrap();
     engine.run_until_idle().await.unwrap();
     let status = engine.status(&id).unwrap();
     assert_eq!(status.status, RuntimeStatus::Failed);
-    assert_eq!(status.error, Some(ErrorInfo::new("unavailable", "attempt 3 failed")));
+    assert_eq!(
+        status.error,
+        Some(ErrorInfo::new("unavailable", "attempt 3 failed"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,9 +247,15 @@ async fn a_child_workflow_returns_its_result_to_the_parent() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path(), &clock()).await;
     engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
-    let id = engine.start("parent", r#"{"x": 1}"#, named("parent-1")).await.unwrap();
+    let id = engine
+        .start("parent", r#"{"x": 1}"#, named("parent-1"))
+        .await
+        .unwrap();
     engine.run_until_idle().await.unwrap();
-    assert_eq!(output(&engine, &id), json!({"echo": {"x": 1}, "by": "parent-1:0:0"}));
+    assert_eq!(
+        output(&engine, &id),
+        json!({"echo": {"x": 1}, "by": "parent-1:0:0"})
+    );
     let child = steadfast_tests::id("parent-1:0:0");
     assert_eq!(engine.status(&child).unwrap().parent, Some(id));
 }
@@ -185,15 +265,23 @@ async fn an_evicted_instance_resumes_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path(), &clock()).await;
     examples::install(&engine).await.unwrap();
-    let request = json!({"request_id": "req-9", "requester": "bob", "amount": 5000.0, "description": "x"});
-    let id = engine.start("approval_workflow", &request.to_string(), named("req-9")).await.unwrap();
+    let request =
+        json!({"request_id": "req-9", "requester": "bob", "amount": 5000.0, "description": "x"});
+    let id = engine
+        .start("approval_workflow", &request.to_string(), named("req-9"))
+        .await
+        .unwrap();
     engine.settle().await;
     assert_eq!(engine.resident_count(), 1);
     assert!(engine.evict(&id).await, "an idle instance leaves memory");
     assert_eq!(engine.resident_count(), 0);
 
     engine
-        .raise_event(&id, "approval_received", r#"{"approved": true, "approver": "manager@company.com"}"#)
+        .raise_event(
+            &id,
+            "approval_received",
+            r#"{"approved": true, "approver": "manager@company.com"}"#,
+        )
         .await
         .unwrap();
     engine.settle().await;
@@ -204,7 +292,10 @@ async fn an_evicted_instance_resumes_from_the_journal() {
         .iter()
         .filter(|e| matches!(&e.event, Event::ActivityScheduled { name, .. } if name == "send_approval_request"))
         .count();
-    assert_eq!(requests, 1, "the replay did not schedule the approval request again");
+    assert_eq!(
+        requests, 1,
+        "the replay did not schedule the approval request again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,13 +306,19 @@ async fn a_changed_workflow_replayed_against_an_old_journal_stalls_naming_the_di
     for name in ["step_a", "step_b", "step_c"] {
         engine.register_activity(name, |ctx, _| async move { Ok(json!(ctx.activity)) });
     }
-    let id = engine.start("changing", "null", named("changing")).await.unwrap();
+    let id = engine
+        .start("changing", "null", named("changing"))
+        .await
+        .unwrap();
     engine.settle().await;
     assert_eq!(engine.status(&id).unwrap().status, RuntimeStatus::Running);
 
     // Move the instance onto v2 and make it replay.
     let v2 = engine.deploy(TESTING_V2_WASM.to_vec()).await.unwrap();
-    engine.set_instance_component(&id, &v2.digest).await.unwrap();
+    engine
+        .set_instance_component(&id, &v2.digest)
+        .await
+        .unwrap();
     assert!(engine.evict(&id).await);
     engine.raise_event(&id, "go", "null").await.unwrap();
     engine.settle().await;
@@ -234,7 +331,10 @@ async fn a_changed_workflow_replayed_against_an_old_journal_stalls_naming_the_di
         "journal position 1: the journal recorded wait-for-external-event 'go', \
          but the workflow now asks for call-activity 'step_c'"
     );
-    assert!(matches!(engine.history(&id).unwrap().last().unwrap().event, Event::WorkflowStalled { .. }));
+    assert!(matches!(
+        engine.history(&id).unwrap().last().unwrap().event,
+        Event::WorkflowStalled { .. }
+    ));
     // Stalled stays stalled: no retry loop, nothing more in the journal.
     let rows = engine.journal_rows(&id).unwrap();
     engine.advance_by(Duration::from_secs(3600)).await.unwrap();
@@ -247,21 +347,58 @@ async fn bad_requests_are_refused_with_clear_errors() {
     let engine = open(dir.path(), &clock()).await;
     engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
 
-    let unknown = engine.start("nope", "null", StartOptions::default()).await.unwrap_err();
-    assert!(unknown.to_string().starts_with("no workflow named 'nope' is deployed; deployed workflows: "), "{unknown}");
-    let bad_json = engine.start("echo", "{oops", StartOptions::default()).await.unwrap_err();
-    assert!(bad_json.to_string().starts_with("the workflow input is not valid JSON"), "{bad_json}");
+    let unknown = engine
+        .start("nope", "null", StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        unknown
+            .to_string()
+            .starts_with("no workflow named 'nope' is deployed; deployed workflows: "),
+        "{unknown}"
+    );
+    let bad_json = engine
+        .start("echo", "{oops", StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        bad_json
+            .to_string()
+            .starts_with("the workflow input is not valid JSON"),
+        "{bad_json}"
+    );
     engine.start("echo", "1", named("dup")).await.unwrap();
     let dup = engine.start("echo", "1", named("dup")).await.unwrap_err();
-    assert_eq!(dup.to_string(), "instance 'dup' already exists; choose another id or purge the old instance");
+    assert_eq!(
+        dup.to_string(),
+        "instance 'dup' already exists; choose another id or purge the old instance"
+    );
     engine.settle().await;
-    let done = engine.raise_event(&steadfast_tests::id("dup"), "e", "1").await.unwrap_err();
-    assert_eq!(done.to_string(), "instance 'dup' is COMPLETED; it accepts no more events");
-    let missing = engine.raise_event(&steadfast_tests::id("ghost"), "e", "1").await.unwrap_err();
+    let done = engine
+        .raise_event(&steadfast_tests::id("dup"), "e", "1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        done.to_string(),
+        "instance 'dup' is COMPLETED; it accepts no more events"
+    );
+    let missing = engine
+        .raise_event(&steadfast_tests::id("ghost"), "e", "1")
+        .await
+        .unwrap_err();
     assert_eq!(missing.to_string(), "no instance 'ghost'");
 
     let not_wasm = engine.deploy(b"hello".to_vec()).await.unwrap_err();
-    assert!(not_wasm.to_string().contains("not a WebAssembly component"), "{not_wasm}");
-    let core_module = engine.deploy(b"\0asm\x01\0\0\0".to_vec()).await.unwrap_err();
-    assert!(core_module.to_string().contains("core wasm module"), "{core_module}");
+    assert!(
+        not_wasm.to_string().contains("not a WebAssembly component"),
+        "{not_wasm}"
+    );
+    let core_module = engine
+        .deploy(b"\0asm\x01\0\0\0".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        core_module.to_string().contains("core wasm module"),
+        "{core_module}"
+    );
 }

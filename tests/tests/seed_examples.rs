@@ -37,17 +37,31 @@ async fn saga_succeeds_without_compensation() {
     examples::install(&engine).await.unwrap();
 
     let saga = engine
-        .start("task_processing_saga", &order(false), StartOptions { instance_id: Some("saga-ok".into()) })
+        .start(
+            "task_processing_saga",
+            &order(false),
+            StartOptions {
+                instance_id: Some("saga-ok".into()),
+            },
+        )
         .await
         .unwrap();
     engine.run_until_idle().await.unwrap();
 
     let record = engine.status(&saga).unwrap();
     assert_eq!(record.status, RuntimeStatus::Completed, "{record:?}");
-    assert_eq!(output(&engine, &saga), json!({"status": "success", "task_id": "task-123", "error": null}));
+    assert_eq!(
+        output(&engine, &saga),
+        json!({"status": "success", "task_id": "task-123", "error": null})
+    );
     assert_eq!(
         activities_called(&engine.history(&saga).unwrap()),
-        ["create_task_record", "reserve_assignee_capacity", "notify_assignee", "update_dashboard"]
+        [
+            "create_task_record",
+            "reserve_assignee_capacity",
+            "notify_assignee",
+            "update_dashboard"
+        ]
     );
 }
 
@@ -59,12 +73,21 @@ async fn saga_compensates_in_reverse_order_when_the_dashboard_fails() {
     examples::install(&engine).await.unwrap();
 
     let saga = engine
-        .start("task_processing_saga", &order(true), StartOptions { instance_id: Some("saga-fail".into()) })
+        .start(
+            "task_processing_saga",
+            &order(true),
+            StartOptions {
+                instance_id: Some("saga-fail".into()),
+            },
+        )
         .await
         .unwrap();
     engine.run_until_idle().await.unwrap();
 
-    assert_eq!(engine.status(&saga).unwrap().status, RuntimeStatus::Completed);
+    assert_eq!(
+        engine.status(&saga).unwrap().status,
+        RuntimeStatus::Completed
+    );
     assert_eq!(
         output(&engine, &saga),
         json!({"status": "failed", "task_id": "task-123", "error": "Dashboard service unavailable"})
@@ -83,10 +106,17 @@ async fn saga_compensates_in_reverse_order_when_the_dashboard_fails() {
         ]
     );
     let dashboard_error = history.iter().find_map(|e| match &e.event {
-        Event::ActivityCompleted { seq: 3, result: Err(error), .. } => Some(error.clone()),
+        Event::ActivityCompleted {
+            seq: 3,
+            result: Err(error),
+            ..
+        } => Some(error.clone()),
         _ => None,
     });
-    assert_eq!(dashboard_error.unwrap().message, "Dashboard service unavailable");
+    assert_eq!(
+        dashboard_error.unwrap().message,
+        "Dashboard service unavailable"
+    );
 }
 
 fn approval(request_id: &str, amount: f64) -> String {
@@ -109,7 +139,18 @@ async fn approval_scenarios_auto_approved_approved_rejected_and_timeout() {
         let engine = engine.clone();
         let input = approval(rid, amount);
         let rid = rid.to_owned();
-        async move { engine.start("approval_workflow", &input, StartOptions { instance_id: Some(rid) }).await.unwrap() }
+        async move {
+            engine
+                .start(
+                    "approval_workflow",
+                    &input,
+                    StartOptions {
+                        instance_id: Some(rid),
+                    },
+                )
+                .await
+                .unwrap()
+        }
     };
 
     // Scenario 1: below the threshold.
@@ -123,14 +164,24 @@ async fn approval_scenarios_auto_approved_approved_rejected_and_timeout() {
     // Scenario 2: a manager approves three hours later.
     let approved = start("req-002", 5000.0).await;
     engine.settle().await;
-    assert_eq!(engine.status(&approved).unwrap().status, RuntimeStatus::Running);
+    assert_eq!(
+        engine.status(&approved).unwrap().status,
+        RuntimeStatus::Running
+    );
     assert_eq!(
         engine.status(&approved).unwrap().custom_status.as_deref(),
         Some(r#"{"stage":"waiting_for_approval"}"#)
     );
-    engine.advance_by(Duration::from_secs(3 * 3600)).await.unwrap();
     engine
-        .raise_event(&approved, "approval_received", r#"{"approved": true, "approver": "manager@company.com"}"#)
+        .advance_by(Duration::from_secs(3 * 3600))
+        .await
+        .unwrap();
+    engine
+        .raise_event(
+            &approved,
+            "approval_received",
+            r#"{"approved": true, "approver": "manager@company.com"}"#,
+        )
         .await
         .unwrap();
     engine.settle().await;
@@ -140,7 +191,11 @@ async fn approval_scenarios_auto_approved_approved_rejected_and_timeout() {
     );
     assert_eq!(
         activities_called(&engine.history(&approved).unwrap()),
-        ["send_approval_request", "execute_approved_action", "send_approval_confirmation"]
+        [
+            "send_approval_request",
+            "execute_approved_action",
+            "send_approval_confirmation"
+        ]
     );
 
     // A rejection.
@@ -168,7 +223,11 @@ async fn approval_scenarios_auto_approved_approved_rejected_and_timeout() {
         output(&engine, &timeout),
         json!({"status": "timeout", "request_id": "req-003", "reason": "No approval received within 3 days"})
     );
-    assert_eq!(engine.now().millis_since(started), 3 * 24 * 3600 * 1000, "fired exactly at 3 days");
+    assert_eq!(
+        engine.now().millis_since(started),
+        3 * 24 * 3600 * 1000,
+        "fired exactly at 3 days"
+    );
     assert_eq!(
         activities_called(&engine.history(&timeout).unwrap()),
         ["send_approval_request", "send_timeout_notification"]

@@ -44,14 +44,22 @@ pub struct TaskRep {
 enum TaskKind {
     Completable,
     /// An event wait; `taken` holds the payload once the workflow consumed one.
-    Event { name: String, taken: Option<String> },
+    Event {
+        name: String,
+        taken: Option<String>,
+    },
 }
 
 /// What arrives in an instance's mailbox.
 #[derive(Debug)]
 pub(crate) enum Msg {
     /// A journaled completion or raised event for this instance.
-    Deliver { generation: u32, pos: u64, event: Event, work: WorkGuard },
+    Deliver {
+        generation: u32,
+        pos: u64,
+        event: Event,
+        work: WorkGuard,
+    },
     /// Leave memory; the journal has everything needed to come back. The sender hears
     /// back once the instance has left (it is dropped if the instance was busy and stayed).
     Evict(Option<tokio::sync::oneshot::Sender<()>>),
@@ -60,8 +68,14 @@ pub(crate) enum Msg {
 /// Why a workflow's run stopped other than by returning.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Interrupt {
-    #[error("journal position {seq}: the journal recorded {recorded}, but the workflow now asks for {asked}")]
-    Nondeterminism { seq: u32, recorded: String, asked: String },
+    #[error(
+        "journal position {seq}: the journal recorded {recorded}, but the workflow now asks for {asked}"
+    )]
+    Nondeterminism {
+        seq: u32,
+        recorded: String,
+        asked: String,
+    },
     #[error("the instance was evicted from memory")]
     Evicted,
     #[error("host fault: {0}")]
@@ -99,7 +113,14 @@ impl HostState {
     /// A store for calling `names` on a freshly deployed component: nothing is loaded.
     pub(crate) fn inert(shared: Arc<Shared>) -> HostState {
         let (_tx, rx) = mpsc::unbounded_channel();
-        Self::new(shared, InstanceId::new("inspect").expect("valid id"), String::new(), 0, rx, None)
+        Self::new(
+            shared,
+            InstanceId::new("inspect").expect("valid id"),
+            String::new(),
+            0,
+            rx,
+            None,
+        )
     }
 
     fn new(
@@ -153,14 +174,18 @@ impl HostState {
 
     fn apply(&mut self, pos: u64, event: Event) {
         match event {
-            Event::ActivityCompleted { seq, result, .. } | Event::ChildCompleted { seq, result } => {
+            Event::ActivityCompleted { seq, result, .. }
+            | Event::ChildCompleted { seq, result } => {
                 self.results.insert(seq, (pos, result));
             }
             Event::TimerFired { seq } => {
                 self.results.insert(seq, (pos, Ok("null".to_owned())));
             }
             Event::EventRaised { name, payload } => {
-                self.inbox.entry(name).or_default().push_back((pos, payload));
+                self.inbox
+                    .entry(name)
+                    .or_default()
+                    .push_back((pos, payload));
             }
             _ => {}
         }
@@ -193,7 +218,11 @@ impl HostState {
     }
 
     fn diverged(&self, seq: u32, recorded: String, asked: String) -> wasmtime::Error {
-        wasmtime::Error::new(Interrupt::Nondeterminism { seq, recorded, asked })
+        wasmtime::Error::new(Interrupt::Nondeterminism {
+            seq,
+            recorded,
+            asked,
+        })
     }
 
     fn new_task(&mut self, seq: u32, kind: TaskKind) -> wasmtime::Result<Resource<TaskRep>> {
@@ -210,7 +239,11 @@ impl HostState {
                 if let Some(payload) = taken {
                     return Ok(Some(Ok(payload.clone())));
                 }
-                match self.inbox.get_mut(name.as_str()).and_then(VecDeque::pop_front) {
+                match self
+                    .inbox
+                    .get_mut(name.as_str())
+                    .and_then(VecDeque::pop_front)
+                {
                     Some((_, payload)) => {
                         *taken = Some(payload.clone());
                         Ok(Some(Ok(payload)))
@@ -227,9 +260,11 @@ impl HostState {
         Ok(match &rep.kind {
             TaskKind::Completable => self.results.get(&rep.seq).map(|(pos, _)| *pos),
             TaskKind::Event { taken: Some(_), .. } => Some(0),
-            TaskKind::Event { name, taken: None } => {
-                self.inbox.get(name.as_str()).and_then(VecDeque::front).map(|(pos, _)| *pos)
-            }
+            TaskKind::Event { name, taken: None } => self
+                .inbox
+                .get(name.as_str())
+                .and_then(VecDeque::front)
+                .map(|(pos, _)| *pos),
         })
     }
 
@@ -240,7 +275,11 @@ impl HostState {
             return Ok(());
         }
         let mut step = std::mem::take(&mut self.pending);
-        step.custom_status = if self.custom_status_dirty { self.custom_status.clone() } else { None };
+        step.custom_status = if self.custom_status_dirty {
+            self.custom_status.clone()
+        } else {
+            None
+        };
         self.custom_status_dirty = false;
         let events = step.events.clone();
         let now = self.clock_now();
@@ -252,7 +291,12 @@ impl HostState {
             .map_err(|e| wasmtime::Error::new(Interrupt::HostFault(e.to_string())))?;
         for event in events {
             match event {
-                Event::ActivityScheduled { seq, name, input, retry } => {
+                Event::ActivityScheduled {
+                    seq,
+                    name,
+                    input,
+                    retry,
+                } => {
                     self.shared.dispatch_activity(QueuedActivity {
                         instance: self.id.clone(),
                         generation: self.generation,
@@ -266,10 +310,15 @@ impl HostState {
                     });
                 }
                 Event::TimerCreated { seq, fire_at, .. } => {
-                    self.shared.add_timer(fire_at, self.id.clone(), self.generation, seq);
+                    self.shared
+                        .add_timer(fire_at, self.id.clone(), self.generation, seq);
                 }
-                Event::ChildScheduled { seq, instance_id, .. } => {
-                    let failed = extra.iter().any(|(_, e)| matches!(e, Event::ChildCompleted { seq: s, .. } if *s == seq));
+                Event::ChildScheduled {
+                    seq, instance_id, ..
+                } => {
+                    let failed = extra.iter().any(
+                        |(_, e)| matches!(e, Event::ChildCompleted { seq: s, .. } if *s == seq),
+                    );
                     if !failed && let Ok(child) = InstanceId::new(instance_id) {
                         self.shared.activate(child);
                     }
@@ -293,7 +342,12 @@ impl HostState {
         let (mut delivered, mut evict) = (false, None);
         loop {
             match next {
-                Some(Msg::Deliver { generation, pos, event, work }) => {
+                Some(Msg::Deliver {
+                    generation,
+                    pos,
+                    event,
+                    work,
+                }) => {
                     delivered = true;
                     self.work = Some(work);
                     if generation == self.generation && pos > self.loaded_upto {
@@ -319,8 +373,11 @@ impl HostState {
 
     /// The positions of raised events nobody consumed (carried over by continue-as-new).
     fn unconsumed_events(&self) -> Vec<u64> {
-        let mut positions: Vec<u64> =
-            self.inbox.values().flat_map(|q| q.iter().map(|(pos, _)| *pos)).collect();
+        let mut positions: Vec<u64> = self
+            .inbox
+            .values()
+            .flat_map(|q| q.iter().map(|(pos, _)| *pos))
+            .collect();
         positions.sort_unstable();
         positions
     }
@@ -330,14 +387,24 @@ impl HostState {
 fn same_request(recorded: &Event, asked: &Event) -> bool {
     match (recorded, asked) {
         (
-            Event::TimerCreated { fire_at: a, after_ms: after_a, .. },
-            Event::TimerCreated { fire_at: b, after_ms: after_b, .. },
+            Event::TimerCreated {
+                fire_at: a,
+                after_ms: after_a,
+                ..
+            },
+            Event::TimerCreated {
+                fire_at: b,
+                after_ms: after_b,
+                ..
+            },
         ) => match (after_a, after_b) {
             (Some(x), Some(y)) => x == y,
             (None, None) => a == b,
             _ => false,
         },
-        (Event::WhenAnyResolved { tasks: a, .. }, Event::WhenAnyResolved { tasks: b, .. }) => a == b,
+        (Event::WhenAnyResolved { tasks: a, .. }, Event::WhenAnyResolved { tasks: b, .. }) => {
+            a == b
+        }
         (Event::TimeRead { .. }, Event::TimeRead { .. }) => true,
         _ => recorded == asked,
     }
@@ -368,7 +435,12 @@ impl context::Host for HostState {
             retry_timeout_ms: p.retry_timeout_ms,
             non_retryable_kinds: p.non_retryable_kinds,
         });
-        self.request(Event::ActivityScheduled { seq, name, input, retry })?;
+        self.request(Event::ActivityScheduled {
+            seq,
+            name,
+            input,
+            retry,
+        })?;
         self.new_task(seq, TaskKind::Completable)
     }
 
@@ -379,12 +451,21 @@ impl context::Host for HostState {
         instance_id: Option<String>,
     ) -> wasmtime::Result<Resource<TaskRep>> {
         let seq = self.next_seq;
-        let instance_id = instance_id.unwrap_or_else(|| format!("{}:{}:{seq}", self.id, self.generation));
-        let asked = Event::ChildScheduled { seq, name: name.clone(), input, instance_id: instance_id.clone() };
+        let instance_id =
+            instance_id.unwrap_or_else(|| format!("{}:{}:{seq}", self.id, self.generation));
+        let asked = Event::ChildScheduled {
+            seq,
+            name: name.clone(),
+            input,
+            instance_id: instance_id.clone(),
+        };
         let live = !self.replaying();
         self.request(asked)?;
         if live {
-            let failure = match (InstanceId::new(instance_id), self.shared.workflow_component(&name)) {
+            let failure = match (
+                InstanceId::new(instance_id),
+                self.shared.workflow_component(&name),
+            ) {
                 (Ok(_), Some(digest)) => {
                     self.pending.child_components.push((seq, digest));
                     None
@@ -397,35 +478,59 @@ impl context::Host for HostState {
             };
             if let Some(error) = failure {
                 // Recorded with the request, so a replay sees the same failure.
-                self.pending.events.push(Event::ChildCompleted { seq, result: Err(error.clone()) });
+                self.pending.events.push(Event::ChildCompleted {
+                    seq,
+                    result: Err(error.clone()),
+                });
                 self.results.insert(seq, (0, Err(error)));
             }
         }
         self.new_task(seq, TaskKind::Completable)
     }
 
-    async fn create_timer(&mut self, spec: types::TimerSpec) -> wasmtime::Result<Resource<TaskRep>> {
+    async fn create_timer(
+        &mut self,
+        spec: types::TimerSpec,
+    ) -> wasmtime::Result<Resource<TaskRep>> {
         let seq = self.next_seq;
         let asked = match spec {
-            types::TimerSpec::AtMs(at) => Event::TimerCreated { seq, fire_at: Timestamp(at), after_ms: None },
-            types::TimerSpec::AfterMs(ms) => {
-                Event::TimerCreated { seq, fire_at: self.clock_now().plus_ms(ms), after_ms: Some(ms) }
-            }
+            types::TimerSpec::AtMs(at) => Event::TimerCreated {
+                seq,
+                fire_at: Timestamp(at),
+                after_ms: None,
+            },
+            types::TimerSpec::AfterMs(ms) => Event::TimerCreated {
+                seq,
+                fire_at: self.clock_now().plus_ms(ms),
+                after_ms: Some(ms),
+            },
         };
         self.request(asked)?;
         self.new_task(seq, TaskKind::Completable)
     }
 
-    async fn wait_for_external_event(&mut self, name: String) -> wasmtime::Result<Resource<TaskRep>> {
+    async fn wait_for_external_event(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Resource<TaskRep>> {
         let seq = self.next_seq;
-        self.request(Event::EventWaitStarted { seq, name: name.clone() })?;
+        self.request(Event::EventWaitStarted {
+            seq,
+            name: name.clone(),
+        })?;
         self.new_task(seq, TaskKind::Event { name, taken: None })
     }
 
-    async fn await_(&mut self, task: Resource<TaskRep>) -> wasmtime::Result<Result<String, types::ErrorInfo>> {
+    async fn await_(
+        &mut self,
+        task: Resource<TaskRep>,
+    ) -> wasmtime::Result<Result<String, types::ErrorInfo>> {
         loop {
             if let Some(outcome) = self.take_ready(&task)? {
-                return Ok(outcome.map_err(|e| types::ErrorInfo { kind: e.kind, message: e.message }));
+                return Ok(outcome.map_err(|e| types::ErrorInfo {
+                    kind: e.kind,
+                    message: e.message,
+                }));
             }
             self.block().await?;
         }
@@ -441,12 +546,24 @@ impl context::Host for HostState {
             .map(|t| Ok(self.table.get(t)?.seq))
             .collect::<wasmtime::Result<Vec<u32>>>()?;
         if let Some(recorded) = self.recorded.get(seq as usize).cloned() {
-            let asked = Event::WhenAnyResolved { seq, tasks: task_seqs, winner: 0 };
+            let asked = Event::WhenAnyResolved {
+                seq,
+                tasks: task_seqs,
+                winner: 0,
+            };
             self.request(asked)?;
-            let Event::WhenAnyResolved { winner, .. } = recorded else { unreachable!("checked by request") };
-            let index = tasks.iter().position(|t| self.table.get(t).map(|r| r.seq == winner).unwrap_or(false));
+            let Event::WhenAnyResolved { winner, .. } = recorded else {
+                unreachable!("checked by request")
+            };
+            let index = tasks
+                .iter()
+                .position(|t| self.table.get(t).map(|r| r.seq == winner).unwrap_or(false));
             let Some(index) = index else {
-                return Err(self.diverged(seq, recorded.describe(), "a when-any without the recorded winner".into()));
+                return Err(self.diverged(
+                    seq,
+                    recorded.describe(),
+                    "a when-any without the recorded winner".into(),
+                ));
             };
             if self.take_ready(&tasks[index])?.is_none() {
                 return Err(wasmtime::Error::new(Interrupt::HostFault(format!(
@@ -467,7 +584,11 @@ impl context::Host for HostState {
             }
             if let Some((_, index)) = best {
                 let winner = task_seqs[index];
-                self.request(Event::WhenAnyResolved { seq, tasks: task_seqs, winner })?;
+                self.request(Event::WhenAnyResolved {
+                    seq,
+                    tasks: task_seqs,
+                    winner,
+                })?;
                 self.take_ready(&tasks[index])?;
                 return Ok(index as u32);
             }
@@ -489,7 +610,9 @@ impl context::Host for HostState {
                 match &rep.kind {
                     TaskKind::Completable => ready &= self.results.contains_key(&rep.seq),
                     TaskKind::Event { taken: Some(_), .. } => {}
-                    TaskKind::Event { name, taken: None } => *demand.entry(name.clone()).or_default() += 1,
+                    TaskKind::Event { name, taken: None } => {
+                        *demand.entry(name.clone()).or_default() += 1
+                    }
                 }
             }
             for (name, wanted) in &demand {
@@ -499,7 +622,10 @@ impl context::Host for HostState {
                 let mut out = Vec::with_capacity(tasks.len());
                 for task in &tasks {
                     let outcome = self.take_ready(task)?.expect("checked ready above");
-                    out.push(outcome.map_err(|e| types::ErrorInfo { kind: e.kind, message: e.message }));
+                    out.push(outcome.map_err(|e| types::ErrorInfo {
+                        kind: e.kind,
+                        message: e.message,
+                    }));
                 }
                 return Ok(out);
             }
@@ -507,7 +633,11 @@ impl context::Host for HostState {
         }
     }
 
-    async fn continue_as_new(&mut self, input: String, keep_unprocessed_events: bool) -> wasmtime::Result<()> {
+    async fn continue_as_new(
+        &mut self,
+        input: String,
+        keep_unprocessed_events: bool,
+    ) -> wasmtime::Result<()> {
         self.continue_as_new = Some((input, keep_unprocessed_events));
         Ok(())
     }
@@ -551,11 +681,21 @@ impl context::Host for HostState {
         }
         let (id, workflow) = (self.id.as_str(), self.workflow.as_str());
         match level {
-            types::LogLevel::Trace => tracing::trace!(target: "steadfast::workflow", instance = id, workflow, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(target: "steadfast::workflow", instance = id, workflow, "{message}"),
-            types::LogLevel::Info => tracing::info!(target: "steadfast::workflow", instance = id, workflow, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(target: "steadfast::workflow", instance = id, workflow, "{message}"),
-            types::LogLevel::Error => tracing::error!(target: "steadfast::workflow", instance = id, workflow, "{message}"),
+            types::LogLevel::Trace => {
+                tracing::trace!(target: "steadfast::workflow", instance = id, workflow, "{message}")
+            }
+            types::LogLevel::Debug => {
+                tracing::debug!(target: "steadfast::workflow", instance = id, workflow, "{message}")
+            }
+            types::LogLevel::Info => {
+                tracing::info!(target: "steadfast::workflow", instance = id, workflow, "{message}")
+            }
+            types::LogLevel::Warn => {
+                tracing::warn!(target: "steadfast::workflow", instance = id, workflow, "{message}")
+            }
+            types::LogLevel::Error => {
+                tracing::error!(target: "steadfast::workflow", instance = id, workflow, "{message}")
+            }
         }
         Ok(())
     }
@@ -596,7 +736,10 @@ pub(crate) async fn run(
 
 enum Next {
     Generation(mpsc::UnboundedReceiver<Msg>, WorkGuard),
-    Evicted(mpsc::UnboundedReceiver<Msg>, Option<tokio::sync::oneshot::Sender<()>>),
+    Evicted(
+        mpsc::UnboundedReceiver<Msg>,
+        Option<tokio::sync::oneshot::Sender<()>>,
+    ),
     Done,
 }
 
@@ -610,7 +753,10 @@ async fn run_generation(
         Some(record) if record.status == crate::model::RuntimeStatus::Running => record,
         _ => return Ok(Next::Done),
     };
-    let history = shared.journal.generation_history(id, record.generation).map_err(|e| e.to_string())?;
+    let history = shared
+        .journal
+        .generation_history(id, record.generation)
+        .map_err(|e| e.to_string())?;
     let mut state = HostState::new(
         Arc::clone(shared),
         id.clone(),
@@ -628,14 +774,24 @@ async fn run_generation(
             "the component this instance runs on ({}) is not deployed; deploy it again to resume",
             record.component.short()
         );
-        finish(shared, id, record.generation, state, Finish::Stalled(reason)).await?;
+        finish(
+            shared,
+            id,
+            record.generation,
+            state,
+            Finish::Stalled(reason),
+        )
+        .await?;
         return Ok(Next::Done);
     };
 
     let mut store = Store::new(shared.sandbox.engine(), state);
     let result = async {
         let instance = pre.instantiate_async(&mut store).await?;
-        instance.steadfast_workflow_workflows().call_run(&mut store, &record.workflow, &record.input).await
+        instance
+            .steadfast_workflow_workflows()
+            .call_run(&mut store, &record.workflow, &record.input)
+            .await
     }
     .await;
     let mut state = store.into_data();
@@ -644,19 +800,32 @@ async fn run_generation(
         Err(error) => match error.downcast_ref::<Interrupt>() {
             Some(Interrupt::Evicted) => return Ok(Next::Evicted(state.mailbox, state.evicted_by)),
             Some(Interrupt::HostFault(message)) => return Err(message.clone()),
-            Some(divergence @ Interrupt::Nondeterminism { .. }) => Finish::Stalled(divergence.to_string()),
-            None => Finish::Failed(ErrorInfo::new("workflow_trapped", format!("the workflow trapped: {error:#}"))),
+            Some(divergence @ Interrupt::Nondeterminism { .. }) => {
+                Finish::Stalled(divergence.to_string())
+            }
+            None => Finish::Failed(ErrorInfo::new(
+                "workflow_trapped",
+                format!("the workflow trapped: {error:#}"),
+            )),
         },
         Ok(returned) => {
             if let Some((input, keep)) = state.continue_as_new.take() {
-                let keep_events = if keep { state.unconsumed_events() } else { Vec::new() };
+                let keep_events = if keep {
+                    state.unconsumed_events()
+                } else {
+                    Vec::new()
+                };
                 Finish::ContinueAsNew { input, keep_events }
             } else if state.replaying() {
                 let seq = state.next_seq;
                 let recorded = state.recorded[seq as usize].describe();
                 Finish::Stalled(
-                    Interrupt::Nondeterminism { seq, recorded, asked: "nothing more (the workflow returned)".into() }
-                        .to_string(),
+                    Interrupt::Nondeterminism {
+                        seq,
+                        recorded,
+                        asked: "nothing more (the workflow returned)".into(),
+                    }
+                    .to_string(),
                 )
             } else {
                 match returned {
@@ -690,16 +859,27 @@ async fn finish(
     }
     // Requests made after the last write are kept for the record, but started: no.
     let last = std::mem::take(&mut state.pending.events);
-    let custom_status = if state.custom_status_dirty { state.custom_status.clone() } else { None };
+    let custom_status = if state.custom_status_dirty {
+        state.custom_status.clone()
+    } else {
+        None
+    };
     let now = shared.clock.now();
     let notice = shared
         .journal
         .finish(id.clone(), generation, last, custom_status, outcome, now)
         .await
         .map_err(|e| e.to_string())?;
+    shared.timers.cancel_instance(id);
     if let Some(notice) = notice {
         let guard = shared.work.guard();
-        shared.deliver(notice.parent, notice.generation, notice.pos, notice.event, guard);
+        shared.deliver(
+            notice.parent,
+            notice.generation,
+            notice.pos,
+            notice.event,
+            guard,
+        );
     }
     shared.status_changed();
     Ok((state.mailbox, state.work.take()))
@@ -708,6 +888,9 @@ async fn finish(
 /// Digest lookups used by host functions.
 impl Shared {
     pub(crate) fn workflow_component(&self, workflow: &str) -> Option<Digest> {
-        self.registry.read().unwrap_or_else(|p| p.into_inner()).workflow_digest(workflow)
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .workflow_digest(workflow)
     }
 }

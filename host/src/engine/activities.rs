@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
+use super::Shared;
 use super::activity_host::ActivityState;
 use super::registry::{ActivityImpl, Loaded};
 use super::timers::TimerJob;
 use super::work::WorkGuard;
-use super::Shared;
 use crate::journal::QueuedActivity;
 use crate::model::{ErrorInfo, InstanceId};
 
@@ -29,7 +29,10 @@ pub struct ActivityContext {
 }
 
 pub(crate) type NativeActivity = Arc<
-    dyn Fn(ActivityContext, serde_json::Value) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, ErrorInfo>> + Send>>
+    dyn Fn(
+            ActivityContext,
+            serde_json::Value,
+        ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, ErrorInfo>> + Send>>
         + Send
         + Sync,
 >;
@@ -46,41 +49,74 @@ impl Shared {
     }
 
     async fn execute_activity(&self, job: &QueuedActivity) -> Result<String, ErrorInfo> {
-        let registered = self.registry.read().unwrap_or_else(|p| p.into_inner()).activity(&job.name);
+        let registered = self
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .activity(&job.name);
         match registered {
             None => {
-                let known = self.registry.read().unwrap_or_else(|p| p.into_inner()).activity_names();
+                let known = self
+                    .registry
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .activity_names();
                 Err(ErrorInfo::new(
                     "unknown_activity",
                     format!(
                         "no activity named '{}' is registered; registered: {}",
                         job.name,
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 ))
             }
             Some(ActivityImpl::Native(f)) => {
-                let input: serde_json::Value = serde_json::from_str(&job.input)
-                    .map_err(|e| ErrorInfo::new("bad_payload", format!("activity input is not JSON: {e}")))?;
-                let ctx = ActivityContext { instance: job.instance.clone(), activity: job.name.clone(), attempt: job.attempt };
+                let input: serde_json::Value = serde_json::from_str(&job.input).map_err(|e| {
+                    ErrorInfo::new("bad_payload", format!("activity input is not JSON: {e}"))
+                })?;
+                let ctx = ActivityContext {
+                    instance: job.instance.clone(),
+                    activity: job.name.clone(),
+                    attempt: job.attempt,
+                };
                 let output = f(ctx, input).await?;
                 Ok(output.to_string())
             }
             Some(ActivityImpl::Component(digest)) => {
-                let loaded = self.registry.read().unwrap_or_else(|p| p.into_inner()).component(&digest);
+                let loaded = self
+                    .registry
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .component(&digest);
                 let Some(Loaded::Activity(pre)) = loaded.as_deref() else {
-                    return Err(ErrorInfo::new("unknown_activity", format!("activity component {} is not loaded", digest.short())));
+                    return Err(ErrorInfo::new(
+                        "unknown_activity",
+                        format!("activity component {} is not loaded", digest.short()),
+                    ));
                 };
-                let state = ActivityState { activity: job.name.clone(), instance: job.instance.to_string() };
+                let state = ActivityState {
+                    activity: job.name.clone(),
+                    instance: job.instance.to_string(),
+                };
                 let mut store = Store::new(self.sandbox.engine(), state);
                 let run = async {
                     let worker = pre.instantiate_async(&mut store).await?;
-                    worker.steadfast_workflow_activities().call_run(&mut store, &job.name, &job.input).await
+                    worker
+                        .steadfast_workflow_activities()
+                        .call_run(&mut store, &job.name, &job.input)
+                        .await
                 };
                 match run.await {
                     Ok(Ok(output)) => Ok(output),
                     Ok(Err(e)) => Err(ErrorInfo::new(e.kind, e.message)),
-                    Err(trap) => Err(ErrorInfo::new("activity_trapped", format!("activity '{}' trapped: {trap:#}", job.name))),
+                    Err(trap) => Err(ErrorInfo::new(
+                        "activity_trapped",
+                        format!("activity '{}' trapped: {trap:#}", job.name),
+                    )),
                 }
             }
         }
@@ -99,13 +135,23 @@ async fn run_activity(shared: Arc<Shared>, job: QueuedActivity, work: WorkGuard)
     if let (Err(error), Some(delay)) = (&result, retry_delay) {
         let retry_at = now.plus_ms(delay);
         tracing::debug!(instance = %job.instance, activity = %job.name, attempt = job.attempt, %retry_at, "activity attempt failed: {}", error.message);
-        match shared.journal.activity_attempt_failed(job.clone(), error.clone(), retry_at, now).await {
+        match shared
+            .journal
+            .activity_attempt_failed(job.clone(), error.clone(), retry_at, now)
+            .await
+        {
             Ok(Some(_)) => {
-                let next = QueuedActivity { attempt: job.attempt + 1, due_at: retry_at, ..job };
+                let next = QueuedActivity {
+                    attempt: job.attempt + 1,
+                    due_at: retry_at,
+                    ..job
+                };
                 shared.timers.add(retry_at, TimerJob::Activity(next));
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(instance = %job.instance, activity = %job.name, error = %e, "cannot journal a failed attempt; it runs again on restart"),
+            Err(e) => {
+                tracing::error!(instance = %job.instance, activity = %job.name, error = %e, "cannot journal a failed attempt; it runs again on restart")
+            }
         }
         return;
     }
@@ -116,6 +162,8 @@ async fn run_activity(shared: Arc<Shared>, job: QueuedActivity, work: WorkGuard)
             shared.deliver(job.instance, job.generation, pos, event, guard);
         }
         Ok(None) => {}
-        Err(e) => tracing::error!(instance = %job.instance, activity = %job.name, error = %e, "cannot journal an activity result; it runs again on restart"),
+        Err(e) => {
+            tracing::error!(instance = %job.instance, activity = %job.name, error = %e, "cannot journal an activity result; it runs again on restart")
+        }
     }
 }

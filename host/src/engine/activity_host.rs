@@ -14,11 +14,21 @@ impl activity_context::Host for ActivityState {
     fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
         let (activity, instance) = (self.activity.as_str(), self.instance.as_str());
         match level {
-            types::LogLevel::Trace => tracing::trace!(target: "steadfast::activity", activity, instance, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(target: "steadfast::activity", activity, instance, "{message}"),
-            types::LogLevel::Info => tracing::info!(target: "steadfast::activity", activity, instance, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(target: "steadfast::activity", activity, instance, "{message}"),
-            types::LogLevel::Error => tracing::error!(target: "steadfast::activity", activity, instance, "{message}"),
+            types::LogLevel::Trace => {
+                tracing::trace!(target: "steadfast::activity", activity, instance, "{message}")
+            }
+            types::LogLevel::Debug => {
+                tracing::debug!(target: "steadfast::activity", activity, instance, "{message}")
+            }
+            types::LogLevel::Info => {
+                tracing::info!(target: "steadfast::activity", activity, instance, "{message}")
+            }
+            types::LogLevel::Warn => {
+                tracing::warn!(target: "steadfast::activity", activity, instance, "{message}")
+            }
+            types::LogLevel::Error => {
+                tracing::error!(target: "steadfast::activity", activity, instance, "{message}")
+            }
         }
         Ok(())
     }

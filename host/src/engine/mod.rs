@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, watch};
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
 
-pub use activities::ActivityContext;
 use activation::{HostState, Msg};
+pub use activities::ActivityContext;
 use activity_host::ActivityState;
 use bindings::activity::{ActivityWorker, ActivityWorkerPre};
 use bindings::orchestrator::{Orchestrator, OrchestratorPre};
@@ -44,7 +44,9 @@ use work::{Work, WorkGuard};
 
 pub use crate::journal::{InstanceRecord, StoredEvent};
 use crate::journal::{Journal, JournalError, NewInstance};
-use crate::model::{Clock, Digest, ErrorInfo, Event, InstanceId, RuntimeStatus, SystemClock, Timestamp};
+use crate::model::{
+    Clock, Digest, ErrorInfo, Event, InstanceId, RuntimeStatus, SystemClock, Timestamp,
+};
 use crate::sandbox::{Sandbox, SandboxError};
 
 /// How an engine is set up.
@@ -106,7 +108,10 @@ pub enum EngineError {
     #[error("no instance '{0}'")]
     InstanceNotFound(InstanceId),
     #[error("instance '{id}' is {status}; it accepts no more events")]
-    NotRunning { id: InstanceId, status: RuntimeStatus },
+    NotRunning {
+        id: InstanceId,
+        status: RuntimeStatus,
+    },
     #[error(transparent)]
     Component(#[from] SandboxError),
     #[error(
@@ -123,7 +128,11 @@ pub enum EngineError {
 }
 
 fn list_or_none(names: &[String]) -> String {
-    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 impl From<JournalError> for EngineError {
@@ -211,8 +220,11 @@ impl Engine {
         Orchestrator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let mut activity_linker = Linker::new(sandbox.engine());
-        ActivityWorker::add_to_linker::<ActivityState, HasSelf<ActivityState>>(&mut activity_linker, |s| s)
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        ActivityWorker::add_to_linker::<ActivityState, HasSelf<ActivityState>>(
+            &mut activity_linker,
+            |s| s,
+        )
+        .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let seed = SystemClock.now().0 ^ u64::from(std::process::id()).rotate_left(32);
         let mut registry = Registry::default();
         for (name, activity) in config.natives {
@@ -231,9 +243,16 @@ impl Engine {
             timers: Arc::new(Timers::default()),
             work: Arc::new(Work::default()),
             status_version: watch::Sender::new(0),
-            ids: Mutex::new(random::SplitMix64::for_instance("steadfast-ids", (seed as u32) ^ (seed >> 32) as u32)),
+            ids: Mutex::new(random::SplitMix64::for_instance(
+                "steadfast-ids",
+                (seed as u32) ^ (seed >> 32) as u32,
+            )),
         });
-        tokio::spawn(timer_loop(Arc::downgrade(&shared), Arc::clone(&shared.timers), Arc::clone(&shared.clock)));
+        tokio::spawn(timer_loop(
+            Arc::downgrade(&shared),
+            Arc::clone(&shared.timers),
+            Arc::clone(&shared.clock),
+        ));
         let engine = Engine { shared };
         engine.recover().await?;
         Ok(engine)
@@ -247,7 +266,14 @@ impl Engine {
             }
         }
         for (instance, generation, seq, fire_at) in shared.journal.pending_timers()? {
-            shared.timers.add(fire_at, TimerJob::Fire { instance, generation, seq });
+            shared.timers.add(
+                fire_at,
+                TimerJob::Fire {
+                    instance,
+                    generation,
+                    seq,
+                },
+            );
         }
         for job in shared.journal.pending_activities()? {
             shared.dispatch_activity(job);
@@ -276,7 +302,13 @@ impl Engine {
         let now = self.shared.clock.now();
         self.shared
             .journal
-            .put_component(digest, deployment.kind.as_str(), deployment.names.clone(), bytes, now)
+            .put_component(
+                digest,
+                deployment.kind.as_str(),
+                deployment.names.clone(),
+                bytes,
+                now,
+            )
             .await?;
         Ok(deployment)
     }
@@ -289,25 +321,55 @@ impl Engine {
         F: Fn(ActivityContext, serde_json::Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<serde_json::Value, ErrorInfo>> + Send + 'static,
     {
-        self.shared.registry.write().unwrap_or_else(|p| p.into_inner()).add_native(name.to_owned(), native(activity));
+        self.shared
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_native(name.to_owned(), native(activity));
     }
 
     /// Starts workflow `workflow` with JSON `input`; returns the instance id.
-    pub async fn start(&self, workflow: &str, input: &str, options: StartOptions) -> Result<InstanceId, EngineError> {
+    pub async fn start(
+        &self,
+        workflow: &str,
+        input: &str,
+        options: StartOptions,
+    ) -> Result<InstanceId, EngineError> {
         let Some(component) = self.shared.workflow_component(workflow) else {
-            let deployed = self.shared.registry.read().unwrap_or_else(|p| p.into_inner()).workflow_names();
-            return Err(EngineError::UnknownWorkflow { name: workflow.to_owned(), deployed });
+            let deployed = self
+                .shared
+                .registry
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .workflow_names();
+            return Err(EngineError::UnknownWorkflow {
+                name: workflow.to_owned(),
+                deployed,
+            });
         };
         check_json("the workflow input", input)?;
         let id = match options.instance_id {
             Some(id) => InstanceId::new(id).map_err(EngineError::InvalidInstanceId)?,
             None => {
-                let uuid = self.shared.ids.lock().unwrap_or_else(|p| p.into_inner()).uuid();
+                let uuid = self
+                    .shared
+                    .ids
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .uuid();
                 InstanceId::new(uuid).map_err(EngineError::InvalidInstanceId)?
             }
         };
-        let new = NewInstance { id: id.clone(), workflow: workflow.to_owned(), component, input: input.to_owned() };
-        self.shared.journal.create_instance(new, self.shared.clock.now()).await?;
+        let new = NewInstance {
+            id: id.clone(),
+            workflow: workflow.to_owned(),
+            component,
+            input: input.to_owned(),
+        };
+        self.shared
+            .journal
+            .create_instance(new, self.shared.clock.now())
+            .await?;
         self.shared.activate(id.clone());
         Ok(id)
     }
@@ -315,19 +377,31 @@ impl Engine {
     /// Raises event `name` with JSON `payload` to a running instance. Once this returns the
     /// event is durable and will be delivered, even across a crash; events raised before
     /// the workflow waits are buffered in order.
-    pub async fn raise_event(&self, id: &InstanceId, name: &str, payload: &str) -> Result<(), EngineError> {
+    pub async fn raise_event(
+        &self,
+        id: &InstanceId,
+        name: &str,
+        payload: &str,
+    ) -> Result<(), EngineError> {
         check_json("the event payload", payload)?;
         let now = self.shared.clock.now();
-        let (generation, pos, event) =
-            self.shared.journal.raise_event(id.clone(), name.to_owned(), payload.to_owned(), now).await?;
+        let (generation, pos, event) = self
+            .shared
+            .journal
+            .raise_event(id.clone(), name.to_owned(), payload.to_owned(), now)
+            .await?;
         let guard = self.shared.work.guard();
-        self.shared.deliver(id.clone(), generation, pos, event, guard);
+        self.shared
+            .deliver(id.clone(), generation, pos, event, guard);
         Ok(())
     }
 
     /// The instance's status, input, output and custom status.
     pub fn status(&self, id: &InstanceId) -> Result<InstanceRecord, EngineError> {
-        self.shared.journal.instance(id)?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))
+        self.shared
+            .journal
+            .instance(id)?
+            .ok_or_else(|| EngineError::InstanceNotFound(id.clone()))
     }
 
     /// The instance's journal (its current generation and carried-over events).
@@ -342,7 +416,10 @@ impl Engine {
     }
 
     /// Waits until the instance reaches a terminal status, and returns it.
-    pub async fn wait_for_completion(&self, id: &InstanceId) -> Result<InstanceRecord, EngineError> {
+    pub async fn wait_for_completion(
+        &self,
+        id: &InstanceId,
+    ) -> Result<InstanceRecord, EngineError> {
         let mut changes = self.shared.status_version.subscribe();
         loop {
             let record = self.status(id)?;
@@ -357,8 +434,15 @@ impl Engine {
 
     /// Pins an instance to another deployed component; it replays on that code when next
     /// activated. A replay that diverges stalls the instance.
-    pub async fn set_instance_component(&self, id: &InstanceId, digest: &Digest) -> Result<(), EngineError> {
-        self.shared.journal.set_instance_component(id.clone(), digest.clone()).await?;
+    pub async fn set_instance_component(
+        &self,
+        id: &InstanceId,
+        digest: &Digest,
+    ) -> Result<(), EngineError> {
+        self.shared
+            .journal
+            .set_instance_component(id.clone(), digest.clone())
+            .await?;
         Ok(())
     }
 
@@ -367,7 +451,11 @@ impl Engine {
     pub async fn evict(&self, id: &InstanceId) -> bool {
         let (ack, left) = tokio::sync::oneshot::channel();
         {
-            let resident = self.shared.resident.lock().unwrap_or_else(|p| p.into_inner());
+            let resident = self
+                .shared
+                .resident
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             match resident.get(id) {
                 Some(r) if r.tx.send(Msg::Evict(Some(ack))).is_ok() => {}
                 _ => return false,
@@ -378,7 +466,11 @@ impl Engine {
 
     /// How many instances are in memory.
     pub fn resident_count(&self) -> usize {
-        self.shared.resident.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.shared
+            .resident
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Waits until no work is in flight: every resident instance is waiting on a timer,
@@ -390,9 +482,16 @@ impl Engine {
     /// With a virtual clock: settles, moves time to the next timer, fires it and settles
     /// again. Returns the new time, or `None` when no timer is pending.
     pub async fn advance_to_next_timer(&self) -> Result<Option<Timestamp>, EngineError> {
-        let clock = self.shared.clock.as_virtual().ok_or(EngineError::NoVirtualClock)?.clone();
+        let clock = self
+            .shared
+            .clock
+            .as_virtual()
+            .ok_or(EngineError::NoVirtualClock)?
+            .clone();
         self.settle().await;
-        let Some(next) = self.shared.timers.next_due() else { return Ok(None) };
+        let Some(next) = self.shared.timers.next_due() else {
+            return Ok(None);
+        };
         clock.advance_to(next);
         self.shared.fire_due();
         self.settle().await;
@@ -402,8 +501,17 @@ impl Engine {
     /// With a virtual clock: moves time forward by `by`, firing the timers on the way in
     /// order, and settles.
     pub async fn advance_by(&self, by: Duration) -> Result<(), EngineError> {
-        let clock = self.shared.clock.as_virtual().ok_or(EngineError::NoVirtualClock)?.clone();
-        let target = self.shared.clock.now().plus_ms(u64::try_from(by.as_millis()).unwrap_or(u64::MAX));
+        let clock = self
+            .shared
+            .clock
+            .as_virtual()
+            .ok_or(EngineError::NoVirtualClock)?
+            .clone();
+        let target = self
+            .shared
+            .clock
+            .now()
+            .plus_ms(u64::try_from(by.as_millis()).unwrap_or(u64::MAX));
         loop {
             self.settle().await;
             match self.shared.timers.next_due() {
@@ -438,12 +546,19 @@ where
 fn check_json(what: &'static str, text: &str) -> Result<(), EngineError> {
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(drop)
-        .map_err(|e| EngineError::InvalidJson { what, reason: e.to_string() })
+        .map_err(|e| EngineError::InvalidJson {
+            what,
+            reason: e.to_string(),
+        })
 }
 
 impl Shared {
     /// Compiles a component, works out which world it implements, and registers it.
-    async fn load_component(self: &Arc<Self>, digest: &Digest, bytes: &[u8]) -> Result<Deployment, EngineError> {
+    async fn load_component(
+        self: &Arc<Self>,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<Deployment, EngineError> {
         let component = self.sandbox.compile(digest, bytes)?;
         let as_orchestrator = self
             .linker
@@ -451,15 +566,26 @@ impl Shared {
             .and_then(OrchestratorPre::new);
         let orchestrator_error = match as_orchestrator {
             Ok(pre) => {
-                let mut store = Store::new(self.sandbox.engine(), HostState::inert(Arc::clone(self)));
-                let instance = pre.instantiate_async(&mut store).await.map_err(|e| EngineError::Inspect("names", e.to_string()))?;
+                let mut store =
+                    Store::new(self.sandbox.engine(), HostState::inert(Arc::clone(self)));
+                let instance = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| EngineError::Inspect("names", e.to_string()))?;
                 let names = instance
                     .steadfast_workflow_workflows()
                     .call_names(&mut store)
                     .await
                     .map_err(|e| EngineError::Inspect("names", e.to_string()))?;
-                self.registry.write().unwrap_or_else(|p| p.into_inner()).add_orchestrator(digest.clone(), pre, &names);
-                return Ok(Deployment { digest: digest.clone(), kind: ComponentKind::Orchestrator, names });
+                self.registry
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .add_orchestrator(digest.clone(), pre, &names);
+                return Ok(Deployment {
+                    digest: digest.clone(),
+                    kind: ComponentKind::Orchestrator,
+                    names,
+                });
             }
             Err(e) => e.to_string(),
         };
@@ -469,16 +595,29 @@ impl Shared {
             .and_then(ActivityWorkerPre::new);
         match as_activity {
             Ok(pre) => {
-                let state = ActivityState { activity: "names".into(), instance: String::new() };
+                let state = ActivityState {
+                    activity: "names".into(),
+                    instance: String::new(),
+                };
                 let mut store = Store::new(self.sandbox.engine(), state);
-                let worker = pre.instantiate_async(&mut store).await.map_err(|e| EngineError::Inspect("names", e.to_string()))?;
+                let worker = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| EngineError::Inspect("names", e.to_string()))?;
                 let names = worker
                     .steadfast_workflow_activities()
                     .call_names(&mut store)
                     .await
                     .map_err(|e| EngineError::Inspect("names", e.to_string()))?;
-                self.registry.write().unwrap_or_else(|p| p.into_inner()).add_activity_component(digest.clone(), pre, &names);
-                Ok(Deployment { digest: digest.clone(), kind: ComponentKind::Activity, names })
+                self.registry
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .add_activity_component(digest.clone(), pre, &names);
+                Ok(Deployment {
+                    digest: digest.clone(),
+                    kind: ComponentKind::Activity,
+                    names,
+                })
             }
             Err(activity_error) => Err(EngineError::NotOurWorld(format!(
                 "as an orchestrator: {orchestrator_error}; as an activity worker: {activity_error}"
@@ -487,7 +626,11 @@ impl Shared {
     }
 
     fn orchestrator_pre(&self, digest: &Digest) -> Option<OrchestratorPre<HostState>> {
-        let loaded = self.registry.read().unwrap_or_else(|p| p.into_inner()).component(digest)?;
+        let loaded = self
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .component(digest)?;
         match &*loaded {
             Loaded::Orchestrator(pre) => Some(pre.clone()),
             Loaded::Activity(_) => None,
@@ -504,10 +647,22 @@ impl Shared {
     }
 
     /// Hands a journaled event to its instance, activating the instance if needed.
-    fn deliver(self: &Arc<Self>, id: InstanceId, generation: u32, pos: u64, event: Event, work: WorkGuard) {
+    fn deliver(
+        self: &Arc<Self>,
+        id: InstanceId,
+        generation: u32,
+        pos: u64,
+        event: Event,
+        work: WorkGuard,
+    ) {
         let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
         let work = match resident.get(&id) {
-            Some(r) => match r.tx.send(Msg::Deliver { generation, pos, event, work }) {
+            Some(r) => match r.tx.send(Msg::Deliver {
+                generation,
+                pos,
+                event,
+                work,
+            }) {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(Msg::Deliver { work, .. })) => work,
                 Err(_) => return,
@@ -518,7 +673,12 @@ impl Shared {
         self.spawn_activation(&mut resident, id, work);
     }
 
-    fn spawn_activation(self: &Arc<Self>, resident: &mut HashMap<InstanceId, Resident>, id: InstanceId, work: WorkGuard) {
+    fn spawn_activation(
+        self: &Arc<Self>,
+        resident: &mut HashMap<InstanceId, Resident>,
+        id: InstanceId,
+        work: WorkGuard,
+    ) {
         if resident.len() >= self.max_resident {
             // Ask one other instance to leave memory; an instance that is busy when the
             // request arrives ignores it.
@@ -534,7 +694,12 @@ impl Shared {
 
     /// Called by an activation as it ends. Deliveries that raced with its end are not
     /// lost: the instance is activated again to take them.
-    fn leave_resident(self: &Arc<Self>, id: &InstanceId, activation: u64, leftover: Option<mpsc::UnboundedReceiver<Msg>>) {
+    fn leave_resident(
+        self: &Arc<Self>,
+        id: &InstanceId,
+        activation: u64,
+        leftover: Option<mpsc::UnboundedReceiver<Msg>>,
+    ) {
         let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
         if resident.get(id).is_some_and(|r| r.activation == activation) {
             resident.remove(id);
@@ -555,7 +720,14 @@ impl Shared {
     }
 
     fn add_timer(&self, at: Timestamp, instance: InstanceId, generation: u32, seq: u32) {
-        self.timers.add(at, TimerJob::Fire { instance, generation, seq });
+        self.timers.add(
+            at,
+            TimerJob::Fire {
+                instance,
+                generation,
+                seq,
+            },
+        );
     }
 
     /// Fires every timer that is due.
@@ -563,16 +735,33 @@ impl Shared {
         let now = self.clock.now();
         for job in self.timers.take_due(now) {
             match job {
-                TimerJob::Fire { instance, generation, seq } => {
+                TimerJob::Fire {
+                    instance,
+                    generation,
+                    seq,
+                } => {
                     let guard = self.work.guard();
                     let shared = Arc::clone(self);
                     tokio::spawn(async move {
-                        match shared.journal.fire_timer(instance.clone(), generation, seq, now).await {
-                            Ok(Some((pos, event))) => shared.deliver(instance, generation, pos, event, guard),
+                        match shared
+                            .journal
+                            .fire_timer(instance.clone(), generation, seq, now)
+                            .await
+                        {
+                            Ok(Some((pos, event))) => {
+                                shared.deliver(instance, generation, pos, event, guard)
+                            }
                             Ok(None) => {}
                             Err(e) => {
                                 tracing::error!(%instance, seq, error = %e, "cannot journal a timer firing; retrying in a second");
-                                shared.timers.add(now.plus_ms(1000), TimerJob::Fire { instance, generation, seq });
+                                shared.timers.add(
+                                    now.plus_ms(1000),
+                                    TimerJob::Fire {
+                                        instance,
+                                        generation,
+                                        seq,
+                                    },
+                                );
                             }
                         }
                     });
@@ -599,7 +788,9 @@ async fn timer_loop(shared: Weak<Shared>, timers: Arc<Timers>, clock: Arc<dyn Cl
             () = sleep => {}
             () = timers.changed.notified() => {}
         }
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         shared.fire_due();
     }
 }

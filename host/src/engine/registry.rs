@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::activation::HostState;
 use super::activities::NativeActivity;
 use super::activity_host::ActivityState;
-use super::activation::HostState;
 use super::bindings::activity::ActivityWorkerPre;
 use super::bindings::orchestrator::OrchestratorPre;
 use crate::model::Digest;
@@ -32,11 +32,17 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn add_orchestrator(&mut self, digest: Digest, pre: OrchestratorPre<HostState>, names: &[String]) {
+    pub(crate) fn add_orchestrator(
+        &mut self,
+        digest: Digest,
+        pre: OrchestratorPre<HostState>,
+        names: &[String],
+    ) {
         for name in names {
             self.workflows.insert(name.clone(), digest.clone());
         }
-        self.components.insert(digest, Arc::new(Loaded::Orchestrator(pre)));
+        self.components
+            .insert(digest, Arc::new(Loaded::Orchestrator(pre)));
     }
 
     pub(crate) fn add_activity_component(
@@ -48,10 +54,12 @@ impl Registry {
         for name in names {
             // A native registration made by the embedding program wins over a component.
             if !matches!(self.activities.get(name), Some(ActivityImpl::Native(_))) {
-                self.activities.insert(name.clone(), ActivityImpl::Component(digest.clone()));
+                self.activities
+                    .insert(name.clone(), ActivityImpl::Component(digest.clone()));
             }
         }
-        self.components.insert(digest, Arc::new(Loaded::Activity(pre)));
+        self.components
+            .insert(digest, Arc::new(Loaded::Activity(pre)));
     }
 
     pub(crate) fn add_native(&mut self, name: String, activity: NativeActivity) {

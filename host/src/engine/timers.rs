@@ -16,7 +16,11 @@ use crate::model::{InstanceId, Timestamp};
 #[derive(Debug)]
 pub(crate) enum TimerJob {
     /// A workflow timer.
-    Fire { instance: InstanceId, generation: u32, seq: u32 },
+    Fire {
+        instance: InstanceId,
+        generation: u32,
+        seq: u32,
+    },
     /// The next attempt of an activity.
     Activity(QueuedActivity),
 }
@@ -33,6 +37,15 @@ impl Timers {
         let key = (at, self.tiebreak.fetch_add(1, Ordering::Relaxed));
         self.lock().insert(key, job);
         self.changed.notify_one();
+    }
+
+    /// Drops the timers and retries of an instance whose generation ended (their journal
+    /// rows went with it; firing them would do nothing but move a virtual clock).
+    pub(crate) fn cancel_instance(&self, instance: &InstanceId) {
+        self.lock().retain(|_, job| match job {
+            TimerJob::Fire { instance: i, .. } => i != instance,
+            TimerJob::Activity(a) => &a.instance != instance,
+        });
     }
 
     pub(crate) fn next_due(&self) -> Option<Timestamp> {
@@ -53,7 +66,9 @@ impl Timers {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Timestamp, u64), TimerJob>> {
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -62,7 +77,11 @@ mod tests {
     use super::*;
 
     fn fire(seq: u32) -> TimerJob {
-        TimerJob::Fire { instance: InstanceId::new("i").unwrap(), generation: 0, seq }
+        TimerJob::Fire {
+            instance: InstanceId::new("i").unwrap(),
+            generation: 0,
+            seq,
+        }
     }
 
     #[test]

@@ -41,7 +41,10 @@ pub enum JournalError {
     #[error("no instance '{0}'")]
     InstanceNotFound(InstanceId),
     #[error("instance '{id}' is {status}; it accepts no more events")]
-    NotRunning { id: InstanceId, status: RuntimeStatus },
+    NotRunning {
+        id: InstanceId,
+        status: RuntimeStatus,
+    },
     #[error("the journal is corrupt or from an incompatible version: {0}")]
     Corrupt(String),
     #[error("journal storage failed: {0}")]
@@ -85,7 +88,11 @@ impl Journal {
             .name("steadfast-journal".into())
             .spawn(move || writer_loop(write_conn, rx))
             .map_err(|e| JournalError::Storage(format!("cannot start the writer thread: {e}")))?;
-        Ok(Journal { writer: tx, reader: Mutex::new(reader), path: path.to_owned() })
+        Ok(Journal {
+            writer: tx,
+            reader: Mutex::new(reader),
+            path: path.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -108,7 +115,9 @@ impl Journal {
             });
             (ok, reply)
         });
-        self.writer.send(job).map_err(|_| JournalError::WriterGone)?;
+        self.writer
+            .send(job)
+            .map_err(|_| JournalError::WriterGone)?;
         rx.await.map_err(|_| JournalError::WriterGone)?
     }
 
@@ -116,14 +125,20 @@ impl Journal {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        let conn = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let conn = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&conn)
     }
 }
 
 fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     let conn = Connection::open(path).map_err(|e| {
-        JournalError::Storage(format!("cannot open the journal at {}: {e}", path.display()))
+        JournalError::Storage(format!(
+            "cannot open the journal at {}: {e}",
+            path.display()
+        ))
     })?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;

@@ -116,7 +116,8 @@ impl Journal {
             let mut stmt =
                 conn.prepare_cached("SELECT id FROM instances WHERE status = 'RUNNING'")?;
             let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            ids.map(|id| InstanceId::new(id?).map_err(JournalError::Corrupt)).collect()
+            ids.map(|id| InstanceId::new(id?).map_err(JournalError::Corrupt))
+                .collect()
         })
     }
 
@@ -126,7 +127,12 @@ impl Journal {
             let mut stmt =
                 conn.prepare_cached("SELECT instance, generation, seq, fire_at FROM timers")?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, Timestamp>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get::<_, Timestamp>(3)?,
+                ))
             })?;
             rows.map(|row| {
                 let (id, g, s, t) = row?;
@@ -176,8 +182,9 @@ impl Journal {
 
     pub fn components(&self) -> Result<Vec<StoredComponent>, JournalError> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT digest, kind, bytes FROM components ORDER BY created_at, rowid")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT digest, kind, bytes FROM components ORDER BY created_at, rowid",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok(StoredComponent {
                     digest: Digest::from_hex(r.get(0)?),
@@ -206,7 +213,10 @@ fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Jou
             output: r.get(6)?,
             error: error.map(|e| serde_json::from_str(&e)).transpose()?,
             custom_status: r.get(8)?,
-            parent: parent.map(InstanceId::new).transpose().map_err(JournalError::Corrupt)?,
+            parent: parent
+                .map(InstanceId::new)
+                .transpose()
+                .map_err(JournalError::Corrupt)?,
             created_at: r.get::<_, Timestamp>(10)?,
             updated_at: r.get::<_, Timestamp>(11)?,
         })
@@ -220,6 +230,11 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, JournalEr
     let at: Timestamp = r.get(2)?;
     let data: String = r.get(3)?;
     Ok(serde_json::from_str(&data)
-        .map(|event| StoredEvent { pos: pos as u64, generation, at, event })
+        .map(|event| StoredEvent {
+            pos: pos as u64,
+            generation,
+            at,
+            event,
+        })
         .map_err(|e| JournalError::Corrupt(format!("history entry {pos}: {e}"))))
 }

@@ -36,7 +36,10 @@ pub enum Finish {
     Stalled(String),
     /// Start the next generation with `input`, carrying over the raised events at
     /// these positions (the ones the workflow never consumed).
-    ContinueAsNew { input: String, keep_events: Vec<u64> },
+    ContinueAsNew {
+        input: String,
+        keep_events: Vec<u64>,
+    },
 }
 
 /// A child's result, appended to its parent's history when the child ends.
@@ -50,8 +53,13 @@ pub struct ParentNotice {
 
 impl Journal {
     /// Creates an instance and its first `WorkflowStarted` event.
-    pub async fn create_instance(&self, new: NewInstance, now: Timestamp) -> Result<(), JournalError> {
-        self.write(move |conn| insert_instance(conn, &new, None, now)).await
+    pub async fn create_instance(
+        &self,
+        new: NewInstance,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
+        self.write(move |conn| insert_instance(conn, &new, None, now))
+            .await
     }
 
     /// Appends a step's events (and the rows they imply). Returns the completions the
@@ -63,7 +71,8 @@ impl Journal {
         step: StepWrite,
         now: Timestamp,
     ) -> Result<Vec<(u64, Event)>, JournalError> {
-        self.write(move |conn| append_step(conn, &id, generation, step, now)).await
+        self.write(move |conn| append_step(conn, &id, generation, step, now))
+            .await
     }
 
     /// Records a failed attempt and when the next one is due. `None` if the activity is no
@@ -189,8 +198,10 @@ impl Journal {
         finish: Finish,
         now: Timestamp,
     ) -> Result<Option<ParentNotice>, JournalError> {
-        self.write(move |conn| finish_generation(conn, &id, generation, last, custom_status, finish, now))
-            .await
+        self.write(move |conn| {
+            finish_generation(conn, &id, generation, last, custom_status, finish, now)
+        })
+        .await
     }
 
     /// Stores a component's bytes so a restarted host can load it again.
@@ -207,7 +218,13 @@ impl Journal {
                 "INSERT OR IGNORE INTO components (digest, kind, names, bytes, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![digest.as_str(), kind, serde_json::to_string(&names)?, bytes, now])?;
+            .execute(params![
+                digest.as_str(),
+                kind,
+                serde_json::to_string(&names)?,
+                bytes,
+                now
+            ])?;
             Ok(())
         })
         .await
@@ -223,7 +240,11 @@ impl Journal {
             let n = conn
                 .prepare_cached("UPDATE instances SET component = ?2 WHERE id = ?1")?
                 .execute(params![id.as_str(), digest.as_str()])?;
-            if n == 0 { Err(JournalError::InstanceNotFound(id)) } else { Ok(()) }
+            if n == 0 {
+                Err(JournalError::InstanceNotFound(id))
+            } else {
+                Ok(())
+            }
         })
         .await
     }
@@ -270,7 +291,10 @@ fn insert_instance(
     if inserted == 0 {
         return Err(JournalError::InstanceExists(new.id.clone()));
     }
-    let started = Event::WorkflowStarted { workflow: new.workflow.clone(), input: new.input.clone() };
+    let started = Event::WorkflowStarted {
+        workflow: new.workflow.clone(),
+        input: new.input.clone(),
+    };
     insert_event(conn, &new.id, 0, &started, now)?;
     Ok(())
 }
@@ -286,14 +310,27 @@ fn append_step(
     for event in &step.events {
         insert_event(conn, id, generation, event, now)?;
         match event {
-            Event::ActivityScheduled { seq, name, input, retry } => {
+            Event::ActivityScheduled {
+                seq,
+                name,
+                input,
+                retry,
+            } => {
                 let retry = retry.as_ref().map(serde_json::to_string).transpose()?;
                 conn.prepare_cached(
                     "INSERT INTO activity_queue
                      (instance, generation, seq, name, input, retry, attempt, due_at, first_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)",
                 )?
-                .execute(params![id.as_str(), generation, seq, name, input, retry, now])?;
+                .execute(params![
+                    id.as_str(),
+                    generation,
+                    seq,
+                    name,
+                    input,
+                    retry,
+                    now
+                ])?;
             }
             Event::TimerCreated { seq, fire_at, .. } => {
                 conn.prepare_cached(
@@ -301,7 +338,12 @@ fn append_step(
                 )?
                 .execute(params![id.as_str(), generation, seq, fire_at])?;
             }
-            Event::ChildScheduled { seq, name, input, instance_id } => {
+            Event::ChildScheduled {
+                seq,
+                name,
+                input,
+                instance_id,
+            } => {
                 // The engine passes a component only for children it could resolve; the
                 // others were already answered with a failure in the same step.
                 let Some((_, digest)) = step.child_components.iter().find(|(s, _)| s == seq) else {
@@ -345,7 +387,9 @@ fn touch_instance(
 ) -> Result<(), JournalError> {
     match custom_status {
         Some(status) => conn
-            .prepare_cached("UPDATE instances SET custom_status = ?2, updated_at = ?3 WHERE id = ?1")?
+            .prepare_cached(
+                "UPDATE instances SET custom_status = ?2, updated_at = ?3 WHERE id = ?1",
+            )?
             .execute(params![id.as_str(), status, now])?,
         None => conn
             .prepare_cached("UPDATE instances SET updated_at = ?2 WHERE id = ?1")?
@@ -368,8 +412,10 @@ fn finish_generation(
     }
     touch_instance(conn, id, custom_status.as_deref(), now)?;
     // Work the ended generation scheduled but never awaited is abandoned with it.
-    conn.prepare_cached("DELETE FROM timers WHERE instance = ?1")?.execute([id.as_str()])?;
-    conn.prepare_cached("DELETE FROM activity_queue WHERE instance = ?1")?.execute([id.as_str()])?;
+    conn.prepare_cached("DELETE FROM timers WHERE instance = ?1")?
+        .execute([id.as_str()])?;
+    conn.prepare_cached("DELETE FROM activity_queue WHERE instance = ?1")?
+        .execute([id.as_str()])?;
 
     let (status, output, error, result, event) = match finish {
         Finish::ContinueAsNew { input, keep_events } => {
@@ -393,7 +439,10 @@ fn finish_generation(
         Finish::Stalled(reason) => (
             RuntimeStatus::Stalled,
             None,
-            Some(serde_json::to_string(&ErrorInfo::new("stalled", reason.clone()))?),
+            Some(serde_json::to_string(&ErrorInfo::new(
+                "stalled",
+                reason.clone(),
+            ))?),
             None,
             Event::WorkflowStalled { reason },
         ),
@@ -404,7 +453,9 @@ fn finish_generation(
     )?
     .execute(params![id.as_str(), status.as_str(), output, error, now])?;
 
-    let Some(result) = result else { return Ok(None) };
+    let Some(result) = result else {
+        return Ok(None);
+    };
     let parent: Option<(Option<String>, Option<u32>, Option<u32>)> = conn
         .prepare_cached("SELECT parent_id, parent_gen, parent_seq FROM instances WHERE id = ?1")?
         .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -419,9 +470,17 @@ fn finish_generation(
         .optional()?;
     match current {
         Some((g, status)) if g == parent_gen && status == RuntimeStatus::Running.as_str() => {
-            let event = Event::ChildCompleted { seq: parent_seq, result };
+            let event = Event::ChildCompleted {
+                seq: parent_seq,
+                result,
+            };
             let pos = insert_event(conn, &parent, parent_gen, &event, now)?;
-            Ok(Some(ParentNotice { parent, generation: parent_gen, pos, event }))
+            Ok(Some(ParentNotice {
+                parent,
+                generation: parent_gen,
+                pos,
+                event,
+            }))
         }
         _ => Ok(None),
     }
@@ -453,8 +512,10 @@ fn start_next_generation(
     let workflow: String = conn
         .prepare_cached("SELECT workflow FROM instances WHERE id = ?1")?
         .query_row([id.as_str()], |r| r.get(0))?;
-    let started = Event::WorkflowStarted { workflow, input: input.to_owned() };
+    let started = Event::WorkflowStarted {
+        workflow,
+        input: input.to_owned(),
+    };
     insert_event(conn, id, next, &started, now)?;
     Ok(())
 }
-

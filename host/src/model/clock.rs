@@ -29,7 +29,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
     }
 
@@ -47,7 +49,9 @@ pub struct VirtualClock {
 
 impl VirtualClock {
     pub fn new(start: Timestamp) -> Self {
-        VirtualClock { now: Arc::new(watch::Sender::new(start)) }
+        VirtualClock {
+            now: Arc::new(watch::Sender::new(start)),
+        }
     }
 
     /// Moves time forward by `by`.

@@ -20,7 +20,10 @@ pub struct ErrorInfo {
 
 impl ErrorInfo {
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        ErrorInfo { kind: kind.into(), message: message.into() }
+        ErrorInfo {
+            kind: kind.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -49,12 +52,14 @@ impl RetryPolicy {
         error_kind: &str,
         elapsed_ms: u64,
     ) -> Option<u64> {
-        if next_attempt > self.max_attempts || self.non_retryable_kinds.iter().any(|k| k == error_kind)
+        if next_attempt > self.max_attempts
+            || self.non_retryable_kinds.iter().any(|k| k == error_kind)
         {
             return None;
         }
         let exponent = i32::try_from(next_attempt.saturating_sub(2)).unwrap_or(i32::MAX);
-        let coefficient = if self.backoff_coefficient.is_finite() && self.backoff_coefficient >= 1.0 {
+        let coefficient = if self.backoff_coefficient.is_finite() && self.backoff_coefficient >= 1.0
+        {
             self.backoff_coefficient
         } else {
             1.0
@@ -73,7 +78,10 @@ impl RetryPolicy {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A generation began (the first, or one after continue-as-new).
-    WorkflowStarted { workflow: String, input: String },
+    WorkflowStarted {
+        workflow: String,
+        input: String,
+    },
     ActivityScheduled {
         seq: u32,
         name: String,
@@ -82,10 +90,27 @@ pub enum Event {
         retry: Option<RetryPolicy>,
     },
     /// An attempt failed and another is due at `retry_at`.
-    ActivityAttemptFailed { seq: u32, attempt: u32, error: ErrorInfo, retry_at: Timestamp },
-    ActivityCompleted { seq: u32, attempts: u32, result: Outcome },
-    ChildScheduled { seq: u32, name: String, input: String, instance_id: String },
-    ChildCompleted { seq: u32, result: Outcome },
+    ActivityAttemptFailed {
+        seq: u32,
+        attempt: u32,
+        error: ErrorInfo,
+        retry_at: Timestamp,
+    },
+    ActivityCompleted {
+        seq: u32,
+        attempts: u32,
+        result: Outcome,
+    },
+    ChildScheduled {
+        seq: u32,
+        name: String,
+        input: String,
+        instance_id: String,
+    },
+    ChildCompleted {
+        seq: u32,
+        result: Outcome,
+    },
     /// `after_ms` is what the workflow asked for when it gave a delay rather than a time.
     TimerCreated {
         seq: u32,
@@ -93,18 +118,41 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after_ms: Option<u64>,
     },
-    TimerFired { seq: u32 },
-    EventWaitStarted { seq: u32, name: String },
-    EventRaised { name: String, payload: String },
+    TimerFired {
+        seq: u32,
+    },
+    EventWaitStarted {
+        seq: u32,
+        name: String,
+    },
+    EventRaised {
+        name: String,
+        payload: String,
+    },
     /// The outcome of a `when-any`: which of `tasks` (by seq) was observed first.
-    WhenAnyResolved { seq: u32, tasks: Vec<u32>, winner: u32 },
+    WhenAnyResolved {
+        seq: u32,
+        tasks: Vec<u32>,
+        winner: u32,
+    },
     /// A `now()` call and the time it returned.
-    TimeRead { seq: u32, at: Timestamp },
-    WorkflowCompleted { output: String },
-    WorkflowFailed { error: ErrorInfo },
+    TimeRead {
+        seq: u32,
+        at: Timestamp,
+    },
+    WorkflowCompleted {
+        output: String,
+    },
+    WorkflowFailed {
+        error: ErrorInfo,
+    },
     /// The workflow stopped because its code no longer matches its journal, or trapped.
-    WorkflowStalled { reason: String },
-    ContinuedAsNew { input: String },
+    WorkflowStalled {
+        reason: String,
+    },
+    ContinuedAsNew {
+        input: String,
+    },
 }
 
 impl Event {
@@ -149,7 +197,11 @@ impl Event {
         match self {
             Event::ActivityScheduled { name, .. } => format!("call-activity '{name}'"),
             Event::ChildScheduled { name, .. } => format!("call-child-workflow '{name}'"),
-            Event::TimerCreated { fire_at, after_ms: Some(ms), .. } => {
+            Event::TimerCreated {
+                fire_at,
+                after_ms: Some(ms),
+                ..
+            } => {
                 format!("create-timer (after {ms} ms, firing {fire_at})")
             }
             Event::TimerCreated { fire_at, .. } => format!("create-timer (at {fire_at})"),

@@ -21,10 +21,16 @@ impl InstanceId {
             return Err("instance id is empty".into());
         }
         if id.len() > Self::MAX_LEN {
-            return Err(format!("instance id is {} bytes; the limit is {}", id.len(), Self::MAX_LEN));
+            return Err(format!(
+                "instance id is {} bytes; the limit is {}",
+                id.len(),
+                Self::MAX_LEN
+            ));
         }
         if id.chars().any(|c| c.is_control() || c == '/') {
-            return Err(format!("instance id {id:?} contains '/' or a control character"));
+            return Err(format!(
+                "instance id {id:?} contains '/' or a control character"
+            ));
         }
         Ok(InstanceId(id))
     }
@@ -95,7 +101,12 @@ impl Timestamp {
         let secs = self.0 / 1000;
         let (days, rem) = (secs / 86_400, secs % 86_400);
         let (y, m, d) = civil_from_days(days as i64);
-        format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+        format!(
+            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
     }
 }
 
@@ -128,7 +139,10 @@ mod tests {
     fn timestamps_print_as_utc() {
         assert_eq!(Timestamp(0).to_utc_string(), "1970-01-01 00:00:00");
         // 2026-11-25 09:00:00 UTC
-        assert_eq!(Timestamp(1_795_597_200_000).to_utc_string(), "2026-11-25 09:00:00");
+        assert_eq!(
+            Timestamp(1_795_597_200_000).to_utc_string(),
+            "2026-11-25 09:00:00"
+        );
     }
 
     #[test]
@@ -136,13 +150,20 @@ mod tests {
         assert!(InstanceId::new("req-002").is_ok());
         assert!(InstanceId::new("").unwrap_err().contains("empty"));
         assert!(InstanceId::new("a/b").unwrap_err().contains('/'));
-        assert!(InstanceId::new("x".repeat(300)).unwrap_err().contains("limit"));
+        assert!(
+            InstanceId::new("x".repeat(300))
+                .unwrap_err()
+                .contains("limit")
+        );
     }
 
     #[test]
     fn digests_are_sha256_hex() {
         let d = Digest::of(b"abc");
-        assert_eq!(d.as_str(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(d.short(), "ba7816bf8f01");
     }
 }

@@ -47,7 +47,10 @@ impl Sandbox {
                 SandboxError::Engine(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        Ok(Sandbox { engine, cache_dir: cache_dir.map(Path::to_path_buf) })
+        Ok(Sandbox {
+            engine,
+            cache_dir: cache_dir.map(Path::to_path_buf),
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -57,11 +60,15 @@ impl Sandbox {
     /// Compiles `bytes`, or loads the cached compilation of the same digest.
     pub fn compile(&self, digest: &Digest, bytes: &[u8]) -> Result<Component, SandboxError> {
         if !bytes.starts_with(b"\0asm") {
-            return Err(SandboxError::NotAComponent("it does not start with the wasm magic number".into()));
+            return Err(SandboxError::NotAComponent(
+                "it does not start with the wasm magic number".into(),
+            ));
         }
         // A core module has layer 0 in bytes 6..8; a component has layer 1.
         if bytes.len() >= 8 && bytes[6..8] == [0, 0] {
-            return Err(SandboxError::NotAComponent("it is a core wasm module".into()));
+            return Err(SandboxError::NotAComponent(
+                "it is a core wasm module".into(),
+            ));
         }
         let cached = self.cache_path(digest);
         if let Some(path) = &cached
@@ -72,16 +79,20 @@ impl Sandbox {
             // compatibility hash; wasmtime also checks the header before using it.
             match unsafe { Component::deserialize_file(&self.engine, path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-code cache entry"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-code cache entry")
+                }
             }
         }
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
         if let Some(path) = &cached {
             match component.serialize() {
                 Ok(compiled) => {
                     let tmp = path.with_extension("tmp");
-                    if let Err(e) = std::fs::write(&tmp, compiled).and_then(|()| std::fs::rename(&tmp, path)) {
+                    if let Err(e) =
+                        std::fs::write(&tmp, compiled).and_then(|()| std::fs::rename(&tmp, path))
+                    {
                         tracing::warn!(path = %path.display(), error = %e, "could not cache compiled code");
                     }
                 }
@@ -95,7 +106,13 @@ impl Sandbox {
         use std::hash::{Hash, Hasher};
         let dir = self.cache_dir.as_ref()?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
-        Some(dir.join(format!("{}-{:016x}.cwasm", digest.as_str(), hasher.finish())))
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        Some(dir.join(format!(
+            "{}-{:016x}.cwasm",
+            digest.as_str(),
+            hasher.finish()
+        )))
     }
 }

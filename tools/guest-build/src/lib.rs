@@ -33,14 +33,24 @@ pub fn build(guest: &Guest<'_>) -> PathBuf {
     for dir in ["wit", "guest-sdk", "workflows"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
     ensure_target_installed();
 
     let target_dir = root.join("target").join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--release", "--target", TARGET, "-p", guest.package])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            TARGET,
+            "-p",
+            guest.package,
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     if !guest.features.is_empty() {

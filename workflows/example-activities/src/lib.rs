@@ -28,45 +28,74 @@ fn field<'a>(data: &'a Value, pointer: &str) -> &'a str {
 }
 
 fn create_task_record(order: Value) -> Result<Value, Error> {
-    log(format!("Creating task record: {}", field(&order, "/task_id")));
+    log(format!(
+        "Creating task record: {}",
+        field(&order, "/task_id")
+    ));
     Ok(serde_json::json!({ "created": true, "task_id": order["task_id"] }))
 }
 
 fn delete_task_record(data: Value) -> Result<(), Error> {
-    log(format!("Compensating: delete_task_record for {}", field(&data, "/task_id")));
+    log(format!(
+        "Compensating: delete_task_record for {}",
+        field(&data, "/task_id")
+    ));
     Ok(())
 }
 
 fn reserve_assignee_capacity(order: Value) -> Result<Value, Error> {
-    log(format!("Reserving capacity for {}", field(&order, "/assignee")));
+    log(format!(
+        "Reserving capacity for {}",
+        field(&order, "/assignee")
+    ));
     Ok(serde_json::json!({ "reserved": true }))
 }
 
 fn release_assignee_capacity(data: Value) -> Result<(), Error> {
-    log(format!("Compensating: release_assignee_capacity for {}", field(&data, "/assignee")));
+    log(format!(
+        "Compensating: release_assignee_capacity for {}",
+        field(&data, "/assignee")
+    ));
     Ok(())
 }
 
 fn notify_assignee(order: Value) -> Result<Value, Error> {
-    log(format!("Notifying assignee: {}", field(&order, "/assignee")));
+    log(format!(
+        "Notifying assignee: {}",
+        field(&order, "/assignee")
+    ));
     Ok(serde_json::json!({ "notified": true }))
 }
 
 fn send_cancellation_notice(data: Value) -> Result<(), Error> {
-    log(format!("Compensating: send_cancellation_notice for {}", field(&data, "/task_id")));
+    log(format!(
+        "Compensating: send_cancellation_notice for {}",
+        field(&data, "/task_id")
+    ));
     Ok(())
 }
 
 fn update_dashboard(order: Value) -> Result<Value, Error> {
-    log(format!("Updating dashboard for {}", field(&order, "/task_id")));
-    if order.get("simulate_dashboard_failure").and_then(Value::as_bool) == Some(true) {
+    log(format!(
+        "Updating dashboard for {}",
+        field(&order, "/task_id")
+    ));
+    if order
+        .get("simulate_dashboard_failure")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         return Err(Error::new("unavailable", "Dashboard service unavailable"));
     }
     Ok(serde_json::json!({ "updated": true }))
 }
 
 fn send_alert(data: Value) -> Result<(), Error> {
-    log(format!("[{}] {}", field(&data, "/severity").to_uppercase(), field(&data, "/message")));
+    log(format!(
+        "[{}] {}",
+        field(&data, "/severity").to_uppercase(),
+        field(&data, "/message")
+    ));
     Ok(())
 }
 
@@ -90,21 +119,33 @@ fn send_approval_request(request: Value) -> Result<(), Error> {
 }
 
 fn send_timeout_notification(request: Value) -> Result<(), Error> {
-    log(format!("Sending timeout notification for {}", field(&request, "/request_id")));
+    log(format!(
+        "Sending timeout notification for {}",
+        field(&request, "/request_id")
+    ));
     Ok(())
 }
 
 fn send_rejection_notification(data: Value) -> Result<(), Error> {
-    log(format!("Sending rejection notification: {}", field(&data, "/decision/reason")));
+    log(format!(
+        "Sending rejection notification: {}",
+        field(&data, "/decision/reason")
+    ));
     Ok(())
 }
 
 fn send_approval_confirmation(data: Value) -> Result<(), Error> {
-    log(format!("Sending approval confirmation for {}", field(&data, "/request/request_id")));
+    log(format!(
+        "Sending approval confirmation for {}",
+        field(&data, "/request/request_id")
+    ));
     Ok(())
 }
 
 fn execute_approved_action(request: Value) -> Result<(), Error> {
-    log(format!("Executing approved action for {}", field(&request, "/request_id")));
+    log(format!(
+        "Executing approved action for {}",
+        field(&request, "/request_id")
+    ));
     Ok(())
 }

@@ -48,7 +48,8 @@ fn task_processing_saga(ctx: &Context, order: TaskOrder) -> Result<SagaResult, E
         ctx.call_activity("create_task_record", &order).wait()?;
         saga.add_compensation("delete_task_record", &json!({ "task_id": order.task_id }));
 
-        ctx.call_activity("reserve_assignee_capacity", &order).wait()?;
+        ctx.call_activity("reserve_assignee_capacity", &order)
+            .wait()?;
         saga.add_compensation(
             "release_assignee_capacity",
             &json!({ "task_id": order.task_id, "assignee": order.assignee }),
@@ -64,11 +65,19 @@ fn task_processing_saga(ctx: &Context, order: TaskOrder) -> Result<SagaResult, E
     })();
 
     match outcome {
-        Ok(()) => Ok(SagaResult { status: "success".into(), task_id: order.task_id, error: None }),
+        Ok(()) => Ok(SagaResult {
+            status: "success".into(),
+            task_id: order.task_id,
+            error: None,
+        }),
         Err(e) => {
             ctx.log(format!("Dashboard update failed: {e}"));
             saga.compensate();
-            Ok(SagaResult { status: "failed".into(), task_id: order.task_id, error: Some(e.message) })
+            Ok(SagaResult {
+                status: "failed".into(),
+                task_id: order.task_id,
+                error: Some(e.message),
+            })
         }
     }
 }
@@ -100,7 +109,10 @@ fn health_monitor_workflow(ctx: &Context, mut state: MonitorState) -> Result<(),
         .clone()
         .unwrap_or_else(|| format!("http://{}:8000/health", state.job_id));
     let status: String = ctx
-        .call_activity("check_service_status", &json!({ "job_id": state.job_id, "url": url }))
+        .call_activity(
+            "check_service_status",
+            &json!({ "job_id": state.job_id, "url": url }),
+        )
         .get()?;
 
     let check = state.check_count + 1;
@@ -109,7 +121,10 @@ fn health_monitor_workflow(ctx: &Context, mut state: MonitorState) -> Result<(),
         state.is_healthy = true;
         state.consecutive_failures = 0;
         sleep_minutes = 60;
-        ctx.log(format!("Check #{check}: {} healthy, sleeping {sleep_minutes} minutes", state.job_id));
+        ctx.log(format!(
+            "Check #{check}: {} healthy, sleeping {sleep_minutes} minutes",
+            state.job_id
+        ));
     } else {
         let mut alerts = Vec::new();
         if state.is_healthy {
@@ -139,7 +154,10 @@ fn health_monitor_workflow(ctx: &Context, mut state: MonitorState) -> Result<(),
                 }),
             )
             .wait()?;
-            alerts.push(format!("critical - {} consecutive", state.consecutive_failures));
+            alerts.push(format!(
+                "critical - {} consecutive",
+                state.consecutive_failures
+            ));
         }
         sleep_minutes = 5;
         let alerting = if alerts.is_empty() {
@@ -158,7 +176,8 @@ fn health_monitor_workflow(ctx: &Context, mut state: MonitorState) -> Result<(),
         "consecutive_failures": state.consecutive_failures,
     }));
 
-    ctx.create_timer(Duration::from_secs(sleep_minutes * 60)).wait()?;
+    ctx.create_timer(Duration::from_secs(sleep_minutes * 60))
+        .wait()?;
     state.check_count += 1;
     ctx.continue_as_new(&state)
 }
@@ -193,13 +212,15 @@ fn approval_workflow(ctx: &Context, request: ApprovalRequest) -> Result<serde_js
         }));
     }
 
-    ctx.call_activity("send_approval_request", &request).wait()?;
+    ctx.call_activity("send_approval_request", &request)
+        .wait()?;
     ctx.set_custom_status(&json!({ "stage": "waiting_for_approval" }));
 
     let approval_event = ctx.wait_for_external_event("approval_received");
     let timeout = ctx.create_timer(APPROVAL_TIMEOUT);
     if ctx.when_any(&[&approval_event, &timeout]) == 1 {
-        ctx.call_activity("send_timeout_notification", &request).wait()?;
+        ctx.call_activity("send_timeout_notification", &request)
+            .wait()?;
         return Ok(json!({
             "status": "timeout",
             "request_id": request.request_id,
@@ -222,7 +243,8 @@ fn approval_workflow(ctx: &Context, request: ApprovalRequest) -> Result<serde_js
         }));
     }
 
-    ctx.call_activity("execute_approved_action", &request).wait()?;
+    ctx.call_activity("execute_approved_action", &request)
+        .wait()?;
     ctx.call_activity(
         "send_approval_confirmation",
         &json!({ "request": request, "decision": decision }),

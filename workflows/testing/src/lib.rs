@@ -23,7 +23,11 @@ steadfast_sdk::workflows! {
 fn event_race(ctx: &Context, _: Value) -> Result<Value, Error> {
     let event = ctx.wait_for_external_event("e");
     let timer = ctx.create_timer(Duration::from_secs(3600));
-    let first = if ctx.when_any(&[&event, &timer]) == 0 { event.get()? } else { json!("timer") };
+    let first = if ctx.when_any(&[&event, &timer]) == 0 {
+        event.get()?
+    } else {
+        json!("timer")
+    };
     ctx.set_custom_status(&json!({ "first": first }));
     let second: Value = ctx.wait_for_external_event("e").get()?;
     Ok(json!({ "first": first, "second": second }))
