@@ -247,6 +247,26 @@ impl Context {
         host::instance_id()
     }
 
+    /// A version marker that makes a change safe for instances already running.
+    ///
+    /// New executions record the marker and get `true`; executions that started before
+    /// the change replay their journal, which has no marker at this point, and get
+    /// `false`, so they keep taking the old path. Once no instance that started on the
+    /// old code is left, the old branch (and the marker) can be removed.
+    ///
+    /// ```no_run
+    /// # fn f(ctx: &steadfast_sdk::Context) -> Result<(), steadfast_sdk::Error> {
+    /// if ctx.patched("notify-by-sms") {
+    ///     ctx.call_activity("send_sms", "alice").wait()?;
+    /// } else {
+    ///     ctx.call_activity("send_email", "alice").wait()?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn patched(&self, name: &str) -> bool {
+        host::patched(name)
+    }
+
     /// True while the host re-runs steps the journal already holds.
     ///
     /// ```no_run

@@ -92,6 +92,7 @@ fn a_saga_resumes_after_a_crash_without_rerunning_completed_activities() {
                 &order.to_string(),
                 StartOptions {
                     instance_id: Some("saga".into()),
+                    ..StartOptions::default()
                 },
             )
             .await
@@ -140,6 +141,7 @@ fn a_timer_created_before_a_restart_fires_after_it() {
                 "7200",
                 StartOptions {
                     instance_id: Some("sleeper".into()),
+                    ..StartOptions::default()
                 },
             )
             .await
@@ -175,7 +177,7 @@ fn an_event_acknowledged_just_before_a_crash_is_delivered_after_it() {
         let engine = open_with_examples(dir.path(), &VirtualClock::new(START)).await;
         let request = json!({"request_id": "req-002", "requester": "bob", "amount": 5000.0, "description": "x"});
         let id = engine
-            .start("approval_workflow", &request.to_string(), StartOptions { instance_id: Some("req-002".into()) })
+            .start("approval_workflow", &request.to_string(), StartOptions { instance_id: Some("req-002".into()), ..StartOptions::default() })
             .await
             .unwrap();
         engine.settle().await;

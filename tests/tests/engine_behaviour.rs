@@ -13,6 +13,7 @@ use steadfast_tests::{TESTING_V1_WASM, TESTING_V2_WASM, clock, open, output};
 fn named(id: &str) -> StartOptions {
     StartOptions {
         instance_id: Some(id.to_owned()),
+        ..StartOptions::default()
     }
 }
 

@@ -42,6 +42,7 @@ async fn saga_succeeds_without_compensation() {
             &order(false),
             StartOptions {
                 instance_id: Some("saga-ok".into()),
+                ..StartOptions::default()
             },
         )
         .await
@@ -78,6 +79,7 @@ async fn saga_compensates_in_reverse_order_when_the_dashboard_fails() {
             &order(true),
             StartOptions {
                 instance_id: Some("saga-fail".into()),
+                ..StartOptions::default()
             },
         )
         .await
@@ -146,6 +148,7 @@ async fn approval_scenarios_auto_approved_approved_rejected_and_timeout() {
                     &input,
                     StartOptions {
                         instance_id: Some(rid),
+                        ..StartOptions::default()
                     },
                 )
                 .await

@@ -78,6 +78,7 @@ impl Demo {
     ) -> anyhow::Result<InstanceId> {
         let options = StartOptions {
             instance_id: Some(id.to_owned()),
+            ..StartOptions::default()
         };
         Ok(self
             .engine

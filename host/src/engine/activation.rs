@@ -31,7 +31,7 @@ use super::bindings::orchestrator::steadfast::workflow::{context, types};
 use super::work::WorkGuard;
 use super::{Shared, random::SplitMix64};
 use crate::journal::{Finish, QueuedActivity, StepWrite, StoredEvent};
-use crate::model::{Digest, ErrorInfo, Event, InstanceId, Outcome, RetryPolicy, Timestamp};
+use crate::model::{Digest, ErrorInfo, Event, InstanceId, Outcome, RetryPolicy, Tenant, Timestamp};
 
 /// The host-side value behind a guest's `task` handle.
 #[derive(Debug)]
@@ -80,6 +80,9 @@ pub(crate) enum Interrupt {
     Evicted,
     #[error("host fault: {0}")]
     HostFault(String),
+    /// A dry run (a compatibility check) replayed the whole journal.
+    #[error("replay reached the end of the journal")]
+    Frontier,
 }
 
 /// The data of the store an instance runs in.
@@ -107,6 +110,8 @@ pub(crate) struct HostState {
     rng: SplitMix64,
     /// Who asked for the eviction now under way.
     evicted_by: Option<tokio::sync::oneshot::Sender<()>>,
+    /// A compatibility check: replay only, never write, stop at the end of the journal.
+    pub(crate) dry_run: bool,
 }
 
 impl HostState {
@@ -123,7 +128,7 @@ impl HostState {
         )
     }
 
-    fn new(
+    pub(crate) fn new(
         shared: Arc<Shared>,
         id: InstanceId,
         workflow: String,
@@ -151,10 +156,11 @@ impl HostState {
             work,
             rng,
             evicted_by: None,
+            dry_run: false,
         }
     }
 
-    fn load(&mut self, history: Vec<StoredEvent>) -> Result<(), Interrupt> {
+    pub(crate) fn load(&mut self, history: Vec<StoredEvent>) -> Result<(), Interrupt> {
         for stored in history {
             self.loaded_upto = self.loaded_upto.max(stored.pos);
             if let Some(seq) = stored.event.command_seq() {
@@ -191,7 +197,11 @@ impl HostState {
         }
     }
 
-    fn replaying(&self) -> bool {
+    fn tenant(&self) -> Tenant {
+        Tenant::new(self.id.tenant()).unwrap_or_else(|_| Tenant::default_tenant())
+    }
+
+    pub(crate) fn replaying(&self) -> bool {
         (self.next_seq as usize) < self.recorded.len()
     }
 
@@ -211,6 +221,9 @@ impl HostState {
                 return Err(self.diverged(seq, recorded.describe(), asked.describe()));
             }
             return Ok(recorded.clone());
+        }
+        if self.dry_run {
+            return Err(wasmtime::Error::new(Interrupt::Frontier));
         }
         self.recorded.push(asked.clone());
         self.pending.events.push(asked.clone());
@@ -319,7 +332,7 @@ impl HostState {
                     let failed = extra.iter().any(
                         |(_, e)| matches!(e, Event::ChildCompleted { seq: s, .. } if *s == seq),
                     );
-                    if !failed && let Ok(child) = InstanceId::new(instance_id) {
+                    if !failed && let Ok(child) = InstanceId::from_key(instance_id) {
                         self.shared.activate(child);
                     }
                 }
@@ -336,6 +349,9 @@ impl HostState {
     /// first; between the write and the delivery this instance holds no work guard.
     /// An eviction request is honoured only if nothing was delivered with it.
     async fn block(&mut self) -> wasmtime::Result<()> {
+        if self.dry_run {
+            return Err(wasmtime::Error::new(Interrupt::Frontier));
+        }
         self.flush().await?;
         self.work = None;
         let mut next = self.mailbox.recv().await;
@@ -451,21 +467,20 @@ impl context::Host for HostState {
         instance_id: Option<String>,
     ) -> wasmtime::Result<Resource<TaskRep>> {
         let seq = self.next_seq;
-        let instance_id =
-            instance_id.unwrap_or_else(|| format!("{}:{}:{seq}", self.id, self.generation));
+        let tenant = self.tenant();
+        let local =
+            instance_id.unwrap_or_else(|| format!("{}:{}:{seq}", self.id.local(), self.generation));
+        let child = InstanceId::scoped(&tenant, &local);
         let asked = Event::ChildScheduled {
             seq,
             name: name.clone(),
             input,
-            instance_id: instance_id.clone(),
+            instance_id: format!("{tenant}/{local}"),
         };
         let live = !self.replaying();
         self.request(asked)?;
         if live {
-            let failure = match (
-                InstanceId::new(instance_id),
-                self.shared.workflow_component(&name),
-            ) {
+            let failure = match (child, self.shared.workflow_component(&tenant, &name)) {
                 (Ok(_), Some(digest)) => {
                     self.pending.child_components.push((seq, digest));
                     None
@@ -660,7 +675,24 @@ impl context::Host for HostState {
     }
 
     async fn instance_id(&mut self) -> wasmtime::Result<String> {
-        Ok(self.id.to_string())
+        Ok(self.id.local().to_owned())
+    }
+
+    async fn patched(&mut self, name: String) -> wasmtime::Result<bool> {
+        let seq = self.next_seq;
+        match self.recorded.get(seq as usize) {
+            // The execution that wrote this journal ran the patched code here.
+            Some(Event::Patched { name: recorded, .. }) if *recorded == name => {
+                self.next_seq += 1;
+                Ok(true)
+            }
+            // It ran the code from before the patch: take the old path, consume nothing.
+            Some(_) => Ok(false),
+            None => {
+                self.request(Event::Patched { seq, name })?;
+                Ok(true)
+            }
+        }
     }
 
     async fn is_replaying(&mut self) -> wasmtime::Result<bool> {
@@ -676,7 +708,7 @@ impl context::Host for HostState {
     }
 
     async fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
-        if self.replaying() {
+        if self.replaying() || self.dry_run {
             return Ok(());
         }
         let (id, workflow) = (self.id.as_str(), self.workflow.as_str());
@@ -800,6 +832,7 @@ async fn run_generation(
         Err(error) => match error.downcast_ref::<Interrupt>() {
             Some(Interrupt::Evicted) => return Ok(Next::Evicted(state.mailbox, state.evicted_by)),
             Some(Interrupt::HostFault(message)) => return Err(message.clone()),
+            Some(Interrupt::Frontier) => return Err("a live run reached a dry-run frontier".into()),
             Some(divergence @ Interrupt::Nondeterminism { .. }) => {
                 Finish::Stalled(divergence.to_string())
             }
@@ -887,10 +920,10 @@ async fn finish(
 
 /// Digest lookups used by host functions.
 impl Shared {
-    pub(crate) fn workflow_component(&self, workflow: &str) -> Option<Digest> {
-        self.registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .workflow_digest(workflow)
+    /// The component of the newest version of a tenant's workflow.
+    pub(crate) fn workflow_component(&self, tenant: &Tenant, workflow: &str) -> Option<Digest> {
+        self.registry()
+            .latest(tenant.as_str(), workflow)
+            .map(|(_, digest)| digest)
     }
 }

@@ -53,14 +53,14 @@ impl Shared {
             .registry
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .activity(&job.name);
+            .activity(job.instance.tenant(), &job.name);
         match registered {
             None => {
                 let known = self
                     .registry
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
-                    .activity_names();
+                    .activity_names(job.instance.tenant());
                 Err(ErrorInfo::new(
                     "unknown_activity",
                     format!(

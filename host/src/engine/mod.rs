@@ -17,16 +17,19 @@ mod activation;
 mod activities;
 mod activity_host;
 mod bindings;
+mod compat;
+mod lifecycle;
 mod random;
 mod registry;
+mod resident;
 mod timers;
 mod work;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -38,14 +41,16 @@ pub use activities::ActivityContext;
 use activity_host::ActivityState;
 use bindings::activity::{ActivityWorker, ActivityWorkerPre};
 use bindings::orchestrator::{Orchestrator, OrchestratorPre};
+pub use compat::Compatibility;
+pub use lifecycle::{InstanceCheck, Scope, WorkflowInfo, WorkflowVersion};
 use registry::{Loaded, Registry};
 use timers::{TimerJob, Timers};
-use work::{Work, WorkGuard};
+use work::Work;
 
-pub use crate::journal::{InstanceRecord, StoredEvent};
-use crate::journal::{Journal, JournalError, NewInstance};
+pub use crate::journal::{InstanceFilter, InstanceRecord, StoredEvent, TokenRecord};
+use crate::journal::{Journal, JournalError};
 use crate::model::{
-    Clock, Digest, ErrorInfo, Event, InstanceId, RuntimeStatus, SystemClock, Timestamp,
+    Clock, Digest, ErrorInfo, InstanceId, RuntimeStatus, SystemClock, Tenant, Timestamp,
 };
 use crate::sandbox::{Sandbox, SandboxError};
 
@@ -121,6 +126,20 @@ pub enum EngineError {
     NotOurWorld(String),
     #[error("the component's {0} export failed: {1}")]
     Inspect(&'static str, String),
+    #[error("unknown tenant '{0}'; an admin creates tenants with `steadfast tenant create`")]
+    UnknownTenant(Tenant),
+    #[error("instance '{id}' is {status}; {action} needs it to be {wanted}")]
+    WrongStatus {
+        id: InstanceId,
+        status: RuntimeStatus,
+        action: &'static str,
+        wanted: &'static str,
+    },
+    #[error("instance '{id}' is {status}; terminate it first or purge with force")]
+    StillRunning {
+        id: InstanceId,
+        status: RuntimeStatus,
+    },
     #[error("this engine runs on the system clock; only a virtual clock can be advanced")]
     NoVirtualClock,
     #[error(transparent)]
@@ -141,6 +160,17 @@ impl From<JournalError> for EngineError {
             JournalError::InstanceExists(id) => EngineError::InstanceExists(id),
             JournalError::InstanceNotFound(id) => EngineError::InstanceNotFound(id),
             JournalError::NotRunning { id, status } => EngineError::NotRunning { id, status },
+            JournalError::StillRunning { id, status } => EngineError::StillRunning { id, status },
+            JournalError::WrongStatus { id, status, wanted } => EngineError::WrongStatus {
+                id,
+                status,
+                action: if wanted == RuntimeStatus::Running {
+                    "suspend"
+                } else {
+                    "resume"
+                },
+                wanted: wanted.as_str(),
+            },
             other => EngineError::Journal(other),
         }
     }
@@ -153,6 +183,8 @@ pub struct Deployment {
     pub kind: ComponentKind,
     /// Workflow names (orchestrator) or activity names (activity worker).
     pub names: Vec<String>,
+    /// The version each workflow got: (workflow, version). Empty for activity components.
+    pub versions: Vec<(String, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +194,7 @@ pub enum ComponentKind {
 }
 
 impl ComponentKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ComponentKind::Orchestrator => "orchestrator",
             ComponentKind::Activity => "activity",
@@ -175,6 +207,22 @@ impl ComponentKind {
 pub struct StartOptions {
     /// Use this id instead of a generated one.
     pub instance_id: Option<String>,
+    /// The tenant that owns the instance; the default tenant when `None`.
+    pub tenant: Option<Tenant>,
+    /// What to do when an instance with `instance_id` already exists.
+    pub reuse: ReusePolicy,
+}
+
+/// What `start` does when the instance id is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReusePolicy {
+    /// Refuse with [`EngineError::InstanceExists`].
+    #[default]
+    Error,
+    /// Return the existing instance's id and start nothing.
+    Ignore,
+    /// Terminate the existing instance (if it still runs), purge it, start anew.
+    TerminateExisting,
 }
 
 /// A running Steadfast engine. Cloning shares it.
@@ -248,7 +296,7 @@ impl Engine {
                 (seed as u32) ^ (seed >> 32) as u32,
             )),
         });
-        tokio::spawn(timer_loop(
+        tokio::spawn(resident::timer_loop(
             Arc::downgrade(&shared),
             Arc::clone(&shared.timers),
             Arc::clone(&shared.clock),
@@ -263,6 +311,15 @@ impl Engine {
         for stored in shared.journal.components()? {
             if let Err(e) = shared.load_component(&stored.digest, &stored.bytes).await {
                 tracing::error!(digest = %stored.digest.short(), error = %e, "cannot load a deployed component");
+            }
+        }
+        {
+            let mut registry = shared.registry_mut();
+            for (tenant, workflow, version, digest) in shared.journal.workflow_versions()? {
+                registry.set_version(&tenant, &workflow, version, digest);
+            }
+            for (tenant, digest) in shared.journal.component_owners()? {
+                registry.own_activities(&tenant, &digest);
             }
         }
         for (instance, generation, seq, fire_at) in shared.journal.pending_timers()? {
@@ -294,25 +351,6 @@ impl Engine {
         self.shared.clock.now()
     }
 
-    /// Validates, compiles and stores a component, and makes its workflows or activities
-    /// available. Deploying the same bytes again is harmless.
-    pub async fn deploy(&self, bytes: Vec<u8>) -> Result<Deployment, EngineError> {
-        let digest = Digest::of(&bytes);
-        let deployment = self.shared.load_component(&digest, &bytes).await?;
-        let now = self.shared.clock.now();
-        self.shared
-            .journal
-            .put_component(
-                digest,
-                deployment.kind.as_str(),
-                deployment.names.clone(),
-                bytes,
-                now,
-            )
-            .await?;
-        Ok(deployment)
-    }
-
     /// Registers a native Rust activity. It takes precedence over an activity component
     /// exporting the same name. Activities resumed while the engine opened were dispatched
     /// already: register those with [`EngineConfig::with_activity`].
@@ -326,52 +364,6 @@ impl Engine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .add_native(name.to_owned(), native(activity));
-    }
-
-    /// Starts workflow `workflow` with JSON `input`; returns the instance id.
-    pub async fn start(
-        &self,
-        workflow: &str,
-        input: &str,
-        options: StartOptions,
-    ) -> Result<InstanceId, EngineError> {
-        let Some(component) = self.shared.workflow_component(workflow) else {
-            let deployed = self
-                .shared
-                .registry
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .workflow_names();
-            return Err(EngineError::UnknownWorkflow {
-                name: workflow.to_owned(),
-                deployed,
-            });
-        };
-        check_json("the workflow input", input)?;
-        let id = match options.instance_id {
-            Some(id) => InstanceId::new(id).map_err(EngineError::InvalidInstanceId)?,
-            None => {
-                let uuid = self
-                    .shared
-                    .ids
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .uuid();
-                InstanceId::new(uuid).map_err(EngineError::InvalidInstanceId)?
-            }
-        };
-        let new = NewInstance {
-            id: id.clone(),
-            workflow: workflow.to_owned(),
-            component,
-            input: input.to_owned(),
-        };
-        self.shared
-            .journal
-            .create_instance(new, self.shared.clock.now())
-            .await?;
-        self.shared.activate(id.clone());
-        Ok(id)
     }
 
     /// Raises event `name` with JSON `payload` to a running instance. Once this returns the
@@ -553,76 +545,74 @@ fn check_json(what: &'static str, text: &str) -> Result<(), EngineError> {
 }
 
 impl Shared {
-    /// Compiles a component, works out which world it implements, and registers it.
+    /// Compiles a component, works out which world it implements and which names it
+    /// serves, and adds it to the registry (not yet to any tenant).
     async fn load_component(
         self: &Arc<Self>,
         digest: &Digest,
         bytes: &[u8],
-    ) -> Result<Deployment, EngineError> {
+    ) -> Result<(ComponentKind, Vec<String>), EngineError> {
         let component = self.sandbox.compile(digest, bytes)?;
-        let as_orchestrator = self
+        let inspect = |e: wasmtime::Error| EngineError::Inspect("names", format!("{e:#}"));
+        let orchestrator_error = match self
             .linker
             .instantiate_pre(&component)
-            .and_then(OrchestratorPre::new);
-        let orchestrator_error = match as_orchestrator {
+            .and_then(OrchestratorPre::new)
+        {
             Ok(pre) => {
                 let mut store =
                     Store::new(self.sandbox.engine(), HostState::inert(Arc::clone(self)));
-                let instance = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| EngineError::Inspect("names", e.to_string()))?;
+                let instance = pre.instantiate_async(&mut store).await.map_err(inspect)?;
                 let names = instance
                     .steadfast_workflow_workflows()
                     .call_names(&mut store)
                     .await
-                    .map_err(|e| EngineError::Inspect("names", e.to_string()))?;
-                self.registry
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .add_orchestrator(digest.clone(), pre, &names);
-                return Ok(Deployment {
-                    digest: digest.clone(),
-                    kind: ComponentKind::Orchestrator,
-                    names,
-                });
+                    .map_err(inspect)?;
+                self.registry_mut().add_component(
+                    digest.clone(),
+                    Loaded::Orchestrator(pre),
+                    names.clone(),
+                );
+                return Ok((ComponentKind::Orchestrator, names));
             }
             Err(e) => e.to_string(),
         };
-        let as_activity = self
+        match self
             .activity_linker
             .instantiate_pre(&component)
-            .and_then(ActivityWorkerPre::new);
-        match as_activity {
+            .and_then(ActivityWorkerPre::new)
+        {
             Ok(pre) => {
                 let state = ActivityState {
                     activity: "names".into(),
                     instance: String::new(),
                 };
                 let mut store = Store::new(self.sandbox.engine(), state);
-                let worker = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| EngineError::Inspect("names", e.to_string()))?;
+                let worker = pre.instantiate_async(&mut store).await.map_err(inspect)?;
                 let names = worker
                     .steadfast_workflow_activities()
                     .call_names(&mut store)
                     .await
-                    .map_err(|e| EngineError::Inspect("names", e.to_string()))?;
-                self.registry
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .add_activity_component(digest.clone(), pre, &names);
-                Ok(Deployment {
-                    digest: digest.clone(),
-                    kind: ComponentKind::Activity,
-                    names,
-                })
+                    .map_err(inspect)?;
+                self.registry_mut().add_component(
+                    digest.clone(),
+                    Loaded::Activity(pre),
+                    names.clone(),
+                );
+                Ok((ComponentKind::Activity, names))
             }
             Err(activity_error) => Err(EngineError::NotOurWorld(format!(
                 "as an orchestrator: {orchestrator_error}; as an activity worker: {activity_error}"
             ))),
         }
+    }
+
+    pub(crate) fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn orchestrator_pre(&self, digest: &Digest) -> Option<OrchestratorPre<HostState>> {
@@ -635,162 +625,5 @@ impl Shared {
             Loaded::Orchestrator(pre) => Some(pre.clone()),
             Loaded::Activity(_) => None,
         }
-    }
-
-    /// Makes sure the instance is resident (activating it if not).
-    fn activate(self: &Arc<Self>, id: InstanceId) {
-        let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
-        if !resident.contains_key(&id) {
-            let guard = self.work.guard();
-            self.spawn_activation(&mut resident, id, guard);
-        }
-    }
-
-    /// Hands a journaled event to its instance, activating the instance if needed.
-    fn deliver(
-        self: &Arc<Self>,
-        id: InstanceId,
-        generation: u32,
-        pos: u64,
-        event: Event,
-        work: WorkGuard,
-    ) {
-        let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
-        let work = match resident.get(&id) {
-            Some(r) => match r.tx.send(Msg::Deliver {
-                generation,
-                pos,
-                event,
-                work,
-            }) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(Msg::Deliver { work, .. })) => work,
-                Err(_) => return,
-            },
-            None => work,
-        };
-        // Not resident (or just leaving): activate; the journal already holds the event.
-        self.spawn_activation(&mut resident, id, work);
-    }
-
-    fn spawn_activation(
-        self: &Arc<Self>,
-        resident: &mut HashMap<InstanceId, Resident>,
-        id: InstanceId,
-        work: WorkGuard,
-    ) {
-        if resident.len() >= self.max_resident {
-            // Ask one other instance to leave memory; an instance that is busy when the
-            // request arrives ignores it.
-            if let Some((_, victim)) = resident.iter().find(|(other, _)| **other != id) {
-                let _ = victim.tx.send(Msg::Evict(None));
-            }
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let activation = self.next_activation.fetch_add(1, Ordering::Relaxed);
-        resident.insert(id.clone(), Resident { tx, activation });
-        tokio::spawn(activation::run(Arc::clone(self), id, activation, rx, work));
-    }
-
-    /// Called by an activation as it ends. Deliveries that raced with its end are not
-    /// lost: the instance is activated again to take them.
-    fn leave_resident(
-        self: &Arc<Self>,
-        id: &InstanceId,
-        activation: u64,
-        leftover: Option<mpsc::UnboundedReceiver<Msg>>,
-    ) {
-        let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
-        if resident.get(id).is_some_and(|r| r.activation == activation) {
-            resident.remove(id);
-        }
-        let Some(mut rx) = leftover else { return };
-        rx.close();
-        let mut work = None;
-        while let Ok(msg) = rx.try_recv() {
-            if let Msg::Deliver { work: guard, .. } = msg {
-                work = Some(guard);
-            }
-        }
-        if let Some(work) = work
-            && !resident.contains_key(id)
-        {
-            self.spawn_activation(&mut resident, id.clone(), work);
-        }
-    }
-
-    fn add_timer(&self, at: Timestamp, instance: InstanceId, generation: u32, seq: u32) {
-        self.timers.add(
-            at,
-            TimerJob::Fire {
-                instance,
-                generation,
-                seq,
-            },
-        );
-    }
-
-    /// Fires every timer that is due.
-    fn fire_due(self: &Arc<Self>) {
-        let now = self.clock.now();
-        for job in self.timers.take_due(now) {
-            match job {
-                TimerJob::Fire {
-                    instance,
-                    generation,
-                    seq,
-                } => {
-                    let guard = self.work.guard();
-                    let shared = Arc::clone(self);
-                    tokio::spawn(async move {
-                        match shared
-                            .journal
-                            .fire_timer(instance.clone(), generation, seq, now)
-                            .await
-                        {
-                            Ok(Some((pos, event))) => {
-                                shared.deliver(instance, generation, pos, event, guard)
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::error!(%instance, seq, error = %e, "cannot journal a timer firing; retrying in a second");
-                                shared.timers.add(
-                                    now.plus_ms(1000),
-                                    TimerJob::Fire {
-                                        instance,
-                                        generation,
-                                        seq,
-                                    },
-                                );
-                            }
-                        }
-                    });
-                }
-                TimerJob::Activity(job) => self.dispatch_activity(job),
-            }
-        }
-    }
-
-    fn status_changed(&self) {
-        self.status_version.send_modify(|v| *v += 1);
-    }
-}
-
-/// Sleeps until the earliest timer is due (or the queue changes), then fires what is due.
-/// Holds only a weak reference between wake-ups, so it ends with the engine.
-async fn timer_loop(shared: Weak<Shared>, timers: Arc<Timers>, clock: Arc<dyn Clock>) {
-    loop {
-        let sleep = match timers.next_due() {
-            Some(at) => clock.sleep_until(at),
-            None => Box::pin(std::future::pending()),
-        };
-        tokio::select! {
-            () = sleep => {}
-            () = timers.changed.notified() => {}
-        }
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        shared.fire_due();
     }
 }

@@ -28,7 +28,9 @@ use tokio::sync::oneshot;
 
 use crate::model::{InstanceId, RuntimeStatus};
 
-pub use reads::{InstanceRecord, QueuedActivity, StoredComponent, StoredEvent};
+pub use reads::{
+    InstanceFilter, InstanceRecord, QueuedActivity, StoredComponent, StoredEvent, TokenRecord,
+};
 pub use writes::{Finish, NewInstance, ParentNotice, StepWrite};
 
 /// Most writes folded into one transaction.
@@ -42,6 +44,17 @@ pub enum JournalError {
     InstanceNotFound(InstanceId),
     #[error("instance '{id}' is {status}; it accepts no more events")]
     NotRunning {
+        id: InstanceId,
+        status: RuntimeStatus,
+    },
+    #[error("instance '{id}' is {status}, not {wanted}")]
+    WrongStatus {
+        id: InstanceId,
+        status: RuntimeStatus,
+        wanted: RuntimeStatus,
+    },
+    #[error("instance '{id}' is {status}; terminate it first or purge with force")]
+    StillRunning {
         id: InstanceId,
         status: RuntimeStatus,
     },

@@ -4,7 +4,9 @@
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Journal, JournalError};
-use crate::model::{Digest, ErrorInfo, Event, InstanceId, RetryPolicy, RuntimeStatus, Timestamp};
+use crate::model::{
+    Digest, ErrorInfo, Event, InstanceId, RetryPolicy, RuntimeStatus, Tenant, Timestamp,
+};
 
 /// An instance's row.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +57,132 @@ pub struct StoredComponent {
     pub bytes: Vec<u8>,
 }
 
+/// Which instances [`Journal::list_instances`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub workflow: Option<String>,
+    pub status: Option<RuntimeStatus>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+    /// Only ids (local part) after this one: the cursor of the previous page.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// A stored API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub tenant: Tenant,
+    pub scopes: Vec<String>,
+    pub label: String,
+}
+
 impl Journal {
+    /// A page of a tenant's instances, by id.
+    pub fn list_instances(
+        &self,
+        tenant: &Tenant,
+        filter: &InstanceFilter,
+    ) -> Result<Vec<InstanceRecord>, JournalError> {
+        self.read(|conn| {
+            let after = filter
+                .after
+                .as_ref()
+                .map(|local| format!("{tenant}/{local}"));
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, workflow, component, status, generation, input, output, error,
+                        custom_status, parent_id, created_at, updated_at
+                 FROM instances
+                 WHERE tenant = ?1
+                   AND (?2 IS NULL OR workflow = ?2)
+                   AND (?3 IS NULL OR status = ?3)
+                   AND (?4 IS NULL OR created_at > ?4)
+                   AND (?5 IS NULL OR created_at < ?5)
+                   AND (?6 IS NULL OR id > ?6)
+                 ORDER BY id LIMIT ?7",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    tenant.as_str(),
+                    filter.workflow,
+                    filter.status.map(RuntimeStatus::as_str),
+                    filter.created_after,
+                    filter.created_before,
+                    after,
+                    filter.limit
+                ],
+                instance_from_row,
+            )?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    /// Instances of a tenant's workflow that have not ended (running or suspended).
+    pub fn live_instances(
+        &self,
+        tenant: &Tenant,
+        workflow: &str,
+    ) -> Result<Vec<InstanceId>, JournalError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM instances WHERE tenant = ?1 AND workflow = ?2
+                 AND status IN ('RUNNING', 'SUSPENDED') ORDER BY id",
+            )?;
+            let ids = stmt.query_map(params![tenant.as_str(), workflow], |r| {
+                r.get::<_, String>(0)
+            })?;
+            ids.map(|id| InstanceId::from_key(id?).map_err(JournalError::Corrupt))
+                .collect()
+        })
+    }
+
+    /// Every workflow version of every tenant: (tenant, workflow, version, digest).
+    pub fn workflow_versions(&self) -> Result<Vec<(String, String, u32, Digest)>, JournalError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT tenant, workflow, version, digest FROM workflow_versions ORDER BY tenant, workflow, version",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, Digest::from_hex(r.get(3)?))))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Which tenant deployed which component: (tenant, digest).
+    pub fn component_owners(&self) -> Result<Vec<(String, Digest)>, JournalError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT tenant, digest FROM component_owners")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, Digest::from_hex(r.get(1)?))))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    pub fn token(&self, hash: &str) -> Result<Option<TokenRecord>, JournalError> {
+        self.read(|conn| {
+            let row: Option<(String, String, String)> = conn
+                .prepare_cached("SELECT tenant, scopes, label FROM tokens WHERE hash = ?1")?
+                .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            row.map(|(tenant, scopes, label)| {
+                Ok(TokenRecord {
+                    tenant: Tenant::new(tenant).map_err(JournalError::Corrupt)?,
+                    scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+                    label,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    pub fn tenant_exists(&self, tenant: &Tenant) -> Result<bool, JournalError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM tenants WHERE name = ?1")?
+                .query_row([tenant.as_str()], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+    }
+
     pub fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, JournalError> {
         self.read(|conn| {
             conn.prepare_cached(
@@ -116,7 +243,7 @@ impl Journal {
             let mut stmt =
                 conn.prepare_cached("SELECT id FROM instances WHERE status = 'RUNNING'")?;
             let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            ids.map(|id| InstanceId::new(id?).map_err(JournalError::Corrupt))
+            ids.map(|id| InstanceId::from_key(id?).map_err(JournalError::Corrupt))
                 .collect()
         })
     }
@@ -136,7 +263,12 @@ impl Journal {
             })?;
             rows.map(|row| {
                 let (id, g, s, t) = row?;
-                Ok((InstanceId::new(id).map_err(JournalError::Corrupt)?, g, s, t))
+                Ok((
+                    InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
+                    g,
+                    s,
+                    t,
+                ))
             })
             .collect()
         })
@@ -165,7 +297,7 @@ impl Journal {
             rows.map(|row| {
                 let (id, generation, seq, name, input, retry, attempt, due, first) = row?;
                 Ok(QueuedActivity {
-                    instance: InstanceId::new(id).map_err(JournalError::Corrupt)?,
+                    instance: InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
                     generation,
                     seq,
                     name,
@@ -204,7 +336,7 @@ fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Jou
     let parent: Option<String> = r.get(9)?;
     let build = || -> Result<InstanceRecord, JournalError> {
         Ok(InstanceRecord {
-            id: InstanceId::new(id).map_err(JournalError::Corrupt)?,
+            id: InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
             workflow: r.get(1)?,
             component: Digest::from_hex(r.get(2)?),
             status: status.parse().map_err(JournalError::Corrupt)?,
@@ -214,7 +346,7 @@ fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Jou
             error: error.map(|e| serde_json::from_str(&e)).transpose()?,
             custom_status: r.get(8)?,
             parent: parent
-                .map(InstanceId::new)
+                .map(InstanceId::from_key)
                 .transpose()
                 .map_err(JournalError::Corrupt)?,
             created_at: r.get::<_, Timestamp>(10)?,

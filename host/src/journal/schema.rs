@@ -73,6 +73,43 @@ const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 2: tenants, versions of each workflow, and API tokens.
+    r#"
+    CREATE TABLE tenants (
+        name        TEXT PRIMARY KEY,
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO tenants (name, created_at) VALUES ('default', 0);
+
+    ALTER TABLE instances ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX instances_by_tenant ON instances(tenant, id);
+
+    -- Version n of a tenant's workflow is the n-th distinct component deployed for it.
+    CREATE TABLE workflow_versions (
+        tenant      TEXT NOT NULL,
+        workflow    TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        digest      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant, workflow, version)
+    ) STRICT;
+
+    -- Components are stored once by digest; this says which tenants deployed each.
+    CREATE TABLE component_owners (
+        tenant      TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        PRIMARY KEY (tenant, digest)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Bearer tokens, stored as SHA-256 hashes only.
+    CREATE TABLE tokens (
+        hash        TEXT PRIMARY KEY,
+        tenant      TEXT NOT NULL,
+        scopes      TEXT NOT NULL,
+        label       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// Brings the database to the newest schema, one transaction per migration.

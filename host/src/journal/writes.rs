@@ -8,7 +8,9 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Journal, JournalError, QueuedActivity};
-use crate::model::{Digest, ErrorInfo, Event, InstanceId, Outcome, RuntimeStatus, Timestamp};
+use crate::model::{
+    Digest, ErrorInfo, Event, InstanceId, Outcome, RuntimeStatus, Tenant, Timestamp,
+};
 
 /// A new top-level or child instance.
 #[derive(Debug, Clone)]
@@ -204,27 +206,158 @@ impl Journal {
         .await
     }
 
-    /// Stores a component's bytes so a restarted host can load it again.
-    pub async fn put_component(
+    /// Stores a component for `tenant` so a restarted host can load it again, and gives
+    /// each workflow it implements a version: the next number if the digest is new for that
+    /// workflow, the existing one if the same bytes are deployed again.
+    pub async fn deploy_component(
         &self,
+        tenant: Tenant,
         digest: Digest,
         kind: &'static str,
         names: Vec<String>,
         bytes: Vec<u8>,
         now: Timestamp,
-    ) -> Result<(), JournalError> {
+    ) -> Result<Vec<(String, u32)>, JournalError> {
         self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO components (digest, kind, names, bytes, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![
-                digest.as_str(),
-                kind,
-                serde_json::to_string(&names)?,
-                bytes,
-                now
-            ])?;
+            .execute(params![digest.as_str(), kind, serde_json::to_string(&names)?, bytes, now])?;
+            conn.prepare_cached("INSERT OR IGNORE INTO component_owners (tenant, digest) VALUES (?1, ?2)")?
+                .execute(params![tenant.as_str(), digest.as_str()])?;
+            let mut versions = Vec::new();
+            if kind != "orchestrator" {
+                return Ok(versions);
+            }
+            for name in names {
+                let existing: Option<u32> = conn
+                    .prepare_cached(
+                        "SELECT version FROM workflow_versions WHERE tenant = ?1 AND workflow = ?2 AND digest = ?3",
+                    )?
+                    .query_row(params![tenant.as_str(), name, digest.as_str()], |r| r.get(0))
+                    .optional()?;
+                let version = match existing {
+                    Some(v) => v,
+                    None => {
+                        let next: u32 = conn
+                            .prepare_cached(
+                                "SELECT coalesce(max(version), 0) + 1 FROM workflow_versions
+                                 WHERE tenant = ?1 AND workflow = ?2",
+                            )?
+                            .query_row(params![tenant.as_str(), name], |r| r.get(0))?;
+                        conn.prepare_cached(
+                            "INSERT INTO workflow_versions (tenant, workflow, version, digest, created_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![tenant.as_str(), name, next, digest.as_str(), now])?;
+                        next
+                    }
+                };
+                versions.push((name, version));
+            }
+            Ok(versions)
+        })
+        .await
+    }
+
+    /// Moves an instance between RUNNING and SUSPENDED, journaling why.
+    pub async fn set_suspended(
+        &self,
+        id: InstanceId,
+        suspend: bool,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
+        self.write(move |conn| {
+            let (from, to) = if suspend {
+                (RuntimeStatus::Running, RuntimeStatus::Suspended)
+            } else {
+                (RuntimeStatus::Suspended, RuntimeStatus::Running)
+            };
+            let (status, generation) = status_of(conn, &id)?;
+            if status != from {
+                return Err(JournalError::WrongStatus {
+                    id,
+                    status,
+                    wanted: from,
+                });
+            }
+            conn.prepare_cached("UPDATE instances SET status = ?2, updated_at = ?3 WHERE id = ?1")?
+                .execute(params![id.as_str(), to.as_str(), now])?;
+            let event = if suspend {
+                Event::Suspended { reason }
+            } else {
+                Event::Resumed { reason }
+            };
+            insert_event(conn, &id, generation, &event, now)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Terminates an instance and, recursively, its unfinished children. Returns every
+    /// instance terminated.
+    pub async fn terminate(
+        &self,
+        id: InstanceId,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<Vec<InstanceId>, JournalError> {
+        self.write(move |conn| {
+            let (status, _) = status_of(conn, &id)?;
+            if status.is_terminal() {
+                return Err(JournalError::NotRunning { id, status });
+            }
+            let mut done = Vec::new();
+            terminate_tree(conn, &id, &reason, now, &mut done)?;
+            Ok(done)
+        })
+        .await
+    }
+
+    /// Deletes an instance and everything it owns in the journal (its children too).
+    /// Refused for an instance that has not ended unless `force`.
+    pub async fn purge(&self, id: InstanceId, force: bool) -> Result<u64, JournalError> {
+        self.write(move |conn| {
+            let (status, _) = status_of(conn, &id)?;
+            if !status.is_terminal() && !force {
+                return Err(JournalError::StillRunning { id, status });
+            }
+            purge_tree(conn, &id)
+        })
+        .await
+    }
+
+    /// Creates a tenant (idempotent).
+    pub async fn create_tenant(
+        &self,
+        tenant: Tenant,
+        now: Timestamp,
+    ) -> Result<bool, JournalError> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?1, ?2)")?
+                .execute(params![tenant.as_str(), now])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Stores a token's hash with its tenant and scopes.
+    pub async fn add_token(
+        &self,
+        hash: String,
+        tenant: Tenant,
+        scopes: Vec<String>,
+        label: String,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO tokens (hash, tenant, scopes, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![hash, tenant.as_str(), scopes.join(" "), label, now])?;
             Ok(())
         })
         .await
@@ -248,6 +381,78 @@ impl Journal {
         })
         .await
     }
+}
+
+fn status_of(conn: &Connection, id: &InstanceId) -> Result<(RuntimeStatus, u32), JournalError> {
+    let row: Option<(String, u32)> = conn
+        .prepare_cached("SELECT status, generation FROM instances WHERE id = ?1")?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((status, generation)) = row else {
+        return Err(JournalError::InstanceNotFound(id.clone()));
+    };
+    Ok((status.parse().map_err(JournalError::Corrupt)?, generation))
+}
+
+fn children_of(conn: &Connection, id: &InstanceId) -> Result<Vec<InstanceId>, JournalError> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM instances WHERE parent_id = ?1")?;
+    let rows = stmt.query_map([id.as_str()], |r| r.get::<_, String>(0))?;
+    rows.map(|key| InstanceId::from_key(key?).map_err(JournalError::Corrupt))
+        .collect()
+}
+
+fn terminate_tree(
+    conn: &Connection,
+    id: &InstanceId,
+    reason: &str,
+    now: Timestamp,
+    done: &mut Vec<InstanceId>,
+) -> Result<(), JournalError> {
+    let (status, generation) = status_of(conn, id)?;
+    if status.is_terminal() {
+        return Ok(());
+    }
+    let error = ErrorInfo::new("terminated", reason);
+    conn.prepare_cached(
+        "UPDATE instances SET status = 'TERMINATED', error = ?2, updated_at = ?3 WHERE id = ?1",
+    )?
+    .execute(params![id.as_str(), serde_json::to_string(&error)?, now])?;
+    conn.prepare_cached("DELETE FROM timers WHERE instance = ?1")?
+        .execute([id.as_str()])?;
+    conn.prepare_cached("DELETE FROM activity_queue WHERE instance = ?1")?
+        .execute([id.as_str()])?;
+    insert_event(
+        conn,
+        id,
+        generation,
+        &Event::WorkflowTerminated {
+            reason: reason.to_owned(),
+        },
+        now,
+    )?;
+    done.push(id.clone());
+    for child in children_of(conn, id)? {
+        terminate_tree(conn, &child, reason, now, done)?;
+    }
+    Ok(())
+}
+
+fn purge_tree(conn: &Connection, id: &InstanceId) -> Result<u64, JournalError> {
+    let mut purged = 0;
+    for child in children_of(conn, id)? {
+        purged += purge_tree(conn, &child)?;
+    }
+    for sql in [
+        "DELETE FROM history WHERE instance = ?1",
+        "DELETE FROM timers WHERE instance = ?1",
+        "DELETE FROM activity_queue WHERE instance = ?1",
+    ] {
+        conn.prepare_cached(sql)?.execute([id.as_str()])?;
+    }
+    purged += conn
+        .prepare_cached("DELETE FROM instances WHERE id = ?1")?
+        .execute([id.as_str()])? as u64;
+    Ok(purged)
 }
 
 fn insert_event(
@@ -275,8 +480,8 @@ fn insert_instance(
         .prepare_cached(
             "INSERT OR IGNORE INTO instances
              (id, workflow, component, status, generation, input, parent_id, parent_gen, parent_seq,
-              created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'RUNNING', 0, ?4, ?5, ?6, ?7, ?8, ?8)",
+              created_at, updated_at, tenant)
+             VALUES (?1, ?2, ?3, 'RUNNING', 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
         )?
         .execute(params![
             new.id.as_str(),
@@ -286,7 +491,8 @@ fn insert_instance(
             parent.map(|p| p.0.as_str()),
             parent.map(|p| p.1),
             parent.map(|p| p.2),
-            now
+            now,
+            new.id.tenant()
         ])?;
     if inserted == 0 {
         return Err(JournalError::InstanceExists(new.id.clone()));
@@ -349,7 +555,8 @@ fn append_step(
                 let Some((_, digest)) = step.child_components.iter().find(|(s, _)| s == seq) else {
                     continue;
                 };
-                let child = InstanceId::new(instance_id.clone()).map_err(JournalError::Corrupt)?;
+                let child =
+                    InstanceId::from_key(instance_id.clone()).map_err(JournalError::Corrupt)?;
                 let new = NewInstance {
                     id: child.clone(),
                     workflow: name.clone(),
@@ -463,7 +670,7 @@ fn finish_generation(
     let Some((Some(parent), Some(parent_gen), Some(parent_seq))) = parent else {
         return Ok(None);
     };
-    let parent = InstanceId::new(parent).map_err(JournalError::Corrupt)?;
+    let parent = InstanceId::from_key(parent).map_err(JournalError::Corrupt)?;
     let current: Option<(u32, String)> = conn
         .prepare_cached("SELECT generation, status FROM instances WHERE id = ?1")?
         .query_row([parent.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -153,6 +153,20 @@ pub enum Event {
     ContinuedAsNew {
         input: String,
     },
+    WorkflowTerminated {
+        reason: String,
+    },
+    Suspended {
+        reason: String,
+    },
+    Resumed {
+        reason: String,
+    },
+    /// A patch marker: code guarded by `patched(name)` ran in this execution.
+    Patched {
+        seq: u32,
+        name: String,
+    },
 }
 
 impl Event {
@@ -164,7 +178,8 @@ impl Event {
             | Event::TimerCreated { seq, .. }
             | Event::EventWaitStarted { seq, .. }
             | Event::WhenAnyResolved { seq, .. }
-            | Event::TimeRead { seq, .. } => Some(*seq),
+            | Event::TimeRead { seq, .. }
+            | Event::Patched { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -188,6 +203,10 @@ impl Event {
             Event::WorkflowFailed { .. } => "workflow_failed",
             Event::WorkflowStalled { .. } => "workflow_stalled",
             Event::ContinuedAsNew { .. } => "continued_as_new",
+            Event::WorkflowTerminated { .. } => "workflow_terminated",
+            Event::Suspended { .. } => "suspended",
+            Event::Resumed { .. } => "resumed",
+            Event::Patched { .. } => "patched",
         }
     }
 
@@ -208,6 +227,7 @@ impl Event {
             Event::EventWaitStarted { name, .. } => format!("wait-for-external-event '{name}'"),
             Event::WhenAnyResolved { tasks, .. } => format!("when-any over tasks {tasks:?}"),
             Event::TimeRead { .. } => "now()".to_owned(),
+            Event::Patched { name, .. } => format!("patched('{name}')"),
             other => other.kind().replace('_', " "),
         }
     }

@@ -4,35 +4,34 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The id of a workflow instance, chosen by the caller or generated.
+/// A tenant: the owner of workflows, versions, instances and tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct InstanceId(String);
+pub struct Tenant(String);
 
-impl InstanceId {
-    /// Longest id accepted, in bytes.
-    pub const MAX_LEN: usize = 256;
+impl Tenant {
+    /// The tenant of the demo, of `steadfast dev`, and of a library user who never names one.
+    pub const DEFAULT: &'static str = "default";
 
-    /// Validates an id: non-empty, at most [`Self::MAX_LEN`] bytes, no control characters
-    /// and no `/` (ids appear in URL paths and in `raise-event ID/EVENT`).
-    pub fn new(id: impl Into<String>) -> Result<Self, String> {
-        let id = id.into();
-        if id.is_empty() {
-            return Err("instance id is empty".into());
+    /// Validates a tenant name: 1 to 64 of `a-z`, `0-9`, `-` and `_`.
+    pub fn new(name: impl Into<String>) -> Result<Self, String> {
+        let name = name.into();
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if valid {
+            Ok(Tenant(name))
+        } else {
+            Err(format!(
+                "tenant name {name:?} must be 1 to 64 characters of a-z, 0-9, '-' and '_'"
+            ))
         }
-        if id.len() > Self::MAX_LEN {
-            return Err(format!(
-                "instance id is {} bytes; the limit is {}",
-                id.len(),
-                Self::MAX_LEN
-            ));
-        }
-        if id.chars().any(|c| c.is_control() || c == '/') {
-            return Err(format!(
-                "instance id {id:?} contains '/' or a control character"
-            ));
-        }
-        Ok(InstanceId(id))
+    }
+
+    pub fn default_tenant() -> Self {
+        Tenant(Self::DEFAULT.to_owned())
     }
 
     pub fn as_str(&self) -> &str {
@@ -40,9 +39,79 @@ impl InstanceId {
     }
 }
 
-impl fmt::Display for InstanceId {
+impl fmt::Display for Tenant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The id of a workflow instance: the tenant plus the id the caller chose (or the host
+/// generated). Its key, `tenant/local`, is what the journal stores, so two tenants can use
+/// the same local id without ever seeing each other's instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// Longest local id accepted, in bytes.
+    pub const MAX_LEN: usize = 256;
+
+    /// The instance `local` of `tenant`. A local id is non-empty, at most
+    /// [`Self::MAX_LEN`] bytes, with no control characters and no `/` (ids appear in URL
+    /// paths and in `raise-event ID/EVENT`).
+    pub fn scoped(tenant: &Tenant, local: &str) -> Result<Self, String> {
+        if local.is_empty() {
+            return Err("instance id is empty".into());
+        }
+        if local.len() > Self::MAX_LEN {
+            return Err(format!(
+                "instance id is {} bytes; the limit is {}",
+                local.len(),
+                Self::MAX_LEN
+            ));
+        }
+        if local.chars().any(|c| c.is_control() || c == '/') {
+            return Err(format!(
+                "instance id {local:?} contains '/' or a control character"
+            ));
+        }
+        Ok(InstanceId(format!("{tenant}/{local}")))
+    }
+
+    /// An instance of the default tenant.
+    pub fn new(local: impl AsRef<str>) -> Result<Self, String> {
+        Self::scoped(&Tenant::default_tenant(), local.as_ref())
+    }
+
+    /// Rebuilds an id from its stored key (`tenant/local`).
+    pub fn from_key(key: String) -> Result<Self, String> {
+        match key.split_once('/') {
+            Some((tenant, local)) if Tenant::new(tenant).is_ok() && !local.is_empty() => {
+                Ok(InstanceId(key))
+            }
+            _ => Err(format!("stored instance key {key:?} is not 'tenant/id'")),
+        }
+    }
+
+    /// The stored key, `tenant/local`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn tenant(&self) -> &str {
+        self.0.split_once('/').map_or("", |(tenant, _)| tenant)
+    }
+
+    /// The id within its tenant, as the caller knows it.
+    pub fn local(&self) -> &str {
+        self.0.split_once('/').map_or(&self.0, |(_, local)| local)
+    }
+}
+
+/// Shows the local id: what the instance's owner calls it.
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.local())
     }
 }
 
@@ -143,6 +212,18 @@ mod tests {
             Timestamp(1_795_597_200_000).to_utc_string(),
             "2026-11-25 09:00:00"
         );
+    }
+
+    #[test]
+    fn instance_ids_are_scoped_by_tenant() {
+        let acme = Tenant::new("acme").unwrap();
+        let id = InstanceId::scoped(&acme, "req-002").unwrap();
+        assert_eq!(id.as_str(), "acme/req-002");
+        assert_eq!((id.tenant(), id.local()), ("acme", "req-002"));
+        assert_eq!(id.to_string(), "req-002");
+        assert_eq!(InstanceId::from_key("acme/req-002".into()).unwrap(), id);
+        assert!(InstanceId::from_key("no-tenant".into()).is_err());
+        assert!(Tenant::new("Bad Name").is_err());
     }
 
     #[test]

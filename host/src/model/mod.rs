@@ -8,5 +8,5 @@ mod status;
 
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use event::{ErrorInfo, Event, Outcome, RetryPolicy};
-pub use ids::{Digest, InstanceId, Timestamp};
+pub use ids::{Digest, InstanceId, Tenant, Timestamp};
 pub use status::RuntimeStatus;

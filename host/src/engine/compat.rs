@@ -1,0 +1,73 @@
+//! Compatibility checks for hot-swapping a workflow's code: replay an instance's journal
+//! on a new component, with no side effects, and see whether it asks for exactly what the
+//! journal recorded.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use wasmtime::Store;
+
+use super::Shared;
+use super::activation::{HostState, Interrupt};
+use super::bindings::orchestrator::OrchestratorPre;
+use crate::journal::InstanceRecord;
+
+/// Whether an instance's journal replays on a new version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compatibility {
+    Compatible,
+    /// The first divergence, as the `STALLED` status would name it.
+    Incompatible(String),
+}
+
+/// Replays `record`'s current generation on `pre` in a dry run: requests are compared
+/// with the journal and answered from it; reaching its end means compatible.
+pub(crate) async fn check_compatible(
+    shared: &Arc<Shared>,
+    record: &InstanceRecord,
+    pre: OrchestratorPre<HostState>,
+) -> Compatibility {
+    let history = match shared
+        .journal
+        .generation_history(&record.id, record.generation)
+    {
+        Ok(history) => history,
+        Err(e) => return Compatibility::Incompatible(format!("cannot read the journal: {e}")),
+    };
+    let (_tx, rx) = mpsc::unbounded_channel();
+    let mut state = HostState::new(
+        Arc::clone(shared),
+        record.id.clone(),
+        record.workflow.clone(),
+        record.generation,
+        rx,
+        None,
+    );
+    state.dry_run = true;
+    if let Err(e) = state.load(history) {
+        return Compatibility::Incompatible(e.to_string());
+    }
+    let mut store = Store::new(shared.sandbox.engine(), state);
+    let result = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance
+            .steadfast_workflow_workflows()
+            .call_run(&mut store, &record.workflow, &record.input)
+            .await
+    }
+    .await;
+    let state = store.into_data();
+    match result {
+        Err(error) => match error.downcast_ref::<Interrupt>() {
+            Some(Interrupt::Frontier) => Compatibility::Compatible,
+            Some(divergence @ Interrupt::Nondeterminism { .. }) => {
+                Compatibility::Incompatible(divergence.to_string())
+            }
+            _ => Compatibility::Incompatible(format!("the replay trapped: {error:#}")),
+        },
+        Ok(_) if state.replaying() => Compatibility::Incompatible(
+            "the new code returns before replaying everything the journal recorded".into(),
+        ),
+        Ok(_) => Compatibility::Compatible,
+    }
+}

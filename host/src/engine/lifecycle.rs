@@ -1,0 +1,409 @@
+//! Deploying, starting and managing instances: the engine's public control surface, all
+//! of it scoped by tenant.
+
+use super::activation::Msg;
+use super::compat::{self, Compatibility};
+use super::{
+    ComponentKind, Deployment, Engine, EngineError, ReusePolicy, StartOptions, check_json,
+};
+use crate::journal::{InstanceFilter, InstanceRecord, JournalError, NewInstance, TokenRecord};
+use crate::model::{Digest, InstanceId, Tenant};
+
+/// One version of a workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowVersion {
+    pub version: u32,
+    pub digest: Digest,
+}
+
+/// A workflow and its versions, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowInfo {
+    pub name: String,
+    pub versions: Vec<WorkflowVersion>,
+}
+
+/// What `check_deploy` found for one live instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceCheck {
+    pub instance: InstanceId,
+    pub workflow: String,
+    pub compatibility: Compatibility,
+    /// True when `migrate` moved the instance to the new version.
+    pub migrated: bool,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Create tenants and tokens; everything else too.
+    Admin,
+    Deploy,
+    Start,
+    /// Raise events, terminate, suspend, resume.
+    Signal,
+    Read,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [
+        Scope::Admin,
+        Scope::Deploy,
+        Scope::Start,
+        Scope::Signal,
+        Scope::Read,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Deploy => "deploy",
+            Scope::Start => "start",
+            Scope::Signal => "signal",
+            Scope::Read => "read",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Scope, String> {
+        Scope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown scope '{s}'; scopes are admin, deploy, start, signal and read")
+            })
+    }
+}
+
+impl Engine {
+    /// Deploys a component for the default tenant.
+    pub async fn deploy(&self, bytes: Vec<u8>) -> Result<Deployment, EngineError> {
+        self.deploy_to(&Tenant::default_tenant(), bytes).await
+    }
+
+    /// Validates, compiles and stores a component for `tenant`. New starts of its
+    /// workflows get this version; running instances stay on the version they started
+    /// with. Deploying the same bytes again is harmless.
+    pub async fn deploy_to(
+        &self,
+        tenant: &Tenant,
+        bytes: Vec<u8>,
+    ) -> Result<Deployment, EngineError> {
+        self.require_tenant(tenant)?;
+        let digest = Digest::of(&bytes);
+        let (kind, names) = self.shared.load_component(&digest, &bytes).await?;
+        let now = self.shared.clock.now();
+        let versions = self
+            .shared
+            .journal
+            .deploy_component(
+                tenant.clone(),
+                digest.clone(),
+                kind.as_str(),
+                names.clone(),
+                bytes,
+                now,
+            )
+            .await?;
+        let mut registry = self.shared.registry_mut();
+        match kind {
+            ComponentKind::Orchestrator => {
+                for (workflow, version) in &versions {
+                    registry.set_version(tenant.as_str(), workflow, *version, digest.clone());
+                }
+            }
+            ComponentKind::Activity => registry.own_activities(tenant.as_str(), &digest),
+        }
+        Ok(Deployment {
+            digest,
+            kind,
+            names,
+            versions,
+        })
+    }
+
+    /// Replays every live instance of the component's workflows against it, with no side
+    /// effects, and reports which are compatible. With `migrate`, the component is also
+    /// deployed and the compatible instances move to it (each switches when it is next
+    /// idle).
+    pub async fn check_deploy(
+        &self,
+        tenant: &Tenant,
+        bytes: Vec<u8>,
+        migrate: bool,
+    ) -> Result<(Option<Deployment>, Vec<InstanceCheck>), EngineError> {
+        self.require_tenant(tenant)?;
+        let digest = Digest::of(&bytes);
+        let (kind, names) = self.shared.load_component(&digest, &bytes).await?;
+        if kind != ComponentKind::Orchestrator {
+            return Ok((None, Vec::new()));
+        }
+        let pre = self.shared.orchestrator_pre(&digest).expect("just loaded");
+        let mut report = Vec::new();
+        for workflow in &names {
+            for id in self.shared.journal.live_instances(tenant, workflow)? {
+                let record = self.status(&id)?;
+                if record.component == digest {
+                    continue;
+                }
+                let compatibility =
+                    compat::check_compatible(&self.shared, &record, pre.clone()).await;
+                report.push(InstanceCheck {
+                    instance: id,
+                    workflow: workflow.clone(),
+                    compatibility,
+                    migrated: false,
+                });
+            }
+        }
+        if !migrate {
+            return Ok((None, report));
+        }
+        let deployment = self.deploy_to(tenant, bytes).await?;
+        for check in &mut report {
+            if check.compatibility == Compatibility::Compatible {
+                self.shared
+                    .journal
+                    .set_instance_component(check.instance.clone(), digest.clone())
+                    .await?;
+                self.request_eviction(&check.instance);
+                check.migrated = true;
+            }
+        }
+        Ok((Some(deployment), report))
+    }
+
+    /// A tenant's workflows and their versions.
+    pub fn workflows(&self, tenant: &Tenant) -> Vec<WorkflowInfo> {
+        self.shared
+            .registry()
+            .workflows_of(tenant.as_str())
+            .into_iter()
+            .map(|(name, digests)| WorkflowInfo {
+                name,
+                versions: digests
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, digest)| WorkflowVersion {
+                        version: i as u32 + 1,
+                        digest,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The version number of the component an instance runs on.
+    pub fn version_of(&self, record: &InstanceRecord) -> Option<u32> {
+        self.shared
+            .registry()
+            .version_of(record.id.tenant(), &record.workflow, &record.component)
+    }
+
+    /// Starts workflow `workflow` with JSON `input`; returns the instance id.
+    pub async fn start(
+        &self,
+        workflow: &str,
+        input: &str,
+        options: StartOptions,
+    ) -> Result<InstanceId, EngineError> {
+        let tenant = options
+            .tenant
+            .clone()
+            .unwrap_or_else(Tenant::default_tenant);
+        let Some(component) = self.shared.workflow_component(&tenant, workflow) else {
+            let deployed = self
+                .workflows(&tenant)
+                .into_iter()
+                .map(|w| w.name)
+                .collect();
+            return Err(EngineError::UnknownWorkflow {
+                name: workflow.to_owned(),
+                deployed,
+            });
+        };
+        check_json("the workflow input", input)?;
+        let id = match &options.instance_id {
+            Some(local) => {
+                InstanceId::scoped(&tenant, local).map_err(EngineError::InvalidInstanceId)?
+            }
+            None => {
+                let uuid = self
+                    .shared
+                    .ids
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .uuid();
+                InstanceId::scoped(&tenant, &uuid).map_err(EngineError::InvalidInstanceId)?
+            }
+        };
+        let new = NewInstance {
+            id: id.clone(),
+            workflow: workflow.to_owned(),
+            component,
+            input: input.to_owned(),
+        };
+        match self
+            .shared
+            .journal
+            .create_instance(new.clone(), self.shared.clock.now())
+            .await
+        {
+            Ok(()) => {}
+            Err(JournalError::InstanceExists(_)) if options.reuse == ReusePolicy::Ignore => {
+                return Ok(id);
+            }
+            Err(JournalError::InstanceExists(_))
+                if options.reuse == ReusePolicy::TerminateExisting =>
+            {
+                if !self.status(&id)?.status.is_terminal() {
+                    self.terminate(&id, "replaced by a new start with the same id")
+                        .await?;
+                }
+                self.shared.journal.purge(id.clone(), true).await?;
+                self.shared
+                    .journal
+                    .create_instance(new, self.shared.clock.now())
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.shared.activate(id.clone());
+        Ok(id)
+    }
+
+    /// Terminates a running or suspended instance and its unfinished children.
+    pub async fn terminate(
+        &self,
+        id: &InstanceId,
+        reason: &str,
+    ) -> Result<Vec<InstanceId>, EngineError> {
+        let now = self.shared.clock.now();
+        let terminated = self
+            .shared
+            .journal
+            .terminate(id.clone(), reason.to_owned(), now)
+            .await?;
+        for instance in &terminated {
+            self.shared.timers.cancel_instance(instance);
+            self.request_eviction(instance);
+        }
+        self.shared.status_changed();
+        Ok(terminated)
+    }
+
+    /// Suspends a running instance: it leaves memory, and whatever arrives meanwhile
+    /// (events, timers, activity results) is journaled and delivered on resume.
+    pub async fn suspend(&self, id: &InstanceId, reason: &str) -> Result<(), EngineError> {
+        let now = self.shared.clock.now();
+        self.shared
+            .journal
+            .set_suspended(id.clone(), true, reason.to_owned(), now)
+            .await?;
+        self.request_eviction(id);
+        self.shared.status_changed();
+        Ok(())
+    }
+
+    /// Resumes a suspended instance.
+    pub async fn resume(&self, id: &InstanceId, reason: &str) -> Result<(), EngineError> {
+        let now = self.shared.clock.now();
+        self.shared
+            .journal
+            .set_suspended(id.clone(), false, reason.to_owned(), now)
+            .await?;
+        self.shared.activate(id.clone());
+        self.shared.status_changed();
+        Ok(())
+    }
+
+    /// Deletes an ended instance (and its children) from the journal; `force` terminates
+    /// a live one first.
+    pub async fn purge(&self, id: &InstanceId, force: bool) -> Result<u64, EngineError> {
+        if force && !self.status(id)?.status.is_terminal() {
+            self.terminate(id, "purged").await?;
+        }
+        Ok(self.shared.journal.purge(id.clone(), force).await?)
+    }
+
+    /// A page of a tenant's instances.
+    pub fn list_instances(
+        &self,
+        tenant: &Tenant,
+        filter: &InstanceFilter,
+    ) -> Result<Vec<InstanceRecord>, EngineError> {
+        Ok(self.shared.journal.list_instances(tenant, filter)?)
+    }
+
+    /// Creates a tenant; false if it existed.
+    pub async fn create_tenant(&self, tenant: &Tenant) -> Result<bool, EngineError> {
+        Ok(self
+            .shared
+            .journal
+            .create_tenant(tenant.clone(), self.shared.clock.now())
+            .await?)
+    }
+
+    /// Issues a new bearer token for `tenant` with `scopes`. Only its hash is stored: the
+    /// returned text is the only copy.
+    pub async fn issue_token(
+        &self,
+        tenant: &Tenant,
+        scopes: &[Scope],
+        label: &str,
+    ) -> Result<String, EngineError> {
+        self.require_tenant(tenant)?;
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| {
+            EngineError::Journal(JournalError::Storage(format!(
+                "no system randomness for a token: {e}"
+            )))
+        })?;
+        let token = format!("sf_{}", hex(&secret));
+        let scopes = scopes.iter().map(|s| s.as_str().to_owned()).collect();
+        let now = self.shared.clock.now();
+        self.shared
+            .journal
+            .add_token(
+                token_hash(&token),
+                tenant.clone(),
+                scopes,
+                label.to_owned(),
+                now,
+            )
+            .await?;
+        Ok(token)
+    }
+
+    /// The tenant and scopes of a bearer token, if it is one we issued.
+    pub fn authenticate(&self, token: &str) -> Result<Option<TokenRecord>, EngineError> {
+        Ok(self.shared.journal.token(&token_hash(token))?)
+    }
+
+    fn require_tenant(&self, tenant: &Tenant) -> Result<(), EngineError> {
+        if self.shared.journal.tenant_exists(tenant)? {
+            Ok(())
+        } else {
+            Err(EngineError::UnknownTenant(tenant.clone()))
+        }
+    }
+
+    fn request_eviction(&self, id: &InstanceId) {
+        let resident = self
+            .shared
+            .resident
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = resident.get(id) {
+            let _ = r.tx.send(Msg::Evict(None));
+        }
+    }
+}
+
+fn token_hash(token: &str) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(token.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,176 @@
+//! Which instances are in memory, how journaled events reach them, and the timer loop.
+//!
+//! An instance is resident while its activation task runs. `deliver` sends to the
+//! mailbox of a resident instance or activates it; `leave_resident` hands deliveries that
+//! raced with an instance's exit to a fresh activation, so none is lost.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::mpsc;
+
+use super::activation::{self, Msg};
+use super::timers::{TimerJob, Timers};
+use super::work::WorkGuard;
+use super::{Resident, Shared};
+use crate::model::{Clock, Event, InstanceId, Timestamp};
+
+impl Shared {
+    /// Makes sure the instance is resident (activating it if not).
+    pub(crate) fn activate(self: &Arc<Self>, id: InstanceId) {
+        let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
+        if !resident.contains_key(&id) {
+            let guard = self.work.guard();
+            self.spawn_activation(&mut resident, id, guard);
+        }
+    }
+
+    /// Hands a journaled event to its instance, activating the instance if needed.
+    pub(crate) fn deliver(
+        self: &Arc<Self>,
+        id: InstanceId,
+        generation: u32,
+        pos: u64,
+        event: Event,
+        work: WorkGuard,
+    ) {
+        let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
+        let work = match resident.get(&id) {
+            Some(r) => match r.tx.send(Msg::Deliver {
+                generation,
+                pos,
+                event,
+                work,
+            }) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(Msg::Deliver { work, .. })) => work,
+                Err(_) => return,
+            },
+            None => work,
+        };
+        // Not resident (or just leaving): activate; the journal already holds the event.
+        self.spawn_activation(&mut resident, id, work);
+    }
+
+    fn spawn_activation(
+        self: &Arc<Self>,
+        resident: &mut HashMap<InstanceId, Resident>,
+        id: InstanceId,
+        work: WorkGuard,
+    ) {
+        if resident.len() >= self.max_resident {
+            // Ask one other instance to leave memory; an instance that is busy when the
+            // request arrives ignores it.
+            if let Some((_, victim)) = resident.iter().find(|(other, _)| **other != id) {
+                let _ = victim.tx.send(Msg::Evict(None));
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let activation = self.next_activation.fetch_add(1, Ordering::Relaxed);
+        resident.insert(id.clone(), Resident { tx, activation });
+        tokio::spawn(activation::run(Arc::clone(self), id, activation, rx, work));
+    }
+
+    /// Called by an activation as it ends. Deliveries that raced with its end are not
+    /// lost: the instance is activated again to take them.
+    pub(crate) fn leave_resident(
+        self: &Arc<Self>,
+        id: &InstanceId,
+        activation: u64,
+        leftover: Option<mpsc::UnboundedReceiver<Msg>>,
+    ) {
+        let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
+        if resident.get(id).is_some_and(|r| r.activation == activation) {
+            resident.remove(id);
+        }
+        let Some(mut rx) = leftover else { return };
+        rx.close();
+        let mut work = None;
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Deliver { work: guard, .. } = msg {
+                work = Some(guard);
+            }
+        }
+        if let Some(work) = work
+            && !resident.contains_key(id)
+        {
+            self.spawn_activation(&mut resident, id.clone(), work);
+        }
+    }
+
+    pub(crate) fn add_timer(&self, at: Timestamp, instance: InstanceId, generation: u32, seq: u32) {
+        self.timers.add(
+            at,
+            TimerJob::Fire {
+                instance,
+                generation,
+                seq,
+            },
+        );
+    }
+
+    /// Fires every timer that is due.
+    pub(crate) fn fire_due(self: &Arc<Self>) {
+        let now = self.clock.now();
+        for job in self.timers.take_due(now) {
+            match job {
+                TimerJob::Fire {
+                    instance,
+                    generation,
+                    seq,
+                } => {
+                    let guard = self.work.guard();
+                    let shared = Arc::clone(self);
+                    tokio::spawn(async move {
+                        match shared
+                            .journal
+                            .fire_timer(instance.clone(), generation, seq, now)
+                            .await
+                        {
+                            Ok(Some((pos, event))) => {
+                                shared.deliver(instance, generation, pos, event, guard)
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::error!(%instance, seq, error = %e, "cannot journal a timer firing; retrying in a second");
+                                shared.timers.add(
+                                    now.plus_ms(1000),
+                                    TimerJob::Fire {
+                                        instance,
+                                        generation,
+                                        seq,
+                                    },
+                                );
+                            }
+                        }
+                    });
+                }
+                TimerJob::Activity(job) => self.dispatch_activity(job),
+            }
+        }
+    }
+
+    pub(crate) fn status_changed(&self) {
+        self.status_version.send_modify(|v| *v += 1);
+    }
+}
+
+/// Sleeps until the earliest timer is due (or the queue changes), then fires what is due.
+/// Holds only a weak reference between wake-ups, so it ends with the engine.
+pub(crate) async fn timer_loop(shared: Weak<Shared>, timers: Arc<Timers>, clock: Arc<dyn Clock>) {
+    loop {
+        let sleep = match timers.next_due() {
+            Some(at) => clock.sleep_until(at),
+            None => Box::pin(std::future::pending()),
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = timers.changed.notified() => {}
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.fire_due();
+    }
+}
