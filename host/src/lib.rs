@@ -10,8 +10,10 @@
 //! - [`sandbox`]: the wasmtime engine configuration and compiled-code cache.
 //! - [`engine`]: replay, the WIT host functions, resident instances, activities, timers.
 //! - [`examples`]: the tutorial's example components, embedded, and their native activity.
+//! - [`api`]: the HTTP API (and its Dapr-compatible paths); the only module that knows HTTP.
 //! - [`cli`]: the subcommands; the only module that prints for people.
 
+pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod examples;
@@ -19,5 +21,7 @@ pub mod journal;
 pub mod model;
 pub mod sandbox;
 
-pub use engine::{ActivityContext, Deployment, Engine, EngineConfig, EngineError, StartOptions};
+pub use engine::{
+    ActivityContext, Deployment, Engine, EngineConfig, EngineError, ReusePolicy, StartOptions,
+};
 pub use model::{ErrorInfo, InstanceId, RuntimeStatus, Timestamp, VirtualClock};

@@ -1,10 +1,15 @@
 //! The `steadfast` subcommands. This is the only module that prints for people.
 
+mod client;
 mod demo;
+mod serve;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub use serve::ServerConfig;
 
 /// Steadfast: durable workflows as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -12,6 +17,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: client::ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -22,6 +29,32 @@ enum Command {
         /// Keep the demo's data directory instead of deleting it, to inspect the journal.
         #[arg(long)]
         keep: bool,
+    },
+    /// Run the server: the engine behind the HTTP API (auth required).
+    Serve(serve::ServeArgs),
+    /// Run a local development server with the example workflows deployed; prints an
+    /// admin token and writes it to DATA_DIR/admin.token.
+    Dev(serve::ServeArgs),
+    /// Deploy a component to the server.
+    Deploy {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// Only check whether live instances would replay on it; deploy nothing.
+        #[arg(long)]
+        check: bool,
+        /// Deploy, and move the live instances that replay on it to the new version.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Start and manage workflow instances on the server.
+    Workflow {
+        #[command(subcommand)]
+        command: client::WorkflowCommand,
+    },
+    /// Manage tenants (admin).
+    Tenant {
+        #[command(subcommand)]
+        command: client::TenantCommand,
     },
 }
 
@@ -41,6 +74,21 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo { keep } => demo::run(keep).await,
+            Command::Serve(args) => serve::run(args, false).await,
+            Command::Dev(args) => serve::run(args, true).await,
+            Command::Deploy {
+                file,
+                check,
+                migrate,
+            } => {
+                client::Client::new(cli.client)?
+                    .deploy(file, check, migrate)
+                    .await
+            }
+            Command::Workflow { command } => {
+                client::Client::new(cli.client)?.workflow(command).await
+            }
+            Command::Tenant { command } => client::Client::new(cli.client)?.tenant(command).await,
         }
     });
     match result {

@@ -1,0 +1,73 @@
+//! Who is calling: a bearer token (or Dapr's `dapr-api-token` header) resolves to a tenant
+//! and its scopes.
+
+use std::collections::HashSet;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use super::{ApiError, AppState};
+use crate::engine::Scope;
+use crate::model::{InstanceId, Tenant};
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: Tenant,
+    scopes: HashSet<Scope>,
+}
+
+impl Principal {
+    /// Fails with 403 unless the caller has `scope` (admin has every scope).
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(scope.as_str()))
+        }
+    }
+
+    /// The caller's instance with local id `local`.
+    pub fn instance(&self, local: &str) -> Result<InstanceId, ApiError> {
+        InstanceId::scoped(&self.tenant, local)
+            .map_err(|e| ApiError::bad_request("invalid_instance_id", e))
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if !state.config.auth {
+            return Ok(Principal {
+                tenant: Tenant::default_tenant(),
+                scopes: Scope::ALL.into_iter().collect(),
+            });
+        }
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let token = header("authorization")
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .or_else(|| header("dapr-api-token"))
+            .map(str::trim)
+            .ok_or_else(ApiError::unauthorized)?;
+        let record = state
+            .engine
+            .authenticate(token)?
+            .ok_or_else(ApiError::unauthorized)?;
+        let scopes = record
+            .scopes
+            .iter()
+            .filter_map(|s| Scope::parse(s).ok())
+            .collect();
+        Ok(Principal {
+            tenant: record.tenant,
+            scopes,
+        })
+    }
+}

@@ -1,0 +1,116 @@
+//! The HTTP API: JSON under `/v1/`, Dapr-compatible paths under `/v1.0/workflows/dapr/`,
+//! and the OpenAPI document at `/v1/openapi.json`.
+//!
+//! **Invariant:** this is the only module that knows HTTP and the JSON shapes of requests
+//! and responses. Every route but `/healthz` and the OpenAPI document authenticates its
+//! caller, and every instance id in a path is read inside the caller's tenant, so a token
+//! of one tenant gets 404 for anything of another.
+
+mod auth;
+mod dapr;
+mod dto;
+mod error;
+mod openapi;
+mod v1;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+pub use auth::Principal;
+pub use error::ApiError;
+
+use crate::engine::Engine;
+
+/// Limits and switches of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest JSON body (inputs, event payloads), in bytes.
+    pub max_payload_bytes: usize,
+    /// Largest component upload, in bytes.
+    pub max_component_bytes: usize,
+    /// When false every caller acts as the default tenant's admin (loopback dev only).
+    pub auth: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_payload_bytes: 1024 * 1024,
+            max_component_bytes: 64 * 1024 * 1024,
+            auth: true,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    engine: Engine,
+    config: Arc<ApiConfig>,
+}
+
+/// The router with every route.
+pub fn router(engine: Engine, config: ApiConfig) -> Router {
+    let state = AppState {
+        engine,
+        config: Arc::new(config.clone()),
+    };
+    let components = Router::new()
+        .route("/v1/components", axum::routing::post(v1::deploy))
+        .layer(DefaultBodyLimit::max(config.max_component_bytes));
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/v1/openapi.json", axum::routing::get(openapi::document))
+        .merge(v1::routes())
+        .merge(dapr::routes())
+        .layer(DefaultBodyLimit::max(config.max_payload_bytes))
+        .merge(components)
+        .fallback(|| async {
+            ApiError::not_found("no such route; the API is described at /v1/openapi.json")
+        })
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    engine: Engine,
+    config: ApiConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(engine, config);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// The raw body, or a clear error when it is over the limit.
+pub(crate) fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is over the limit of {limit} bytes; send less or raise the server's limit"),
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", rejection.body_text())
+        }
+    })
+}
+
+/// Parses a JSON body, naming what was wrong with it.
+pub(crate) fn json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("{what} is not valid JSON: {e}"))
+    })
+}

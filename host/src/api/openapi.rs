@@ -1,0 +1,83 @@
+//! The OpenAPI 3.1 description of the `/v1` API, served at `/v1/openapi.json`.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+pub(super) async fn document() -> Json<Value> {
+    Json(spec())
+}
+
+fn op(summary: &str, scope: &str, responses: &[(&str, &str)]) -> Value {
+    let mut out = serde_json::Map::new();
+    for (code, description) in responses {
+        out.insert((*code).to_owned(), json!({ "description": description }));
+    }
+    json!({ "summary": summary, "description": format!("Requires the '{scope}' scope."), "responses": out })
+}
+
+fn id_param() -> Value {
+    json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } })
+}
+
+pub(crate) fn spec() -> Value {
+    let errors = [
+        ("400", "malformed request"),
+        ("401", "no or unknown token"),
+        ("403", "token lacks the scope"),
+        ("404", "no such instance or workflow in this tenant"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static str)> {
+        extra.iter().copied().chain(errors).collect()
+    };
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Steadfast", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Durable workflows as sandboxed WebAssembly components. Authenticate with 'Authorization: Bearer <token>'. Errors are {\"error\": {\"code\", \"message\"}}." },
+        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/v1/tenants": { "post": op("Create a tenant and a token for it ({\"name\"})", "admin", &with(&[("201", "created: {tenant, token, scopes}")])) },
+            "/v1/components": { "post": {
+                "summary": "Deploy a component (body: the .wasm bytes); ?check=true replays live instances against it without deploying; ?migrate=true deploys and moves the compatible ones",
+                "description": "Requires the 'deploy' scope.",
+                "parameters": [
+                    { "name": "check", "in": "query", "schema": { "type": "boolean" } },
+                    { "name": "migrate", "in": "query", "schema": { "type": "boolean" } }
+                ],
+                "requestBody": { "content": { "application/wasm": { "schema": { "type": "string", "format": "binary" } } } },
+                "responses": { "201": { "description": "deployed: {digest, kind, names, versions}" },
+                               "200": { "description": "check report: {deployment, instances: [{instance_id, compatible, divergence, migrated}]}" },
+                               "400": { "description": "not a component" }, "413": { "description": "over the upload limit" },
+                               "422": { "description": "a component that does not implement the steadfast worlds" } } } },
+            "/v1/workflows": { "get": op("List workflows and their versions", "read", &with(&[("200", "{workflows: [{name, versions}]}")])) },
+            "/v1/workflows/{name}/start": { "post": {
+                "summary": "Start an instance: {input, instance_id?, reuse?: error|ignore|terminate}",
+                "description": "Requires the 'start' scope.",
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": { "201": { "description": "{instance_id}" }, "409": { "description": "the instance id exists" },
+                               "413": { "description": "payload over the limit" }, "404": { "description": "unknown workflow" } } } },
+            "/v1/instances": { "get": {
+                "summary": "List instances (filters: workflow, status, created_after, created_before in ms; paging: limit, cursor)",
+                "description": "Requires the 'read' scope.",
+                "responses": { "200": { "description": "{instances, next_cursor}" } } } },
+            "/v1/instances/{id}": {
+                "parameters": [id_param()],
+                "get": op("Status of an instance", "read", &with(&[("200", "the status")])),
+                "delete": op("Purge an ended instance (?force=true terminates a live one first)", "signal", &with(&[("200", "{purged}"), ("409", "the instance is still running")])) },
+            "/v1/instances/{id}/wait": { "parameters": [id_param()], "get": op("Long-poll until the instance ends (?timeout_ms=, default 30000)", "read", &with(&[("200", "the status")])) },
+            "/v1/instances/{id}/history": { "parameters": [id_param()], "get": op("The instance's journal", "read", &with(&[("200", "{history: [...]}")])) },
+            "/v1/instances/{id}/events/{event}": { "parameters": [id_param(), { "name": "event", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "post": op("Raise an event (body: its JSON payload); buffered if the workflow is not waiting yet", "signal", &with(&[("202", "raised and durable"), ("409", "the instance has ended")])) },
+            "/v1/instances/{id}/terminate": { "parameters": [id_param()], "post": op("Terminate the instance and its children ({reason?})", "signal", &with(&[("202", "{terminated}")])) },
+            "/v1/instances/{id}/suspend": { "parameters": [id_param()], "post": op("Suspend; events raised meanwhile are kept", "signal", &with(&[("202", "suspended")])) },
+            "/v1/instances/{id}/resume": { "parameters": [id_param()], "post": op("Resume a suspended instance", "signal", &with(&[("202", "resumed")])) },
+            "/v1.0/workflows/dapr/{name}/start": { "post": op("Dapr-compatible start (?instanceID=)", "start", &with(&[("202", "{instanceID}")])) },
+            "/v1.0/workflows/dapr/{id}": { "get": op("Dapr-compatible status", "read", &with(&[("200", "{instanceID, workflowName, runtimeStatus, properties}")])) },
+            "/v1.0/workflows/dapr/{id}/raiseEvent/{event}": { "post": op("Dapr-compatible raise event", "signal", &with(&[("202", "raised")])) },
+            "/v1.0/workflows/dapr/{id}/terminate": { "post": op("Dapr-compatible terminate", "signal", &with(&[("202", "terminated")])) },
+            "/v1.0/workflows/dapr/{id}/pause": { "post": op("Dapr-compatible pause", "signal", &with(&[("202", "paused")])) },
+            "/v1.0/workflows/dapr/{id}/resume": { "post": op("Dapr-compatible resume", "signal", &with(&[("202", "resumed")])) },
+            "/v1.0/workflows/dapr/{id}/purge": { "post": op("Dapr-compatible purge", "signal", &with(&[("202", "purged")])) }
+        }
+    })
+}

@@ -1,0 +1,386 @@
+//! The `/v1` routes.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::dto::{HistoryEntry, InstanceStatus, StartRequest};
+use super::{ApiError, AppState, Principal, body, json};
+use crate::engine::{Compatibility, InstanceFilter, ReusePolicy, Scope, StartOptions};
+use crate::model::{RuntimeStatus, Tenant, Timestamp};
+
+pub(super) fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/v1/tenants", post(create_tenant))
+        .route("/v1/workflows", get(list_workflows))
+        .route("/v1/workflows/{name}/start", post(start))
+        .route("/v1/instances", get(list_instances))
+        .route("/v1/instances/{id}", get(status).delete(purge))
+        .route("/v1/instances/{id}/wait", get(wait))
+        .route("/v1/instances/{id}/history", get(history))
+        .route("/v1/instances/{id}/events/{event}", post(raise_event))
+        .route("/v1/instances/{id}/terminate", post(terminate))
+        .route("/v1/instances/{id}/suspend", post(suspend))
+        .route("/v1/instances/{id}/resume", post(resume))
+}
+
+#[derive(Debug, Deserialize)]
+struct TenantRequest {
+    name: String,
+}
+
+async fn create_tenant(
+    State(state): State<AppState>,
+    principal: Principal,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Admin)?;
+    let request: TenantRequest = json(
+        &body(raw, state.config.max_payload_bytes)?,
+        "the tenant request",
+    )?;
+    let tenant =
+        Tenant::new(request.name).map_err(|e| ApiError::bad_request("invalid_tenant", e))?;
+    let created = state.engine.create_tenant(&tenant).await?;
+    let scopes = [Scope::Deploy, Scope::Start, Scope::Signal, Scope::Read];
+    let token = state
+        .engine
+        .issue_token(&tenant, &scopes, "created with the tenant")
+        .await?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(json!({ "tenant": tenant.as_str(), "token": token, "scopes": ["deploy", "start", "signal", "read"] }))).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct DeployQuery {
+    #[serde(default)]
+    check: bool,
+    #[serde(default)]
+    migrate: bool,
+}
+
+pub(super) async fn deploy(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<DeployQuery>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Deploy)?;
+    let bytes = body(raw, state.config.max_component_bytes)?.to_vec();
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "send the component's .wasm bytes as the request body",
+        ));
+    }
+    if query.check || query.migrate {
+        let (deployment, report) = state
+            .engine
+            .check_deploy(&principal.tenant, bytes, query.migrate)
+            .await?;
+        let instances: Vec<Value> = report
+            .iter()
+            .map(|c| {
+                let (compatible, divergence) = match &c.compatibility {
+                    Compatibility::Compatible => (true, None),
+                    Compatibility::Incompatible(why) => (false, Some(why.clone())),
+                };
+                json!({
+                    "instance_id": c.instance.local(),
+                    "workflow": c.workflow,
+                    "compatible": compatible,
+                    "divergence": divergence,
+                    "migrated": c.migrated,
+                })
+            })
+            .collect();
+        let deployment = deployment.map(|d| deployment_json(&d));
+        return Ok(
+            Json(json!({ "deployment": deployment, "instances": instances })).into_response(),
+        );
+    }
+    let deployment = state.engine.deploy_to(&principal.tenant, bytes).await?;
+    Ok((StatusCode::CREATED, Json(deployment_json(&deployment))).into_response())
+}
+
+fn deployment_json(d: &crate::engine::Deployment) -> Value {
+    json!({
+        "digest": d.digest.as_str(),
+        "kind": d.kind.as_str(),
+        "names": d.names,
+        "versions": d.versions.iter().map(|(w, v)| json!({"workflow": w, "version": v})).collect::<Vec<_>>(),
+    })
+}
+
+async fn list_workflows(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let workflows: Vec<Value> = state
+        .engine
+        .workflows(&principal.tenant)
+        .into_iter()
+        .map(|w| {
+            json!({
+                "name": w.name,
+                "versions": w.versions.iter().map(|v| json!({"version": v.version, "digest": v.digest.as_str()})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "workflows": workflows })))
+}
+
+async fn start(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Start)?;
+    let bytes = body(raw, state.config.max_payload_bytes)?;
+    let request: StartRequest = if bytes.is_empty() {
+        StartRequest::default()
+    } else {
+        json(&bytes, "the start request")?
+    };
+    let reuse = match request.reuse.as_deref() {
+        None | Some("error") => ReusePolicy::Error,
+        Some("ignore") => ReusePolicy::Ignore,
+        Some("terminate") => ReusePolicy::TerminateExisting,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_reuse",
+                format!("reuse '{other}' is not one of error, ignore, terminate"),
+            ));
+        }
+    };
+    let input = request.input.unwrap_or(Value::Null).to_string();
+    let options = StartOptions {
+        instance_id: request.instance_id,
+        tenant: Some(principal.tenant.clone()),
+        reuse,
+    };
+    let id = state.engine.start(&name, &input, options).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "instance_id": id.local() })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    /// Milliseconds since the epoch.
+    created_after: Option<u64>,
+    created_before: Option<u64>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_instances(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<RuntimeStatus>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_status", e))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let filter = InstanceFilter {
+        workflow: query.workflow,
+        status,
+        created_after: query.created_after.map(Timestamp),
+        created_before: query.created_before.map(Timestamp),
+        after: query.cursor,
+        limit,
+    };
+    let records = state.engine.list_instances(&principal.tenant, &filter)?;
+    let next = (records.len() as u32 == limit)
+        .then(|| records.last().map(|r| r.id.local().to_owned()))
+        .flatten();
+    let instances: Vec<InstanceStatus> = records
+        .iter()
+        .map(|r| InstanceStatus::new(&state.engine, r))
+        .collect();
+    Ok(Json(json!({ "instances": instances, "next_cursor": next })))
+}
+
+async fn status(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceStatus>, ApiError> {
+    principal.require(Scope::Read)?;
+    let record = state.engine.status(&principal.instance(&id)?)?;
+    Ok(Json(InstanceStatus::new(&state.engine, &record)))
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    timeout_ms: Option<u64>,
+}
+
+/// Long poll: answers when the instance ends, or with its current status at the timeout.
+async fn wait(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Json<InstanceStatus>, ApiError> {
+    principal.require(Scope::Read)?;
+    let id = principal.instance(&id)?;
+    let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000).min(300_000));
+    let record = match tokio::time::timeout(timeout, state.engine.wait_for_completion(&id)).await {
+        Ok(done) => done?,
+        Err(_) => state.engine.status(&id)?,
+    };
+    Ok(Json(InstanceStatus::new(&state.engine, &record)))
+}
+
+async fn history(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let events = state.engine.history(&principal.instance(&id)?)?;
+    let entries: Vec<HistoryEntry> = events.iter().map(HistoryEntry::from).collect();
+    Ok(Json(json!({ "instance_id": id, "history": entries })))
+}
+
+async fn raise_event(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, event)): Path<(String, String)>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Signal)?;
+    let bytes = body(raw, state.config.max_payload_bytes)?;
+    let payload = if bytes.is_empty() {
+        "null".to_owned()
+    } else {
+        json::<Value>(&bytes, "the event payload")?.to_string()
+    };
+    state
+        .engine
+        .raise_event(&principal.instance(&id)?, &event, &payload)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "event_raised", "instance_id": id, "event": event })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReasonRequest {
+    reason: Option<String>,
+}
+
+fn reason(
+    raw: Result<Bytes, BytesRejection>,
+    limit: usize,
+    default: &str,
+) -> Result<String, ApiError> {
+    let bytes = body(raw, limit)?;
+    let request: ReasonRequest = if bytes.is_empty() {
+        ReasonRequest::default()
+    } else {
+        json(&bytes, "the request")?
+    };
+    Ok(request.reason.unwrap_or_else(|| default.to_owned()))
+}
+
+async fn terminate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Signal)?;
+    let why = reason(
+        raw,
+        state.config.max_payload_bytes,
+        "terminated through the API",
+    )?;
+    let done = state
+        .engine
+        .terminate(&principal.instance(&id)?, &why)
+        .await?;
+    let ids: Vec<&str> = done.iter().map(|i| i.local()).collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "terminated": ids }))).into_response())
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Scope::Signal)?;
+    let why = reason(
+        raw,
+        state.config.max_payload_bytes,
+        "suspended through the API",
+    )?;
+    state
+        .engine
+        .suspend(&principal.instance(&id)?, &why)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Scope::Signal)?;
+    let why = reason(
+        raw,
+        state.config.max_payload_bytes,
+        "resumed through the API",
+    )?;
+    state.engine.resume(&principal.instance(&id)?, &why).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize)]
+struct PurgeQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn purge(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(query): Query<PurgeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Signal)?;
+    let purged = state
+        .engine
+        .purge(&principal.instance(&id)?, query.force)
+        .await?;
+    Ok(Json(json!({ "purged": purged })))
+}

@@ -1,0 +1,170 @@
+//! `steadfast serve` and `steadfast dev`: the engine behind the HTTP API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde::Deserialize;
+
+use crate::api::{self, ApiConfig};
+use crate::engine::{Engine, EngineConfig, Scope};
+use crate::model::Tenant;
+
+/// Flags shared by `serve` and `dev`; each overrides the config file.
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:7878].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where the journal and compiled components live [default: ./steadfast-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A TOML file with any of: listen, data_dir, max_payload_bytes, max_component_bytes,
+    /// max_resident.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Serve without authentication: only with `dev`, and only on a loopback address.
+    #[arg(long)]
+    no_auth: bool,
+}
+
+/// The server's configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Journal (`steadfast.db`), compiled-code cache and `admin.token`.
+    pub data_dir: PathBuf,
+    /// Largest JSON body (workflow inputs, event payloads).
+    pub max_payload_bytes: usize,
+    /// Largest `.wasm` upload.
+    pub max_component_bytes: usize,
+    /// Most instances kept in memory.
+    pub max_resident: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let api = ApiConfig::default();
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            data_dir: PathBuf::from("steadfast-data"),
+            max_payload_bytes: api.max_payload_bytes,
+            max_component_bytes: api.max_component_bytes,
+            max_resident: 10_000,
+        }
+    }
+}
+
+pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("{} is not a valid steadfast config", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if args.no_auth && !(dev && config.listen.ip().is_loopback()) {
+        bail!(
+            "refusing to serve without authentication: --no-auth needs `steadfast dev` on a loopback address"
+        );
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+
+    let engine_config = EngineConfig::new(&config.data_dir).with_max_resident(config.max_resident);
+    let engine = Engine::open(engine_config)
+        .await
+        .context("opening the journal")?;
+    if dev {
+        let (workflows, activities) = crate::examples::install(&engine).await?;
+        println!("deployed example workflows: {}", workflows.names.join(", "));
+        println!("deployed example activities: {}", activities.names.len());
+    }
+    let auth = !args.no_auth;
+    if auth {
+        let (token, path, fresh) = admin_token(&engine, &config.data_dir).await?;
+        if fresh || dev {
+            println!("admin token (also in {}):\n  {token}", path.display());
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    println!("steadfast listening on http://{}", listener.local_addr()?);
+    let api = ApiConfig {
+        max_payload_bytes: config.max_payload_bytes,
+        max_component_bytes: config.max_component_bytes,
+        auth,
+    };
+    api::serve(listener, engine, api, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    println!("steadfast stopped; running instances resume from the journal on the next start");
+    Ok(())
+}
+
+/// The admin token in `DIR/admin.token` (mode 0600), issued on first start.
+async fn admin_token(engine: &Engine, dir: &Path) -> anyhow::Result<(String, PathBuf, bool)> {
+    let path = dir.join("admin.token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        if engine.authenticate(&existing)?.is_some() {
+            return Ok((existing, path, false));
+        }
+    }
+    let token = engine
+        .issue_token(&Tenant::default_tenant(), &Scope::ALL, "admin (bootstrap)")
+        .await?;
+    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    Ok((token, path, true))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
