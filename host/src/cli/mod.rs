@@ -51,6 +51,13 @@ enum Command {
         #[command(subcommand)]
         command: client::WorkflowCommand,
     },
+    /// Write the embedded example components (workflows and activities) to DIR, to
+    /// deploy them or to look at them.
+    Examples {
+        /// Where to write `examples.wasm` and `example-activities.wasm`.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Manage tenants (admin).
     Tenant {
         #[command(subcommand)]
@@ -88,6 +95,7 @@ pub fn main() -> ExitCode {
             Command::Workflow { command } => {
                 client::Client::new(cli.client)?.workflow(command).await
             }
+            Command::Examples { out } => write_examples(&out),
             Command::Tenant { command } => client::Client::new(cli.client)?.tenant(command).await,
         }
     });
@@ -98,4 +106,18 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn write_examples(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, bytes) in [
+        ("examples.wasm", crate::examples::WORKFLOWS_WASM),
+        ("example-activities.wasm", crate::examples::ACTIVITIES_WASM),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {} ({} bytes)", path.display(), bytes.len());
+    }
+    Ok(())
 }
