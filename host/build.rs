@@ -1,5 +1,5 @@
 //! Builds the example workflow and activity components that the `steadfast` binary embeds
-//! (for `steadfast demo` and `steadfast dev`).
+//! (for `steadfast demo` and `steadfast dev`) and the benchmark workflows (`steadfast bench`).
 
 use steadfast_guest_build::{Guest, build};
 
@@ -14,6 +14,12 @@ fn main() {
         features: &[],
         output: "example_activities.wasm",
     });
+    let bench = build(&Guest {
+        package: "steadfast-bench",
+        features: &[],
+        output: "bench.wasm",
+    });
+    println!("cargo:rustc-env=STEADFAST_BENCH_WASM={}", bench.display());
     println!(
         "cargo:rustc-env=STEADFAST_EXAMPLES_WASM={}",
         examples.display()

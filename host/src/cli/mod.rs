@@ -1,5 +1,6 @@
 //! The `steadfast` subcommands. This is the only module that prints for people.
 
+mod bench;
 mod client;
 mod demo;
 mod serve;
@@ -51,6 +52,8 @@ enum Command {
         #[command(subcommand)]
         command: client::WorkflowCommand,
     },
+    /// Run the performance scenarios on the real engine and print the figures.
+    Bench(bench::BenchArgs),
     /// Write the embedded example components (workflows and activities) to DIR, to
     /// deploy them or to look at them.
     Examples {
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
             Command::Workflow { command } => {
                 client::Client::new(cli.client)?.workflow(command).await
             }
+            Command::Bench(args) => bench::run(args).await,
             Command::Examples { out } => write_examples(&out),
             Command::Tenant { command } => client::Client::new(cli.client)?.tenant(command).await,
         }

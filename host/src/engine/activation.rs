@@ -354,6 +354,10 @@ impl HostState {
         }
         self.flush().await?;
         self.work = None;
+        if self.mailbox.is_empty() && self.shared.over_capacity() {
+            // Too many instances in memory: an idle one waits in the journal instead.
+            return Err(wasmtime::Error::new(Interrupt::Evicted));
+        }
         let mut next = self.mailbox.recv().await;
         let (mut delivered, mut evict) = (false, None);
         loop {
@@ -818,14 +822,16 @@ async fn run_generation(
     };
 
     let mut store = Store::new(shared.sandbox.engine(), state);
-    let result = async {
-        let instance = pre.instantiate_async(&mut store).await?;
-        instance
-            .steadfast_workflow_workflows()
-            .call_run(&mut store, &record.workflow, &record.input)
-            .await
-    }
-    .await;
+    // Failing to instantiate is the host's problem (out of memory, say), not the
+    // workflow's: the instance stays RUNNING and resumes on the next activation.
+    let instance = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| format!("cannot instantiate the workflow: {e:#}"))?;
+    let result = instance
+        .steadfast_workflow_workflows()
+        .call_run(&mut store, &record.workflow, &record.input)
+        .await;
     let mut state = store.into_data();
 
     let outcome = match result {
@@ -914,7 +920,7 @@ async fn finish(
             guard,
         );
     }
-    shared.status_changed();
+    shared.status_changed(id);
     Ok((state.mailbox, state.work.take()))
 }
 

@@ -124,7 +124,12 @@ impl Shared {
 }
 
 async fn run_activity(shared: Arc<Shared>, job: QueuedActivity, work: WorkGuard) {
-    let result = shared.execute_activity(&job).await;
+    let result = {
+        // Bounded: a burst of scheduled activities queues here instead of instantiating
+        // thousands of components at once.
+        let _slot = shared.activity_slots.acquire().await;
+        shared.execute_activity(&job).await
+    };
     let now = shared.clock.now();
     let retry_delay = match (&result, &job.retry) {
         (Err(error), Some(policy)) => {

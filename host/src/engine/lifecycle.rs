@@ -286,8 +286,8 @@ impl Engine {
         for instance in &terminated {
             self.shared.timers.cancel_instance(instance);
             self.request_eviction(instance);
+            self.shared.status_changed(instance);
         }
-        self.shared.status_changed();
         Ok(terminated)
     }
 
@@ -300,7 +300,7 @@ impl Engine {
             .set_suspended(id.clone(), true, reason.to_owned(), now)
             .await?;
         self.request_eviction(id);
-        self.shared.status_changed();
+        self.shared.status_changed(id);
         Ok(())
     }
 
@@ -312,7 +312,7 @@ impl Engine {
             .set_suspended(id.clone(), false, reason.to_owned(), now)
             .await?;
         self.shared.activate(id.clone());
-        self.shared.status_changed();
+        self.shared.status_changed(id);
         Ok(())
     }
 

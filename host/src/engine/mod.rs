@@ -32,7 +32,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -63,6 +63,8 @@ pub struct EngineConfig {
     pub clock: Arc<dyn Clock>,
     /// Most instances kept in memory; idle ones beyond this are evicted to the journal.
     pub max_resident: usize,
+    /// Most activities executing at once; the rest wait their turn.
+    pub max_concurrent_activities: usize,
     /// Native activities, registered before recovery dispatches queued activities.
     natives: Vec<(String, activities::NativeActivity)>,
 }
@@ -74,6 +76,7 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             clock: Arc::new(SystemClock),
             max_resident: 10_000,
+            max_concurrent_activities: 256,
             natives: Vec::new(),
         }
     }
@@ -243,8 +246,11 @@ pub(crate) struct Shared {
     max_resident: usize,
     timers: Arc<Timers>,
     work: Arc<Work>,
-    status_version: watch::Sender<u64>,
+    /// Who waits for which instance to change status.
+    waiters: Mutex<HashMap<InstanceId, Vec<tokio::sync::oneshot::Sender<()>>>>,
     ids: Mutex<random::SplitMix64>,
+    /// Activities executing at once.
+    activity_slots: tokio::sync::Semaphore,
 }
 
 struct Resident {
@@ -290,7 +296,8 @@ impl Engine {
             max_resident: config.max_resident.max(1),
             timers: Arc::new(Timers::default()),
             work: Arc::new(Work::default()),
-            status_version: watch::Sender::new(0),
+            waiters: Mutex::new(HashMap::new()),
+            activity_slots: tokio::sync::Semaphore::new(config.max_concurrent_activities.max(1)),
             ids: Mutex::new(random::SplitMix64::for_instance(
                 "steadfast-ids",
                 (seed as u32) ^ (seed >> 32) as u32,
@@ -344,6 +351,16 @@ impl Engine {
     /// The journal file.
     pub fn journal_path(&self) -> PathBuf {
         self.shared.journal.path().to_owned()
+    }
+
+    /// Group-commit counters: (transactions committed, writes folded into them).
+    pub fn journal_writer_stats(&self) -> (u64, u64) {
+        self.shared.journal.writer_stats()
+    }
+
+    /// The journal's size on disk (database plus write-ahead log), in bytes.
+    pub fn journal_bytes(&self) -> u64 {
+        self.shared.journal.size_on_disk()
     }
 
     /// The engine's current time.
@@ -412,15 +429,39 @@ impl Engine {
         &self,
         id: &InstanceId,
     ) -> Result<InstanceRecord, EngineError> {
-        let mut changes = self.shared.status_version.subscribe();
         loop {
+            // Register before reading, so a change between the two is not missed.
+            let (tx, changed) = tokio::sync::oneshot::channel();
+            self.shared
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(id.clone())
+                .or_default()
+                .push(tx);
             let record = self.status(id)?;
             if record.status.is_terminal() {
                 return Ok(record);
             }
-            if changes.changed().await.is_err() {
-                return Ok(record);
+            if changed.await.is_err() {
+                return self.status(id);
             }
+        }
+    }
+
+    /// Stops the engine: every resident instance leaves memory (its state is in the
+    /// journal) and the journal closes once the last task lets go of it.
+    pub async fn shutdown(self) {
+        let residents: Vec<InstanceId> = {
+            let resident = self
+                .shared
+                .resident
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            resident.keys().cloned().collect()
+        };
+        for id in residents {
+            self.evict(&id).await;
         }
     }
 

@@ -59,13 +59,6 @@ impl Shared {
         id: InstanceId,
         work: WorkGuard,
     ) {
-        if resident.len() >= self.max_resident {
-            // Ask one other instance to leave memory; an instance that is busy when the
-            // request arrives ignores it.
-            if let Some((_, victim)) = resident.iter().find(|(other, _)| **other != id) {
-                let _ = victim.tx.send(Msg::Evict(None));
-            }
-        }
         let (tx, rx) = mpsc::unbounded_channel();
         let activation = self.next_activation.fetch_add(1, Ordering::Relaxed);
         resident.insert(id.clone(), Resident { tx, activation });
@@ -97,6 +90,15 @@ impl Shared {
         {
             self.spawn_activation(&mut resident, id.clone(), work);
         }
+    }
+
+    /// More instances are in memory than the configured maximum.
+    pub(crate) fn over_capacity(&self) -> bool {
+        self.resident
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+            > self.max_resident
     }
 
     pub(crate) fn add_timer(&self, at: Timestamp, instance: InstanceId, generation: u32, seq: u32) {
@@ -151,8 +153,16 @@ impl Shared {
         }
     }
 
-    pub(crate) fn status_changed(&self) {
-        self.status_version.send_modify(|v| *v += 1);
+    /// Wakes whoever waits on `id`'s status.
+    pub(crate) fn status_changed(&self, id: &InstanceId) {
+        let waiting = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        for waiter in waiting.into_iter().flatten() {
+            let _ = waiter.send(());
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! **Invariant:** this is the only module that knows SQL; no `rusqlite` type appears in
 //! its public signatures.
 
+pub mod baseline;
 mod reads;
 mod schema;
 mod writes;
@@ -88,6 +89,14 @@ pub struct Journal {
     writer: mpsc::Sender<WriteJob>,
     reader: Mutex<Connection>,
     path: PathBuf,
+    stats: std::sync::Arc<WriterStats>,
+}
+
+/// Counters of the writer thread: how well group commit batches.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: std::sync::atomic::AtomicU64,
+    pub writes: std::sync::atomic::AtomicU64,
 }
 
 impl Journal {
@@ -97,19 +106,41 @@ impl Journal {
         schema::migrate(&mut write_conn)?;
         let reader = open_connection(path)?;
         let (tx, rx) = mpsc::channel::<WriteJob>();
+        let stats = std::sync::Arc::new(WriterStats::default());
+        let writer_stats = std::sync::Arc::clone(&stats);
         std::thread::Builder::new()
             .name("steadfast-journal".into())
-            .spawn(move || writer_loop(write_conn, rx))
+            .spawn(move || writer_loop(write_conn, rx, &writer_stats))
             .map_err(|e| JournalError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(Journal {
             writer: tx,
             reader: Mutex::new(reader),
             path: path.to_owned(),
+            stats,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// (transactions committed, writes folded into them) since the journal opened.
+    pub fn writer_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.stats.commits.load(Relaxed),
+            self.stats.writes.load(Relaxed),
+        )
+    }
+
+    /// Bytes on disk: the database file plus its write-ahead log.
+    pub fn size_on_disk(&self) -> u64 {
+        let wal = self.path.with_extension("db-wal");
+        [self.path.as_path(), wal.as_path()]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// Runs `f` on the writer thread inside the next group-commit transaction and returns
@@ -146,7 +177,7 @@ impl Journal {
     }
 }
 
-fn open_connection(path: &Path) -> Result<Connection, JournalError> {
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     let conn = Connection::open(path).map_err(|e| {
         JournalError::Storage(format!(
             "cannot open the journal at {}: {e}",
@@ -163,7 +194,7 @@ fn open_connection(path: &Path) -> Result<Connection, JournalError> {
 
 /// Group commit: block for the first job, take whatever else is queued, run all in one
 /// transaction, commit, answer everyone.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>, stats: &WriterStats) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -189,6 +220,12 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
             callbacks.push(reply);
         }
         let commit = conn.execute_batch("COMMIT").map_err(JournalError::from);
+        stats
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .writes
+            .fetch_add(callbacks.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }

@@ -41,6 +41,10 @@ impl Sandbox {
         config.cranelift_nan_canonicalization(true);
         config.relaxed_simd_deterministic(true);
         // Threads stay off: the `threads` cargo feature of wasmtime is not enabled.
+        // A small address-space reservation per linear memory (instead of the default
+        // 4 GiB) so tens of thousands of instances fit; memories that outgrow it move.
+        config.memory_reservation(16 << 20);
+        config.memory_guard_size(64 << 10);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| {

@@ -1,0 +1,644 @@
+//! `steadfast bench`: the performance scenarios, run on the real engine — real
+//! components, a real SQLite file with `synchronous=FULL` — with figures printed as a
+//! table and optionally written as JSON.
+//!
+//! Each scenario gets a fresh data directory. The raw-SQLite baseline runs in the same
+//! process, so the engine's journal throughput is reported as a share of what the store
+//! itself can do on this machine.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::api::{self, ApiConfig};
+use crate::engine::{Engine, EngineConfig, Scope, StartOptions};
+use crate::model::{InstanceId, RuntimeStatus, Tenant, Timestamp, VirtualClock};
+
+const BENCH_WASM: &[u8] = include_bytes!(env!("STEADFAST_BENCH_WASM"));
+
+#[derive(Debug, Args)]
+pub(super) struct BenchArgs {
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A tiny configuration that runs in seconds (what CI runs so the bench never rots).
+    #[arg(long)]
+    smoke: bool,
+    /// Where the scenarios' data directories go [default: a temporary directory].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Sizes of the scenarios.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    sagas: usize,
+    in_flight: usize,
+    events: usize,
+    generations: u64,
+    resume_activities: u64,
+    waiting: usize,
+    components: usize,
+}
+
+const FULL: Sizes = Sizes {
+    sagas: 2_000,
+    in_flight: 200,
+    events: 1_000,
+    generations: 100_000,
+    resume_activities: 500,
+    waiting: 100_000,
+    components: 20,
+};
+
+const SMOKE: Sizes = Sizes {
+    sagas: 20,
+    in_flight: 5,
+    events: 10,
+    generations: 1_100,
+    resume_activities: 20,
+    waiting: 50,
+    components: 3,
+};
+
+/// Figures in the order they are printed: (key, value, unit).
+#[derive(Default)]
+struct Figures(Vec<(&'static str, f64, &'static str)>);
+
+impl Figures {
+    fn add(&mut self, key: &'static str, value: f64, unit: &'static str) {
+        println!("  {key:<28} {value:>12.2} {unit}");
+        self.0.push((key, value, unit));
+    }
+}
+
+pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let sizes = if args.smoke { SMOKE } else { FULL };
+    let base = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("steadfast-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    println!(
+        "steadfast bench ({}), {} cores, data in {}",
+        if args.smoke { "smoke" } else { "full" },
+        cores(),
+        base.display()
+    );
+    let started = Instant::now();
+    let mut figures = Figures::default();
+    let outcome = async {
+        restart(&base.join("s6"), sizes, &mut figures).await?;
+        many_waiting(&base.join("s5"), sizes, &mut figures).await?;
+        saga_throughput(&base.join("s1"), sizes, &mut figures).await?;
+        event_latency(&base.join("s2"), sizes, &mut figures).await?;
+        cold_resume(&base.join("s4"), sizes, &mut figures).await?;
+        eternal_monitor(&base.join("s3"), sizes, &mut figures).await
+    }
+    .await;
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    outcome?;
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(path) = args.json {
+        let mut map = serde_json::Map::new();
+        for (key, value, _) in &figures.0 {
+            map.insert((*key).to_owned(), json!(value));
+        }
+        map.insert("machine_cores".into(), json!(cores()));
+        map.insert("smoke".into(), json!(args.smoke));
+        std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(map))?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+async fn open(dir: &Path, max_resident: usize) -> anyhow::Result<Engine> {
+    let config = EngineConfig::new(dir)
+        .with_max_resident(max_resident)
+        .with_activity("noop", |_, input| async move { Ok(input) });
+    Ok(Engine::open(config).await?)
+}
+
+fn options(id: String) -> StartOptions {
+    StartOptions {
+        instance_id: Some(id),
+        ..StartOptions::default()
+    }
+}
+
+fn order(i: usize) -> String {
+    json!({"task_id": format!("task-{i}"), "title": "bench", "assignee": "alice@example.com", "priority": "high"}).to_string()
+}
+
+fn approval(i: usize) -> String {
+    json!({"request_id": format!("req-{i}"), "requester": "bob", "amount": 5000, "description": "bench"}).to_string()
+}
+
+fn per_second(count: f64, elapsed: Duration) -> f64 {
+    count / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// S1: the four-step saga, one at a time, with many in flight, and through HTTP; and the
+/// raw-SQLite baseline with the same batching.
+async fn saga_throughput(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    println!(
+        "S1 saga throughput ({} sagas, {} in flight)",
+        sizes.sagas, sizes.in_flight
+    );
+    let engine = open(dir, 10_000).await?;
+    crate::examples::install(&engine).await?;
+
+    let start = Instant::now();
+    for i in 0..sizes.sagas {
+        let id = engine
+            .start(
+                "task_processing_saga",
+                &order(i),
+                options(format!("seq-{i}")),
+            )
+            .await?;
+        expect_completed(&engine.wait_for_completion(&id).await?.status, &id)?;
+    }
+    let seq = start.elapsed();
+    figures.add(
+        "saga_seq_wf_per_s",
+        per_second(sizes.sagas as f64, seq),
+        "workflows/s",
+    );
+
+    let rows_per_saga =
+        engine.journal_rows(&InstanceId::new("seq-0").map_err(anyhow::Error::msg)?)? as f64;
+    let (commits_before, writes_before) = engine.journal_writer_stats();
+    let start = Instant::now();
+    run_concurrently(sizes.sagas, sizes.in_flight, |i| {
+        let engine = engine.clone();
+        async move {
+            let id = engine
+                .start(
+                    "task_processing_saga",
+                    &order(i),
+                    options(format!("conc-{i}")),
+                )
+                .await?;
+            expect_completed(&engine.wait_for_completion(&id).await?.status, &id)
+        }
+    })
+    .await?;
+    let conc = start.elapsed();
+    let (commits_after, writes_after) = engine.journal_writer_stats();
+    figures.add(
+        "saga_conc_wf_per_s",
+        per_second(sizes.sagas as f64, conc),
+        "workflows/s",
+    );
+
+    // The same concurrent run, started and awaited through the HTTP API.
+    let token = engine
+        .issue_token(&Tenant::default_tenant(), &Scope::ALL, "bench")
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(api::serve(
+        listener,
+        engine.clone(),
+        ApiConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    run_concurrently(sizes.sagas, sizes.in_flight, |i| {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        async move {
+            let body = json!({"instance_id": format!("http-{i}"), "input": serde_json::from_str::<Value>(&order(i))?});
+            let started = client
+                .post(format!("{url}/v1/workflows/task_processing_saga/start"))
+                .bearer_auth(&token)
+                .body(body.to_string())
+                .send()
+                .await?;
+            if started.status().as_u16() != 201 {
+                bail!("HTTP start answered {}", started.status());
+            }
+            let done: Value = serde_json::from_slice(
+                &client.get(format!("{url}/v1/instances/http-{i}/wait?timeout_ms=60000")).bearer_auth(&token).send().await?.bytes().await?,
+            )?;
+            if done["runtime_status"] != "COMPLETED" {
+                bail!("http-{i} ended {}", done["runtime_status"]);
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let http = start.elapsed();
+    let _ = stop.send(());
+    figures.add(
+        "saga_http_conc_wf_per_s",
+        per_second(sizes.sagas as f64, http),
+        "workflows/s",
+    );
+
+    let best = seq.min(conc).min(http);
+    figures.add(
+        "activity_steps_per_s",
+        per_second(4.0 * sizes.sagas as f64, best),
+        "steps/s",
+    );
+
+    // Baseline: the same number of rows, the same batch size, the same sync setting.
+    let rows = rows_per_saga * sizes.sagas as f64;
+    let commits = (commits_after - commits_before).max(1);
+    let batch = ((rows / commits as f64).round() as u64).max(1);
+    let baseline =
+        crate::journal::baseline::insert_rows(&dir.join("baseline.db"), rows as u64, batch, 120)?;
+    let baseline_rate = per_second(rows, baseline);
+    let journal_rate = per_second(rows, conc);
+    println!(
+        "  (concurrent run: {} journal rows in {} transactions, {:.1} writes per commit)",
+        rows,
+        commits,
+        (writes_after - writes_before) as f64 / commits as f64
+    );
+    figures.add("sqlite_baseline_rows_per_s", baseline_rate, "rows/s");
+    figures.add("journal_rows_per_s", journal_rate, "rows/s");
+    figures.add(
+        "journal_vs_sqlite_pct",
+        100.0 * journal_rate / baseline_rate,
+        "%",
+    );
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// S2: approvals waiting; raise each event and time it until the instance completes.
+async fn event_latency(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    println!("S2 event latency ({} waiting approvals)", sizes.events);
+    let engine = open(dir, 10_000).await?;
+    crate::examples::install(&engine).await?;
+    let ids = start_many(
+        &engine,
+        "approval_workflow",
+        sizes.events,
+        200,
+        "ev",
+        approval,
+    )
+    .await?;
+    let http_ids = start_many(
+        &engine,
+        "approval_workflow",
+        sizes.events.div_ceil(4),
+        200,
+        "hev",
+        approval,
+    )
+    .await?;
+    engine.settle().await;
+
+    let decision = r#"{"approved": true, "approver": "manager@company.com"}"#;
+    let mut latencies = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let start = Instant::now();
+        engine
+            .raise_event(id, "approval_received", decision)
+            .await?;
+        expect_completed(&engine.wait_for_completion(id).await?.status, id)?;
+        latencies.push(start.elapsed());
+    }
+    figures.add(
+        "event_latency_p50_ms",
+        percentile(&mut latencies, 50.0),
+        "ms",
+    );
+    figures.add(
+        "event_latency_p99_ms",
+        percentile(&mut latencies, 99.0),
+        "ms",
+    );
+
+    let token = engine
+        .issue_token(&Tenant::default_tenant(), &Scope::ALL, "bench")
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(api::serve(
+        listener,
+        engine.clone(),
+        ApiConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+    let mut http_latencies = Vec::with_capacity(http_ids.len());
+    for id in &http_ids {
+        let start = Instant::now();
+        let answer = client
+            .post(format!(
+                "{url}/v1/instances/{}/events/approval_received",
+                id.local()
+            ))
+            .bearer_auth(&token)
+            .body(decision)
+            .send()
+            .await?;
+        if answer.status().as_u16() != 202 {
+            bail!("raising over HTTP answered {}", answer.status());
+        }
+        expect_completed(&engine.wait_for_completion(id).await?.status, id)?;
+        http_latencies.push(start.elapsed());
+    }
+    let _ = stop.send(());
+    figures.add(
+        "event_http_latency_p50_ms",
+        percentile(&mut http_latencies, 50.0),
+        "ms",
+    );
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// S3: one monitor for many continue-as-new generations on the virtual clock.
+async fn eternal_monitor(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    println!("S3 eternal monitor ({} generations)", sizes.generations);
+    let clock = VirtualClock::new(Timestamp(1_795_597_200_000));
+    let config = EngineConfig::new(dir).with_clock(Arc::new(clock));
+    let engine = Engine::open(config).await?;
+    crate::examples::install(&engine).await?;
+    // The demo checks a real endpoint; here the check answers at once, so the figure is
+    // the engine's cost per generation.
+    engine.register_activity("check_service_status", |_, _| async {
+        Ok(json!("healthy"))
+    });
+    let id = engine
+        .start(
+            "health_monitor_workflow",
+            r#"{"job_id": "bench"}"#,
+            options("monitor".into()),
+        )
+        .await?;
+    engine.settle().await;
+    let start = Instant::now();
+    let (mut rss_1k, mut db_1k) = (0.0, 0.0);
+    for generation in 1..=sizes.generations {
+        if engine.advance_to_next_timer().await?.is_none() {
+            bail!("the monitor has no timer at generation {generation}");
+        }
+        if generation == 1_000 {
+            rss_1k = rss_mb();
+            db_1k = engine.journal_bytes() as f64;
+        }
+    }
+    let elapsed = start.elapsed();
+    let status = engine.status(&id)?;
+    if status.generation as u64 != sizes.generations {
+        bail!(
+            "the monitor is at generation {}, not {}",
+            status.generation,
+            sizes.generations
+        );
+    }
+    figures.add(
+        "monitor_gen_per_s",
+        per_second(sizes.generations as f64, elapsed),
+        "generations/s",
+    );
+    figures.add(
+        "monitor_rss_growth_pct",
+        100.0 * (rss_mb() - rss_1k) / rss_1k.max(1e-9),
+        "%",
+    );
+    figures.add(
+        "monitor_db_growth_pct",
+        100.0 * (engine.journal_bytes() as f64 - db_1k) / db_1k.max(1.0),
+        "%",
+    );
+    figures.add(
+        "monitor_journal_rows",
+        engine.journal_rows(&id)? as f64,
+        "rows",
+    );
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// S4: an instance with a long journal, evicted; an event brings it back.
+async fn cold_resume(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    let engine = open(dir, 10_000).await?;
+    engine.deploy(BENCH_WASM.to_vec()).await?;
+    let input = json!({"n": sizes.resume_activities}).to_string();
+    let first = engine
+        .start("steps", &input, options("long-1".into()))
+        .await?;
+    let second = engine
+        .start("steps", &input, options("long-2".into()))
+        .await?;
+    engine.settle().await;
+    let entries = engine.history(&first)?.len();
+    println!("S4 cold resume ({entries} journal entries)");
+
+    // Replay rate: evict, then wake it with an event it does not wait for.
+    if !engine.evict(&second).await {
+        bail!("the instance did not leave memory");
+    }
+    let start = Instant::now();
+    engine.raise_event(&second, "unrelated", "null").await?;
+    engine.settle().await;
+    let replay = start.elapsed();
+
+    if !engine.evict(&first).await {
+        bail!("the instance did not leave memory");
+    }
+    let start = Instant::now();
+    engine.raise_event(&first, "go", "null").await?;
+    expect_completed(&engine.wait_for_completion(&first).await?.status, &first)?;
+    figures.add(
+        "resume_1k_events_ms",
+        start.elapsed().as_secs_f64() * 1000.0,
+        "ms",
+    );
+    figures.add(
+        "replay_events_per_s",
+        per_second(entries as f64, replay),
+        "events/s",
+    );
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// S5: many approvals waiting for events; memory once they are parked, and start rate.
+async fn many_waiting(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    println!("S5 {} waiting instances", sizes.waiting);
+    let engine = open(dir, 10_000).await?;
+    crate::examples::install(&engine).await?;
+    let rss_before = rss_mb();
+    let start = Instant::now();
+    start_many(
+        &engine,
+        "approval_workflow",
+        sizes.waiting,
+        500,
+        "idle",
+        approval,
+    )
+    .await?;
+    engine.settle().await;
+    let elapsed = start.elapsed();
+    figures.add(
+        "start_wf_per_s",
+        per_second(sizes.waiting as f64, elapsed),
+        "workflows/s",
+    );
+    figures.add("idle_100k_rss_mb", rss_mb(), "MB");
+    println!(
+        "  (RSS grew {:.0} MB; {} instances resident, the rest wait in the journal)",
+        rss_mb() - rss_before,
+        engine.resident_count()
+    );
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// S6: a host with many deployed components restarts.
+async fn restart(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    println!("S6 restart with {} deployed components", sizes.components);
+    let engine = open(dir, 10_000).await?;
+    let start = Instant::now();
+    for i in 0..sizes.components {
+        engine
+            .deploy(variant(crate::examples::WORKFLOWS_WASM, i))
+            .await?;
+    }
+    let compile = start.elapsed();
+    engine.shutdown().await;
+    let start = Instant::now();
+    let engine = open(dir, 10_000).await?;
+    let restart = start.elapsed();
+    let workflows = engine.workflows(&Tenant::default_tenant());
+    if workflows.iter().map(|w| w.versions.len()).sum::<usize>() != 3 * sizes.components {
+        bail!("not every component came back after the restart");
+    }
+    figures.add("restart_ms", restart.as_secs_f64() * 1000.0, "ms");
+    figures.add(
+        "first_deploy_ms_per_component",
+        compile.as_secs_f64() * 1000.0 / sizes.components as f64,
+        "ms",
+    );
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// The component with a custom section appended: the same code, another digest.
+fn variant(component: &[u8], i: usize) -> Vec<u8> {
+    let name = b"steadfast-bench-variant";
+    let payload = i.to_le_bytes();
+    let mut section = Vec::new();
+    leb128(&mut section, name.len() as u64);
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    leb128(&mut out, section.len() as u64);
+    out.extend_from_slice(&section);
+    out
+}
+
+fn leb128(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+async fn start_many(
+    engine: &Engine,
+    workflow: &'static str,
+    count: usize,
+    in_flight: usize,
+    prefix: &'static str,
+    input: fn(usize) -> String,
+) -> anyhow::Result<Vec<InstanceId>> {
+    let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(count)));
+    run_concurrently(count, in_flight, |i| {
+        let (engine, ids) = (engine.clone(), Arc::clone(&ids));
+        async move {
+            let id = engine
+                .start(workflow, &input(i), options(format!("{prefix}-{i}")))
+                .await?;
+            ids.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+            Ok(())
+        }
+    })
+    .await?;
+    let mut ids = std::mem::take(&mut *ids.lock().unwrap_or_else(|p| p.into_inner()));
+    ids.sort();
+    Ok(ids)
+}
+
+/// Runs `count` tasks made by `task`, at most `in_flight` at a time.
+async fn run_concurrently<F, Fut>(count: usize, in_flight: usize, task: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut running = tokio::task::JoinSet::new();
+    for i in 0..count {
+        if running.len() >= in_flight.max(1)
+            && let Some(done) = running.join_next().await
+        {
+            done??;
+        }
+        running.spawn(task(i));
+    }
+    while let Some(done) = running.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+fn expect_completed(status: &RuntimeStatus, id: &InstanceId) -> anyhow::Result<()> {
+    if *status != RuntimeStatus::Completed {
+        bail!("{id} ended {status}");
+    }
+    Ok(())
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort();
+    let index = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[index].as_secs_f64() * 1000.0
+}
+
+/// Resident set size of this process, in MB (Linux; 0 elsewhere).
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,50 @@
+//! The benchmark in its tiny configuration, so it never rots. Timings are not asserted;
+//! that the scenarios run to the end and report every figure is.
+
+#[test]
+fn the_smoke_bench_runs_every_scenario_and_writes_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["bench", "--smoke", "--json"])
+        .arg(&json)
+        .arg("--dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in [
+        "saga_seq_wf_per_s",
+        "saga_conc_wf_per_s",
+        "saga_http_conc_wf_per_s",
+        "activity_steps_per_s",
+        "sqlite_baseline_rows_per_s",
+        "journal_vs_sqlite_pct",
+        "event_latency_p50_ms",
+        "event_latency_p99_ms",
+        "event_http_latency_p50_ms",
+        "monitor_gen_per_s",
+        "monitor_rss_growth_pct",
+        "monitor_db_growth_pct",
+        "resume_1k_events_ms",
+        "replay_events_per_s",
+        "idle_100k_rss_mb",
+        "start_wf_per_s",
+        "restart_ms",
+    ] {
+        let value = figures[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {figures}"));
+        assert!(value.is_finite() && value >= 0.0, "{key} = {value}");
+    }
+    assert_eq!(
+        figures["monitor_journal_rows"], 5.0,
+        "the monitor's journal stays one generation long"
+    );
+}
