@@ -53,12 +53,15 @@ enum TaskKind {
 /// What arrives in an instance's mailbox.
 #[derive(Debug)]
 pub(crate) enum Msg {
-    /// A journaled completion or raised event for this instance.
+    /// A completion or raised event for this instance. Normally already journaled at
+    /// `pos`. An activity result may arrive `unwritten`: the instance then writes it with
+    /// its next step, sparing a commit (the activity runs again if the host stops first).
     Deliver {
         generation: u32,
         pos: u64,
         event: Event,
         work: WorkGuard,
+        unwritten: Option<Box<QueuedActivity>>,
     },
     /// Leave memory; the journal has everything needed to come back. The sender hears
     /// back once the instance has left (it is dropped if the instance was busy and stayed).
@@ -112,7 +115,12 @@ pub(crate) struct HostState {
     evicted_by: Option<tokio::sync::oneshot::Sender<()>>,
     /// A compatibility check: replay only, never write, stop at the end of the journal.
     pub(crate) dry_run: bool,
+    /// Count of completions received but not yet journaled.
+    provisional: u64,
 }
+
+/// Positions for completions not yet journaled: after every real position.
+const PROVISIONAL_POS: u64 = 1 << 62;
 
 impl HostState {
     /// A store for calling `names` on a freshly deployed component: nothing is loaded.
@@ -157,6 +165,7 @@ impl HostState {
             rng,
             evicted_by: None,
             dry_run: false,
+            provisional: 0,
         }
     }
 
@@ -367,10 +376,18 @@ impl HostState {
                     pos,
                     event,
                     work,
+                    unwritten,
                 }) => {
                     delivered = true;
                     self.work = Some(work);
-                    if generation == self.generation && pos > self.loaded_upto {
+                    if generation != self.generation {
+                        // For a generation that has ended: its work was abandoned with it.
+                    } else if unwritten.is_some() {
+                        // Ordered after everything journaled, until it is written.
+                        self.provisional += 1;
+                        self.apply(PROVISIONAL_POS + self.provisional, event.clone());
+                        self.pending.events.push(event);
+                    } else if pos > self.loaded_upto {
                         self.apply(pos, event);
                     }
                 }
@@ -753,7 +770,10 @@ pub(crate) async fn run(
                 mailbox = rx;
                 work = Some(guard);
             }
-            Ok(Next::Done) => break,
+            Ok(Next::Done(rx)) => {
+                shared.leave_resident(&id, activation, rx);
+                return;
+            }
             Ok(Next::Evicted(rx, ack)) => {
                 shared.leave_resident(&id, activation, Some(rx));
                 if let Some(ack) = ack {
@@ -776,7 +796,7 @@ enum Next {
         mpsc::UnboundedReceiver<Msg>,
         Option<tokio::sync::oneshot::Sender<()>>,
     ),
-    Done,
+    Done(Option<mpsc::UnboundedReceiver<Msg>>),
 }
 
 async fn run_generation(
@@ -787,7 +807,7 @@ async fn run_generation(
 ) -> Result<Next, String> {
     let record = match shared.journal.instance(id).map_err(|e| e.to_string())? {
         Some(record) if record.status == crate::model::RuntimeStatus::Running => record,
-        _ => return Ok(Next::Done),
+        _ => return Ok(Next::Done(Some(mailbox))),
     };
     let history = shared
         .journal
@@ -810,7 +830,7 @@ async fn run_generation(
             "the component this instance runs on ({}) is not deployed; deploy it again to resume",
             record.component.short()
         );
-        finish(
+        let (mailbox, _) = finish(
             shared,
             id,
             record.generation,
@@ -818,7 +838,7 @@ async fn run_generation(
             Finish::Stalled(reason),
         )
         .await?;
-        return Ok(Next::Done);
+        return Ok(Next::Done(Some(mailbox)));
     };
 
     let mut store = Store::new(shared.sandbox.engine(), state);
@@ -882,7 +902,7 @@ async fn run_generation(
         let work = work.unwrap_or_else(|| shared.work.guard());
         return Ok(Next::Generation(mailbox, work));
     }
-    Ok(Next::Done)
+    Ok(Next::Done(Some(mailbox)))
 }
 
 /// Writes the end of a generation and tells whoever waits on it.

@@ -160,15 +160,5 @@ async fn run_activity(shared: Arc<Shared>, job: QueuedActivity, work: WorkGuard)
         }
         return;
     }
-    match shared.journal.complete_activity(&job, result, now).await {
-        Ok(Some((pos, event))) => {
-            let guard = shared.work.guard();
-            drop(work);
-            shared.deliver(job.instance, job.generation, pos, event, guard);
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::error!(instance = %job.instance, activity = %job.name, error = %e, "cannot journal an activity result; it runs again on restart")
-        }
-    }
+    shared.deliver_completion(job, result, work);
 }

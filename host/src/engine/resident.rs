@@ -14,7 +14,8 @@ use super::activation::{self, Msg};
 use super::timers::{TimerJob, Timers};
 use super::work::WorkGuard;
 use super::{Resident, Shared};
-use crate::model::{Clock, Event, InstanceId, Timestamp};
+use crate::journal::QueuedActivity;
+use crate::model::{Clock, Event, InstanceId, Outcome, Timestamp};
 
 impl Shared {
     /// Makes sure the instance is resident (activating it if not).
@@ -42,6 +43,7 @@ impl Shared {
                 pos,
                 event,
                 work,
+                unwritten: None,
             }) {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(Msg::Deliver { work, .. })) => work,
@@ -81,8 +83,20 @@ impl Shared {
         rx.close();
         let mut work = None;
         while let Ok(msg) = rx.try_recv() {
-            if let Msg::Deliver { work: guard, .. } = msg {
-                work = Some(guard);
+            match msg {
+                Msg::Deliver {
+                    work: guard,
+                    unwritten: Some(job),
+                    event,
+                    ..
+                } => {
+                    // Nobody will write this result with a step now: write it on its own.
+                    if let Event::ActivityCompleted { result, .. } = event {
+                        tokio::spawn(write_completion(Arc::clone(self), *job, result, guard));
+                    }
+                }
+                Msg::Deliver { work: guard, .. } => work = Some(guard),
+                Msg::Evict(_) => {}
             }
         }
         if let Some(work) = work
@@ -90,6 +104,50 @@ impl Shared {
         {
             self.spawn_activation(&mut resident, id.clone(), work);
         }
+    }
+
+    /// Hands an activity's final result to its instance. A resident instance takes it
+    /// unwritten and journals it with its next step (one commit instead of two); for an
+    /// instance not in memory it is journaled here first.
+    pub(crate) fn deliver_completion(
+        self: &Arc<Self>,
+        job: QueuedActivity,
+        result: Outcome,
+        work: WorkGuard,
+    ) {
+        let resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = resident.get(&job.instance) {
+            let event = Event::ActivityCompleted {
+                seq: job.seq,
+                attempts: job.attempt,
+                result,
+            };
+            let msg = Msg::Deliver {
+                generation: job.generation,
+                pos: 0,
+                event,
+                work,
+                unwritten: Some(Box::new(job)),
+            };
+            match r.tx.send(msg) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(Msg::Deliver {
+                    work,
+                    unwritten: Some(job),
+                    event,
+                    ..
+                })) => {
+                    drop(resident);
+                    if let Event::ActivityCompleted { result, .. } = event {
+                        tokio::spawn(write_completion(Arc::clone(self), *job, result, work));
+                    }
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        drop(resident);
+        tokio::spawn(write_completion(Arc::clone(self), job, result, work));
     }
 
     /// More instances are in memory than the configured maximum.
@@ -168,6 +226,23 @@ impl Shared {
 
 /// Sleeps until the earliest timer is due (or the queue changes), then fires what is due.
 /// Holds only a weak reference between wake-ups, so it ends with the engine.
+/// Journals an activity result on its own, then delivers it.
+async fn write_completion(
+    shared: Arc<Shared>,
+    job: QueuedActivity,
+    result: Outcome,
+    work: WorkGuard,
+) {
+    let now = shared.clock.now();
+    match shared.journal.complete_activity(&job, result, now).await {
+        Ok(Some((pos, event))) => shared.deliver(job.instance, job.generation, pos, event, work),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(instance = %job.instance, activity = %job.name, error = %e, "cannot journal an activity result; it runs again on restart")
+        }
+    }
+}
+
 pub(crate) async fn timer_loop(shared: Weak<Shared>, timers: Arc<Timers>, clock: Arc<dyn Clock>) {
     loop {
         let sleep = match timers.next_due() {

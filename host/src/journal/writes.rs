@@ -538,6 +538,13 @@ fn append_step(
                     now
                 ])?;
             }
+            Event::ActivityCompleted { seq, .. } => {
+                // A result the instance carried into this step: it is done for good.
+                conn.prepare_cached(
+                    "DELETE FROM activity_queue WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                )?
+                .execute(params![id.as_str(), generation, seq])?;
+            }
             Event::TimerCreated { seq, fire_at, .. } => {
                 conn.prepare_cached(
                     "INSERT INTO timers (instance, generation, seq, fire_at) VALUES (?1, ?2, ?3, ?4)",
