@@ -403,3 +403,47 @@ async fn bad_requests_are_refused_with_clear_errors() {
         "{core_module}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_beyond_the_resident_limit_wait_in_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = steadfast_tests::config(dir.path(), &clock()).with_max_resident(2);
+    let engine = steadfast::Engine::open(config).await.unwrap();
+    examples::install(&engine).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let request = json!({"request_id": format!("r{i}"), "requester": "b", "amount": 5000.0, "description": "x"});
+        ids.push(
+            engine
+                .start(
+                    "approval_workflow",
+                    &request.to_string(),
+                    named(&format!("cap-{i}")),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    engine.settle().await;
+    assert!(
+        engine.resident_count() <= 2,
+        "{} resident",
+        engine.resident_count()
+    );
+    for id in &ids {
+        assert_eq!(engine.status(id).unwrap().status, RuntimeStatus::Running);
+        engine
+            .raise_event(
+                id,
+                "approval_received",
+                r#"{"approved": true, "approver": "m"}"#,
+            )
+            .await
+            .unwrap();
+    }
+    engine.settle().await;
+    for id in &ids {
+        assert_eq!(output(&engine, id)["status"], "approved", "{id:?}");
+    }
+    assert!(engine.resident_count() <= 2);
+}

@@ -18,6 +18,10 @@ use crate::api::{self, ApiConfig};
 use crate::engine::{Engine, EngineConfig, Scope, StartOptions};
 use crate::model::{InstanceId, RuntimeStatus, Tenant, Timestamp, VirtualClock};
 
+/// The engine default: each resident instance costs a few memory mappings, and Linux
+/// allows 65,530 per process by default.
+const DEFAULT_RESIDENT: usize = crate::engine::DEFAULT_MAX_RESIDENT;
+
 const BENCH_WASM: &[u8] = include_bytes!(env!("STEADFAST_BENCH_WASM"));
 
 #[derive(Debug, Args)]
@@ -31,6 +35,9 @@ pub(super) struct BenchArgs {
     /// Where the scenarios' data directories go [default: a temporary directory].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run only these scenarios (comma-separated: s1,s2,s3,s4,s5,s6), e.g. to profile one.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 /// Sizes of the scenarios.
@@ -91,13 +98,28 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut figures = Figures::default();
+    let wanted =
+        |s: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(s));
     let outcome = async {
-        restart(&base.join("s6"), sizes, &mut figures).await?;
-        many_waiting(&base.join("s5"), sizes, &mut figures).await?;
-        saga_throughput(&base.join("s1"), sizes, &mut figures).await?;
-        event_latency(&base.join("s2"), sizes, &mut figures).await?;
-        cold_resume(&base.join("s4"), sizes, &mut figures).await?;
-        eternal_monitor(&base.join("s3"), sizes, &mut figures).await
+        if wanted("s6") {
+            restart(&base.join("s6"), sizes, &mut figures).await?;
+        }
+        if wanted("s5") {
+            many_waiting(&base.join("s5"), sizes, &mut figures).await?;
+        }
+        if wanted("s1") {
+            saga_throughput(&base.join("s1"), sizes, &mut figures).await?;
+        }
+        if wanted("s2") {
+            event_latency(&base.join("s2"), sizes, &mut figures).await?;
+        }
+        if wanted("s4") {
+            cold_resume(&base.join("s4"), sizes, &mut figures).await?;
+        }
+        if wanted("s3") {
+            eternal_monitor(&base.join("s3"), sizes, &mut figures).await?;
+        }
+        anyhow::Ok(())
     }
     .await;
     if args.dir.is_none() {
@@ -152,7 +174,7 @@ async fn saga_throughput(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
         "S1 saga throughput ({} sagas, {} in flight)",
         sizes.sagas, sizes.in_flight
     );
-    let engine = open(dir, 10_000).await?;
+    let engine = open(dir, DEFAULT_RESIDENT).await?;
     crate::examples::install(&engine).await?;
 
     let start = Instant::now();
@@ -282,7 +304,7 @@ async fn saga_throughput(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
 /// S2: approvals waiting; raise each event and time it until the instance completes.
 async fn event_latency(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     println!("S2 event latency ({} waiting approvals)", sizes.events);
-    let engine = open(dir, 10_000).await?;
+    let engine = open(dir, DEFAULT_RESIDENT).await?;
     crate::examples::install(&engine).await?;
     let ids = start_many(
         &engine,
@@ -434,7 +456,7 @@ async fn eternal_monitor(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
 
 /// S4: an instance with a long journal, evicted; an event brings it back.
 async fn cold_resume(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
-    let engine = open(dir, 10_000).await?;
+    let engine = open(dir, DEFAULT_RESIDENT).await?;
     engine.deploy(BENCH_WASM.to_vec()).await?;
     let input = json!({"n": sizes.resume_activities}).to_string();
     let first = engine
@@ -479,7 +501,7 @@ async fn cold_resume(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow:
 /// S5: many approvals waiting for events; memory once they are parked, and start rate.
 async fn many_waiting(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     println!("S5 {} waiting instances", sizes.waiting);
-    let engine = open(dir, 10_000).await?;
+    let engine = open(dir, DEFAULT_RESIDENT).await?;
     crate::examples::install(&engine).await?;
     let rss_before = rss_mb();
     let start = Instant::now();
@@ -512,7 +534,7 @@ async fn many_waiting(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow
 /// S6: a host with many deployed components restarts.
 async fn restart(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     println!("S6 restart with {} deployed components", sizes.components);
-    let engine = open(dir, 10_000).await?;
+    let engine = open(dir, DEFAULT_RESIDENT).await?;
     let start = Instant::now();
     for i in 0..sizes.components {
         engine
@@ -522,7 +544,7 @@ async fn restart(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Res
     let compile = start.elapsed();
     engine.shutdown().await;
     let start = Instant::now();
-    let engine = open(dir, 10_000).await?;
+    let engine = open(dir, DEFAULT_RESIDENT).await?;
     let restart = start.elapsed();
     let workflows = engine.workflows(&Tenant::default_tenant());
     if workflows.iter().map(|w| w.versions.len()).sum::<usize>() != 3 * sizes.components {

@@ -53,7 +53,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("steadfast-data"),
             max_payload_bytes: api.max_payload_bytes,
             max_component_bytes: api.max_component_bytes,
-            max_resident: 10_000,
+            max_resident: crate::engine::DEFAULT_MAX_RESIDENT,
         }
     }
 }
