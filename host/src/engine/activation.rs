@@ -844,10 +844,20 @@ async fn run_generation(
     let mut store = Store::new(shared.sandbox.engine(), state);
     // Failing to instantiate is the host's problem (out of memory, say), not the
     // workflow's: the instance stays RUNNING and resumes on the next activation.
-    let instance = pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| format!("cannot instantiate the workflow: {e:#}"))?;
+    let mut attempt = 0;
+    let instance = loop {
+        match pre.instantiate_async(&mut store).await {
+            Ok(instance) => break instance,
+            // The instance pool can be full for a moment during a burst of activations;
+            // idle instances leave as soon as they block, so wait briefly and try again.
+            Err(e) if attempt < 100 => {
+                attempt += 1;
+                tracing::debug!(instance = %id, error = %e, "instantiation failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(format!("cannot instantiate the workflow: {e:#}")),
+        }
+    };
     let result = instance
         .steadfast_workflow_workflows()
         .call_run(&mut store, &record.workflow, &record.input)

@@ -275,7 +275,13 @@ impl Engine {
             )))
         })?;
         let journal = Journal::open(&config.data_dir.join("steadfast.db"))?;
-        let sandbox = Sandbox::new(Some(&config.data_dir.join("compiled")))?;
+        // Resident instances, running activities, deploy-time inspections and compatibility
+        // checks, and room for bursts of activations before idle ones leave.
+        let capacity = config.max_resident + config.max_concurrent_activities + 1024;
+        let sandbox = Sandbox::new(
+            Some(&config.data_dir.join("compiled")),
+            u32::try_from(capacity).unwrap_or(u32::MAX),
+        )?;
         let mut linker = Linker::new(sandbox.engine());
         Orchestrator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;

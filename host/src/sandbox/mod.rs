@@ -27,6 +27,9 @@ pub enum SandboxError {
     Engine(String),
 }
 
+/// Largest linear memory a guest may grow to.
+pub const MAX_MEMORY_BYTES: usize = 64 << 20;
+
 /// The wasmtime engine plus the compiled-code cache.
 pub struct Sandbox {
     engine: Engine,
@@ -35,16 +38,27 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// An engine configured for Steadfast guests; compiled code is cached in `cache_dir`.
-    pub fn new(cache_dir: Option<&Path>) -> Result<Sandbox, SandboxError> {
+    /// `capacity` is how many component instances may be alive at once (resident
+    /// instances, running activities and headroom): the pooling allocator reserves slots
+    /// for them up front, so instantiating costs no `mmap` and dropping no `munmap`.
+    pub fn new(cache_dir: Option<&Path>, capacity: u32) -> Result<Sandbox, SandboxError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.cranelift_nan_canonicalization(true);
         config.relaxed_simd_deterministic(true);
         // Threads stay off: the `threads` cargo feature of wasmtime is not enabled.
         // A small address-space reservation per linear memory (instead of the default
-        // 4 GiB) so tens of thousands of instances fit; memories that outgrow it move.
-        config.memory_reservation(16 << 20);
+        // 4 GiB) so thousands of pool slots fit in the address space.
+        config.memory_reservation(MAX_MEMORY_BYTES as u64);
         config.memory_guard_size(64 << 10);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(capacity)
+            .total_core_instances(capacity.saturating_mul(4))
+            .total_memories(capacity.saturating_mul(2))
+            .total_tables(capacity.saturating_mul(4))
+            .total_stacks(capacity)
+            .max_memory_size(MAX_MEMORY_BYTES);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
