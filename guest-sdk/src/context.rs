@@ -203,6 +203,23 @@ impl Context {
         Err(Error::new(CONTINUED_AS_NEW, "continued as new"))
     }
 
+    /// True once this generation's journal is near the host's limit: time to
+    /// [`Context::continue_as_new`] before the instance fails for a too-long history.
+    ///
+    /// ```no_run
+    /// # fn f(ctx: &steadfast_sdk::Context, n: u64) -> Result<(), steadfast_sdk::Error> {
+    /// loop {
+    ///     ctx.call_activity("poll", &n).wait()?;
+    ///     if ctx.should_continue_as_new() {
+    ///         return ctx.continue_as_new(&n);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn should_continue_as_new(&self) -> bool {
+        host::should_continue_as_new()
+    }
+
     /// The workflow's current time in milliseconds since the Unix epoch (journaled).
     ///
     /// ```no_run

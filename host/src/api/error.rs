@@ -73,6 +73,12 @@ impl From<EngineError> for ApiError {
             EngineError::Component(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_component"),
             EngineError::NotOurWorld(_) => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_world"),
             EngineError::Inspect(..) => (StatusCode::UNPROCESSABLE_ENTITY, "component_failed"),
+            EngineError::ForbiddenImports(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "forbidden_imports")
+            }
+            EngineError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
             EngineError::UnknownTenant(_) => (StatusCode::NOT_FOUND, "unknown_tenant"),
             EngineError::NoVirtualClock | EngineError::Journal(_) => {
                 tracing::error!(error = %message, "request failed inside the engine");

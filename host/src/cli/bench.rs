@@ -84,6 +84,13 @@ impl Figures {
 }
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
     let sizes = if args.smoke { SMOKE } else { FULL };
     let base = match &args.dir {
         Some(dir) => dir.clone(),

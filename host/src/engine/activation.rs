@@ -28,6 +28,7 @@ use wasmtime::Store;
 use wasmtime::component::{Resource, ResourceTable};
 
 use super::bindings::orchestrator::steadfast::workflow::{context, types};
+use super::limits::{LimitExceeded, check_payload};
 use super::work::WorkGuard;
 use super::{Shared, random::SplitMix64};
 use crate::journal::{Finish, QueuedActivity, StepWrite, StoredEvent};
@@ -117,6 +118,21 @@ pub(crate) struct HostState {
     pub(crate) dry_run: bool,
     /// Count of completions received but not yet journaled.
     provisional: u64,
+    limits: super::Limits,
+    store_limits: wasmtime::StoreLimits,
+    /// When the workflow last resumed (for the per-step wall-clock limit).
+    step_started: std::time::Instant,
+    timers_created: usize,
+}
+
+impl super::limits::Metered for HostState {
+    fn step_started(&self) -> std::time::Instant {
+        self.step_started
+    }
+
+    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits {
+        &mut self.store_limits
+    }
 }
 
 /// Positions for completions not yet journaled: after every real position.
@@ -145,6 +161,8 @@ impl HostState {
         work: Option<WorkGuard>,
     ) -> HostState {
         let rng = SplitMix64::for_instance(id.as_str(), generation);
+        let limits = shared.limits(id.tenant()).clone();
+        let store_limits = super::limits::store_limits(&limits);
         HostState {
             table: ResourceTable::new(),
             shared,
@@ -166,6 +184,10 @@ impl HostState {
             evicted_by: None,
             dry_run: false,
             provisional: 0,
+            limits,
+            store_limits,
+            step_started: std::time::Instant::now(),
+            timers_created: 0,
         }
     }
 
@@ -189,12 +211,15 @@ impl HostState {
 
     fn apply(&mut self, pos: u64, event: Event) {
         match event {
+            // The first word on a task stands (a repeated delivery changes nothing).
             Event::ActivityCompleted { seq, result, .. }
             | Event::ChildCompleted { seq, result } => {
-                self.results.insert(seq, (pos, result));
+                self.results.entry(seq).or_insert((pos, result));
             }
             Event::TimerFired { seq } => {
-                self.results.insert(seq, (pos, Ok("null".to_owned())));
+                self.results
+                    .entry(seq)
+                    .or_insert((pos, Ok("null".to_owned())));
             }
             Event::EventRaised { name, payload } => {
                 self.inbox
@@ -233,6 +258,11 @@ impl HostState {
         }
         if self.dry_run {
             return Err(wasmtime::Error::new(Interrupt::Frontier));
+        }
+        if self.recorded.len() >= self.limits.max_history_per_generation {
+            return Err(wasmtime::Error::new(LimitExceeded::History(
+                self.recorded.len(),
+            )));
         }
         self.recorded.push(asked.clone());
         self.pending.events.push(asked.clone());
@@ -387,7 +417,7 @@ impl HostState {
                         self.provisional += 1;
                         self.apply(PROVISIONAL_POS + self.provisional, event.clone());
                         self.pending.events.push(event);
-                    } else if pos > self.loaded_upto {
+                    } else if self.is_new(pos, &event) {
                         self.apply(pos, event);
                     }
                 }
@@ -405,7 +435,24 @@ impl HostState {
             self.evicted_by = ack;
             return Err(wasmtime::Error::new(Interrupt::Evicted));
         }
+        self.step_started = std::time::Instant::now();
         Ok(())
+    }
+
+    /// Whether a delivered, journaled event is news to this activation. Completions are
+    /// keyed by their task and applying one twice changes nothing; a raised event is a
+    /// duplicate if the loaded journal already held its position.
+    fn is_new(&self, pos: u64, event: &Event) -> bool {
+        match event {
+            Event::EventRaised { name, .. } => {
+                pos > self.loaded_upto
+                    && !self
+                        .inbox
+                        .get(name)
+                        .is_some_and(|q| q.iter().any(|(p, _)| *p == pos))
+            }
+            _ => true,
+        }
     }
 
     /// The positions of raised events nobody consumed (carried over by continue-as-new).
@@ -463,6 +510,7 @@ impl context::Host for HostState {
         input: String,
         options: types::ActivityOptions,
     ) -> wasmtime::Result<Resource<TaskRep>> {
+        check_payload("the activity input", &input, &self.limits)?;
         let seq = self.next_seq;
         let retry = options.retry.map(|p| RetryPolicy {
             first_retry_interval_ms: p.first_retry_interval_ms,
@@ -487,6 +535,7 @@ impl context::Host for HostState {
         input: String,
         instance_id: Option<String>,
     ) -> wasmtime::Result<Resource<TaskRep>> {
+        check_payload("the child workflow input", &input, &self.limits)?;
         let seq = self.next_seq;
         let tenant = self.tenant();
         let local =
@@ -528,6 +577,12 @@ impl context::Host for HostState {
         &mut self,
         spec: types::TimerSpec,
     ) -> wasmtime::Result<Resource<TaskRep>> {
+        self.timers_created += 1;
+        if self.timers_created > self.limits.max_timers_per_generation {
+            return Err(wasmtime::Error::new(LimitExceeded::Timers(
+                self.limits.max_timers_per_generation,
+            )));
+        }
         let seq = self.next_seq;
         let asked = match spec {
             types::TimerSpec::AtMs(at) => Event::TimerCreated {
@@ -674,6 +729,7 @@ impl context::Host for HostState {
         input: String,
         keep_unprocessed_events: bool,
     ) -> wasmtime::Result<()> {
+        check_payload("the continue-as-new input", &input, &self.limits)?;
         self.continue_as_new = Some((input, keep_unprocessed_events));
         Ok(())
     }
@@ -720,7 +776,12 @@ impl context::Host for HostState {
         Ok(self.replaying())
     }
 
+    async fn should_continue_as_new(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.limits.should_continue_as_new(self.recorded.len()))
+    }
+
     async fn set_custom_status(&mut self, status: String) -> wasmtime::Result<()> {
+        check_payload("the custom status", &status, &self.limits)?;
         if self.custom_status.as_deref() != Some(status.as_str()) {
             self.custom_status = Some(status);
             self.custom_status_dirty = true;
@@ -841,7 +902,9 @@ async fn run_generation(
         return Ok(Next::Done(Some(mailbox)));
     };
 
+    let limits = state.limits.clone();
     let mut store = Store::new(shared.sandbox.engine(), state);
+    super::limits::meter(&mut store, limits.fuel_per_run, limits.step_wall_clock_ms);
     // Failing to instantiate is the host's problem (out of memory, say), not the
     // workflow's: the instance stays RUNNING and resumes on the next activation.
     let mut attempt = 0;
@@ -872,10 +935,11 @@ async fn run_generation(
             Some(divergence @ Interrupt::Nondeterminism { .. }) => {
                 Finish::Stalled(divergence.to_string())
             }
-            None => Finish::Failed(ErrorInfo::new(
-                "workflow_trapped",
-                format!("the workflow trapped: {error:#}"),
-            )),
+            None => {
+                let reason = super::limits::classify_trap(&error, &limits, "the workflow");
+                tracing::warn!(instance = %id, kind = %reason.kind, "workflow failed: {}", reason.message);
+                Finish::Failed(reason)
+            }
         },
         Ok(returned) => {
             if let Some((input, keep)) = state.continue_as_new.take() {
@@ -898,7 +962,12 @@ async fn run_generation(
                 )
             } else {
                 match returned {
-                    Ok(output) => Finish::Completed(output),
+                    Ok(output) => match check_payload("the workflow output", &output, &limits) {
+                        Ok(()) => Finish::Completed(output),
+                        Err(e) => {
+                            Finish::Failed(ErrorInfo::new("payload_too_large", e.to_string()))
+                        }
+                    },
                     Err(e) => Finish::Failed(ErrorInfo::new(e.kind, e.message)),
                 }
             }

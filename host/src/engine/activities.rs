@@ -98,11 +98,14 @@ impl Shared {
                         format!("activity component {} is not loaded", digest.short()),
                     ));
                 };
-                let state = ActivityState {
-                    activity: job.name.clone(),
-                    instance: job.instance.to_string(),
-                };
+                let limits = self.limits(job.instance.tenant()).clone();
+                let state = ActivityState::new(job.name.clone(), job.instance.to_string(), &limits);
                 let mut store = Store::new(self.sandbox.engine(), state);
+                super::limits::meter(
+                    &mut store,
+                    limits.fuel_per_activity,
+                    limits.step_wall_clock_ms,
+                );
                 let run = async {
                     let worker = pre.instantiate_async(&mut store).await?;
                     worker
@@ -113,10 +116,12 @@ impl Shared {
                 match run.await {
                     Ok(Ok(output)) => Ok(output),
                     Ok(Err(e)) => Err(ErrorInfo::new(e.kind, e.message)),
-                    Err(trap) => Err(ErrorInfo::new(
-                        "activity_trapped",
-                        format!("activity '{}' trapped: {trap:#}", job.name),
-                    )),
+                    Err(trap) => {
+                        let mut limits = limits;
+                        limits.fuel_per_run = limits.fuel_per_activity;
+                        let who = format!("activity '{}'", job.name);
+                        Err(super::limits::classify_trap(&trap, &limits, &who))
+                    }
                 }
             }
         }
@@ -128,7 +133,16 @@ async fn run_activity(shared: Arc<Shared>, job: QueuedActivity, work: WorkGuard)
         // Bounded: a burst of scheduled activities queues here instead of instantiating
         // thousands of components at once.
         let _slot = shared.activity_slots.acquire().await;
-        shared.execute_activity(&job).await
+        let result = shared.execute_activity(&job).await;
+        let limits = shared.limits(job.instance.tenant());
+        match result {
+            Ok(output) => super::limits::check_payload("the activity result", &output, limits)
+                .map(|()| output)
+                .map_err(|e| {
+                    ErrorInfo::new("payload_too_large", format!("activity '{}': {e}", job.name))
+                }),
+            Err(e) => Err(e),
+        }
     };
     let now = shared.clock.now();
     let retry_delay = match (&result, &job.retry) {

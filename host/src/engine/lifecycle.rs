@@ -222,6 +222,7 @@ impl Engine {
             });
         };
         check_json("the workflow input", input)?;
+        self.check_payload(tenant.as_str(), "the workflow input", input)?;
         let id = match &options.instance_id {
             Some(local) => {
                 InstanceId::scoped(&tenant, local).map_err(EngineError::InvalidInstanceId)?

@@ -19,6 +19,7 @@ mod activity_host;
 mod bindings;
 mod compat;
 mod lifecycle;
+mod limits;
 mod random;
 mod registry;
 mod resident;
@@ -43,6 +44,7 @@ use bindings::activity::{ActivityWorker, ActivityWorkerPre};
 use bindings::orchestrator::{Orchestrator, OrchestratorPre};
 pub use compat::Compatibility;
 pub use lifecycle::{InstanceCheck, Scope, WorkflowInfo, WorkflowVersion};
+pub use limits::Limits;
 use registry::{Loaded, Registry};
 use timers::{TimerJob, Timers};
 use work::Work;
@@ -71,6 +73,10 @@ pub struct EngineConfig {
     pub max_resident: usize,
     /// Most activities executing at once; the rest wait their turn.
     pub max_concurrent_activities: usize,
+    /// Limits for every tenant without its own.
+    pub limits: Limits,
+    /// Per-tenant limits, by tenant name.
+    pub tenant_limits: HashMap<String, Limits>,
     /// Native activities, registered before recovery dispatches queued activities.
     natives: Vec<(String, activities::NativeActivity)>,
 }
@@ -83,6 +89,8 @@ impl EngineConfig {
             clock: Arc::new(SystemClock),
             max_resident: DEFAULT_MAX_RESIDENT,
             max_concurrent_activities: 256,
+            limits: Limits::default(),
+            tenant_limits: HashMap::new(),
             natives: Vec::new(),
         }
     }
@@ -148,6 +156,19 @@ pub enum EngineError {
     StillRunning {
         id: InstanceId,
         status: RuntimeStatus,
+    },
+    #[error(
+        "the component imports {}, which Steadfast guests may not use: orchestrators and \
+         activities import only the steadfast:workflow interfaces (no files, sockets, clocks or \
+         environment); build for wasm32-unknown-unknown or remove the dependency that pulls them in",
+        .0.join(", ")
+    )]
+    ForbiddenImports(Vec<String>),
+    #[error("{what} is {size} bytes; the limit is {limit} bytes")]
+    PayloadTooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
     },
     #[error("this engine runs on the system clock; only a virtual clock can be advanced")]
     NoVirtualClock,
@@ -257,6 +278,8 @@ pub(crate) struct Shared {
     ids: Mutex<random::SplitMix64>,
     /// Activities executing at once.
     activity_slots: tokio::sync::Semaphore,
+    limits: Limits,
+    tenant_limits: HashMap<String, Limits>,
 }
 
 struct Resident {
@@ -310,6 +333,8 @@ impl Engine {
             work: Arc::new(Work::default()),
             waiters: Mutex::new(HashMap::new()),
             activity_slots: tokio::sync::Semaphore::new(config.max_concurrent_activities.max(1)),
+            limits: config.limits.clone(),
+            tenant_limits: config.tenant_limits.clone(),
             ids: Mutex::new(random::SplitMix64::for_instance(
                 "steadfast-ids",
                 (seed as u32) ^ (seed >> 32) as u32,
@@ -405,6 +430,7 @@ impl Engine {
         payload: &str,
     ) -> Result<(), EngineError> {
         check_json("the event payload", payload)?;
+        self.check_payload(id.tenant(), "the event payload", payload)?;
         let now = self.shared.clock.now();
         let (generation, pos, event) = self
             .shared
@@ -580,6 +606,30 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The limits that apply to `tenant`.
+    pub fn limits(&self, tenant: &str) -> Limits {
+        self.shared.limits(tenant).clone()
+    }
+
+    fn check_payload(
+        &self,
+        tenant: &str,
+        what: &'static str,
+        text: &str,
+    ) -> Result<(), EngineError> {
+        let limit = self.shared.limits(tenant).max_payload_bytes;
+        if text.len() > limit {
+            return Err(EngineError::PayloadTooLarge {
+                what,
+                size: text.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+}
+
 fn native<F, Fut>(activity: F) -> activities::NativeActivity
 where
     F: Fn(ActivityContext, serde_json::Value) -> Fut + Send + Sync + 'static,
@@ -606,7 +656,15 @@ impl Shared {
         bytes: &[u8],
     ) -> Result<(ComponentKind, Vec<String>), EngineError> {
         let component = self.sandbox.compile(digest, bytes)?;
+        // Guests get no ambient authority: nothing but the Steadfast contract to import.
+        let foreign = self
+            .sandbox
+            .foreign_imports(&component, &["steadfast:workflow/"]);
+        if !foreign.is_empty() {
+            return Err(EngineError::ForbiddenImports(foreign));
+        }
         let inspect = |e: wasmtime::Error| EngineError::Inspect("names", format!("{e:#}"));
+        let limits = self.limits.clone();
         let orchestrator_error = match self
             .linker
             .instantiate_pre(&component)
@@ -615,6 +673,7 @@ impl Shared {
             Ok(pre) => {
                 let mut store =
                     Store::new(self.sandbox.engine(), HostState::inert(Arc::clone(self)));
+                limits::meter(&mut store, limits.fuel_per_run, limits.step_wall_clock_ms);
                 let instance = pre.instantiate_async(&mut store).await.map_err(inspect)?;
                 let names = instance
                     .steadfast_workflow_workflows()
@@ -636,11 +695,13 @@ impl Shared {
             .and_then(ActivityWorkerPre::new)
         {
             Ok(pre) => {
-                let state = ActivityState {
-                    activity: "names".into(),
-                    instance: String::new(),
-                };
+                let state = ActivityState::new("names".into(), String::new(), &limits);
                 let mut store = Store::new(self.sandbox.engine(), state);
+                limits::meter(
+                    &mut store,
+                    limits.fuel_per_activity,
+                    limits.step_wall_clock_ms,
+                );
                 let worker = pre.instantiate_async(&mut store).await.map_err(inspect)?;
                 let names = worker
                     .steadfast_workflow_activities()
@@ -658,6 +719,10 @@ impl Shared {
                 "as an orchestrator: {orchestrator_error}; as an activity worker: {activity_error}"
             ))),
         }
+    }
+
+    pub(crate) fn limits(&self, tenant: &str) -> &Limits {
+        self.tenant_limits.get(tenant).unwrap_or(&self.limits)
     }
 
     pub(crate) fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {

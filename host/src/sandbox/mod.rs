@@ -59,7 +59,11 @@ impl Sandbox {
             .total_stacks(capacity)
             .max_memory_size(MAX_MEMORY_BYTES);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        // Deterministic CPU limits (fuel) and a wall-clock backstop (epochs).
+        config.consume_fuel(true);
+        config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        spawn_epoch_ticker(&engine);
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 SandboxError::Engine(format!("cannot create {}: {e}", dir.display()))
@@ -120,6 +124,17 @@ impl Sandbox {
         Ok(component)
     }
 
+    /// The names a component imports that are not in `allowed` (by prefix), e.g.
+    /// `wasi:filesystem/types@0.2.0`.
+    pub fn foreign_imports(&self, component: &Component, allowed: &[&str]) -> Vec<String> {
+        component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .filter(|name| !allowed.iter().any(|prefix| name.starts_with(prefix)))
+            .collect()
+    }
+
     fn cache_path(&self, digest: &Digest) -> Option<PathBuf> {
         use std::hash::{Hash, Hasher};
         let dir = self.cache_dir.as_ref()?;
@@ -133,4 +148,23 @@ impl Sandbox {
             hasher.finish()
         )))
     }
+}
+
+/// How often the epoch advances: the granularity of the wall-clock limit and of yielding.
+pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let _ = std::thread::Builder::new()
+        .name("steadfast-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        });
 }

@@ -1,0 +1,181 @@
+//! What a guest may use, per tenant, and how a guest that goes over is stopped.
+//!
+//! - **CPU:** fuel per workflow run (deterministic: a replay burns the same fuel) and per
+//!   activity call; a wall-clock limit per step (from the workflow resuming until it next
+//!   blocks) as the backstop, checked on epoch ticks, which also yield to the runtime so a
+//!   busy guest cannot starve others.
+//! - **Memory:** linear memory growth beyond the limit traps with a clear reason.
+//! - **Size:** payloads (inputs, outputs, event data, activity results, custom status),
+//!   journal entries per generation (with a "continue as new" hint at 80 %), timers per
+//!   generation.
+//!
+//! A guest over a limit ends **its own** instance as `FAILED` with the reason; the host and
+//! every other instance carry on.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ErrorInfo;
+
+/// Limits applied to one tenant's guests. Every field has a safe default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Fuel (roughly, wasm instructions) for one run of a workflow: from activation until
+    /// it returns, continues as new, or leaves memory.
+    pub fuel_per_run: u64,
+    /// Fuel for one activity call.
+    pub fuel_per_activity: u64,
+    /// Wall-clock limit for one step of a workflow (or one activity call), in ms.
+    pub step_wall_clock_ms: u64,
+    /// Largest linear memory of a guest, in bytes (at most 64 MiB).
+    pub max_memory_bytes: usize,
+    /// Largest payload: input, output, event data, activity result, custom status.
+    pub max_payload_bytes: usize,
+    /// Journal entries one generation may hold before it must continue as new.
+    pub max_history_per_generation: usize,
+    /// Timers one generation may create.
+    pub max_timers_per_generation: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel_per_run: 5_000_000_000,
+            fuel_per_activity: 5_000_000_000,
+            step_wall_clock_ms: 10_000,
+            max_memory_bytes: crate::sandbox::MAX_MEMORY_BYTES,
+            max_payload_bytes: 1024 * 1024,
+            max_history_per_generation: 50_000,
+            max_timers_per_generation: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// At 80 % of the history limit the workflow is told to continue as new.
+    pub fn should_continue_as_new(&self, entries: usize) -> bool {
+        entries.saturating_mul(5) >= self.max_history_per_generation.saturating_mul(4)
+    }
+}
+
+/// A guest went over a limit (a trap raised by the host).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LimitExceeded {
+    #[error("{what} is {size} bytes; the limit is {limit} bytes")]
+    Payload {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error(
+        "the generation's journal reached {0} entries; continue as new before that \
+         (ctx.should_continue_as_new() turns true at 80 %)"
+    )]
+    History(usize),
+    #[error("the generation created {0} timers, the limit")]
+    Timers(usize),
+    #[error("one step ran longer than {0} ms of wall-clock time")]
+    StepTime(u64),
+}
+
+impl LimitExceeded {
+    fn kind(&self) -> &'static str {
+        match self {
+            LimitExceeded::Payload { .. } => "payload_too_large",
+            LimitExceeded::History(_) => "history_limit",
+            LimitExceeded::Timers(_) => "timer_limit",
+            LimitExceeded::StepTime(_) => "time_limit",
+        }
+    }
+}
+
+/// Checks a payload's size.
+pub(crate) fn check_payload(
+    what: &'static str,
+    text: &str,
+    limits: &Limits,
+) -> Result<(), LimitExceeded> {
+    if text.len() > limits.max_payload_bytes {
+        Err(LimitExceeded::Payload {
+            what,
+            size: text.len(),
+            limit: limits.max_payload_bytes,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Names the reason a guest trapped, for the instance's status: which limit it hit, or
+/// what the trap was.
+pub(crate) fn classify_trap(error: &wasmtime::Error, limits: &Limits, who: &str) -> ErrorInfo {
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return ErrorInfo::new(limit.kind(), format!("{who} {limit}"));
+    }
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::OutOfFuel) => ErrorInfo::new(
+            "fuel_exhausted",
+            format!(
+                "{who} used up its fuel ({} units): it may loop forever",
+                limits.fuel_per_run
+            ),
+        ),
+        Some(wasmtime::Trap::StackOverflow) => ErrorInfo::new(
+            "stack_overflow",
+            format!("{who} overflowed its stack (unbounded recursion?)"),
+        ),
+        Some(wasmtime::Trap::Interrupt) => ErrorInfo::new(
+            "time_limit",
+            format!(
+                "{who} ran longer than {} ms in one step",
+                limits.step_wall_clock_ms
+            ),
+        ),
+        _ => {
+            let text = format!("{error:#}");
+            if text.contains("growing memory") || text.contains("memory minimum size") {
+                ErrorInfo::new(
+                    "memory_limit",
+                    format!(
+                        "{who} tried to grow its memory past {} bytes",
+                        limits.max_memory_bytes
+                    ),
+                )
+            } else {
+                ErrorInfo::new("workflow_trapped", format!("{who} trapped: {text}"))
+            }
+        }
+    }
+}
+
+/// Store data that the limits apply to.
+pub(crate) trait Metered: Send + 'static {
+    /// When the current step (or activity call) started.
+    fn step_started(&self) -> std::time::Instant;
+    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits;
+}
+
+/// The memory limiter for a guest's store.
+pub(crate) fn store_limits(limits: &Limits) -> wasmtime::StoreLimits {
+    wasmtime::StoreLimitsBuilder::new()
+        .memory_size(limits.max_memory_bytes)
+        .table_elements(100_000)
+        .trap_on_grow_failure(true)
+        .build()
+}
+
+/// Puts a store under `fuel` and the per-step wall-clock limit.
+pub(crate) fn meter<T: Metered>(store: &mut wasmtime::Store<T>, fuel: u64, step_ms: u64) {
+    store.limiter(|data| data.store_limits());
+    // Fuel is on for every store of the engine; this cannot fail.
+    let _ = store.set_fuel(fuel);
+    store.epoch_deadline_callback(move |ctx| {
+        if ctx.data().step_started().elapsed().as_millis() as u64 > step_ms {
+            Err(wasmtime::Error::new(LimitExceeded::StepTime(step_ms)))
+        } else {
+            // Let other instances run: a busy guest yields at every tick.
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
+    store.set_epoch_deadline(1);
+}
