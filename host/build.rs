@@ -8,16 +8,19 @@ fn main() {
         package: "steadfast-examples",
         features: &[],
         output: "examples.wasm",
+        target: steadfast_guest_build::PURE,
     });
     let activities = build(&Guest {
         package: "steadfast-example-activities",
         features: &[],
         output: "example_activities.wasm",
+        target: steadfast_guest_build::PURE,
     });
     let bench = build(&Guest {
         package: "steadfast-bench",
         features: &[],
         output: "bench.wasm",
+        target: steadfast_guest_build::PURE,
     });
     println!("cargo:rustc-env=STEADFAST_BENCH_WASM={}", bench.display());
     println!(

@@ -8,12 +8,34 @@ fn main() {
         package: "steadfast-testing",
         features: &[],
         output: "testing_v1.wasm",
+        target: steadfast_guest_build::PURE,
     });
     let v2 = build(&Guest {
         package: "steadfast-testing",
         features: &["v2"],
         output: "testing_v2.wasm",
+        target: steadfast_guest_build::PURE,
     });
+    let hostile = build(&Guest {
+        package: "steadfast-hostile",
+        features: &[],
+        output: "hostile.wasm",
+        target: steadfast_guest_build::PURE,
+    });
+    let wasi = build(&Guest {
+        package: "steadfast-hostile-wasi",
+        features: &[],
+        output: "hostile_wasi.wasm",
+        target: steadfast_guest_build::WASIP2,
+    });
+    println!(
+        "cargo:rustc-env=STEADFAST_HOSTILE_WASM={}",
+        hostile.display()
+    );
+    println!(
+        "cargo:rustc-env=STEADFAST_HOSTILE_WASI_WASM={}",
+        wasi.display()
+    );
     println!("cargo:rustc-env=STEADFAST_TESTING_V1_WASM={}", v1.display());
     println!("cargo:rustc-env=STEADFAST_TESTING_V2_WASM={}", v2.display());
 }

@@ -12,6 +12,11 @@ pub const TESTING_V1_WASM: &[u8] = include_bytes!(env!("STEADFAST_TESTING_V1_WAS
 /// The same crate built with `--features v2`: `changing` makes an extra call.
 pub const TESTING_V2_WASM: &[u8] = include_bytes!(env!("STEADFAST_TESTING_V2_WASM"));
 
+/// Workflows that attack the host, one way each (`workflows/hostile`).
+pub const HOSTILE_WASM: &[u8] = include_bytes!(env!("STEADFAST_HOSTILE_WASM"));
+/// An orchestrator built for wasm32-wasip2 that imports `wasi:filesystem`.
+pub const HOSTILE_WASI_WASM: &[u8] = include_bytes!(env!("STEADFAST_HOSTILE_WASI_WASM"));
+
 /// 2026-11-25 09:00:00 UTC, where every test's virtual clock starts.
 pub const START: Timestamp = Timestamp(1_795_597_200_000);
 

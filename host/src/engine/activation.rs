@@ -935,6 +935,15 @@ async fn run_generation(
             Some(divergence @ Interrupt::Nondeterminism { .. }) => {
                 Finish::Stalled(divergence.to_string())
             }
+            None if state.replaying() => {
+                // It ran fine live but fails on its own journal: nondeterministic code.
+                let reason = super::limits::classify_trap(&error, &limits, "the workflow");
+                Finish::Stalled(format!(
+                    "the workflow trapped while replaying journal position {}: {}",
+                    state.next_seq.saturating_sub(1),
+                    reason.message
+                ))
+            }
             None => {
                 let reason = super::limits::classify_trap(&error, &limits, "the workflow");
                 tracing::warn!(instance = %id, kind = %reason.kind, "workflow failed: {}", reason.message);

@@ -11,8 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TARGET: &str = "wasm32-unknown-unknown";
-
 /// One guest crate to build.
 #[derive(Debug, Clone)]
 pub struct Guest<'a> {
@@ -22,7 +20,15 @@ pub struct Guest<'a> {
     pub features: &'a [&'a str],
     /// File name of the component written to `OUT_DIR`.
     pub output: &'a str,
+    /// The target: `wasm32-unknown-unknown` (imports only our WIT; wrapped here) or
+    /// `wasm32-wasip2` (a component straight from the linker, importing WASI).
+    pub target: &'a str,
 }
+
+/// The target for orchestrators and activities.
+pub const PURE: &str = "wasm32-unknown-unknown";
+/// WASI preview 2: used only to build components that must be refused.
+pub const WASIP2: &str = "wasm32-wasip2";
 
 /// Builds `guest` as a component into `OUT_DIR` and returns the path of the `.wasm` file.
 ///
@@ -37,7 +43,7 @@ pub fn build(guest: &Guest<'_>) -> PathBuf {
         "cargo:rerun-if-changed={}",
         root.join("Cargo.lock").display()
     );
-    ensure_target_installed();
+    ensure_target_installed(guest.target);
 
     let target_dir = root.join("target").join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -47,7 +53,7 @@ pub fn build(guest: &Guest<'_>) -> PathBuf {
             "build",
             "--release",
             "--target",
-            TARGET,
+            guest.target,
             "-p",
             guest.package,
         ])
@@ -77,20 +83,26 @@ pub fn build(guest: &Guest<'_>) -> PathBuf {
         .unwrap_or_else(|e| panic!("could not run cargo to build guest {}: {e}", guest.package));
     assert!(
         status.success(),
-        "building guest {} for {TARGET} failed ({status}); see the cargo output above",
-        guest.package
+        "building guest {} for {} failed ({status}); see the cargo output above",
+        guest.package,
+        guest.target
     );
 
     let core = target_dir
-        .join(TARGET)
+        .join(guest.target)
         .join("release")
         .join(format!("{}.wasm", guest.package.replace('-', "_")));
     let module = std::fs::read(&core)
         .unwrap_or_else(|e| panic!("guest module {} is missing: {e}", core.display()));
-    let component = wit_component::ComponentEncoder::default()
-        .module(&module)
-        .and_then(|encoder| encoder.validate(true).encode())
-        .unwrap_or_else(|e| panic!("wrapping {} as a component failed: {e:#}", core.display()));
+    let component = if guest.target == WASIP2 {
+        // wasm-component-ld already made a component.
+        Ok(module)
+    } else {
+        wit_component::ComponentEncoder::default()
+            .module(&module)
+            .and_then(|encoder| encoder.validate(true).encode())
+    }
+    .unwrap_or_else(|e| panic!("wrapping {} as a component failed: {e:#}", core.display()));
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
     let out = out_dir.join(guest.output);
@@ -113,7 +125,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Adds the wasm target with rustup when the toolchain lacks it.
-fn ensure_target_installed() {
+fn ensure_target_installed(target: &str) {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let sysroot = Command::new(&rustc)
         .args(["--print", "sysroot"])
@@ -122,18 +134,18 @@ fn ensure_target_installed() {
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
     if let Some(sysroot) = &sysroot
-        && sysroot.join("lib/rustlib").join(TARGET).is_dir()
+        && sysroot.join("lib/rustlib").join(target).is_dir()
     {
         return;
     }
     let status = Command::new("rustup")
-        .args(["target", "add", TARGET])
+        .args(["target", "add", target])
         .status()
         .unwrap_or_else(|e| {
-            panic!("the {TARGET} target is missing and rustup could not be run to add it: {e}")
+            panic!("the {target} target is missing and rustup could not be run to add it: {e}")
         });
     assert!(
         status.success(),
-        "`rustup target add {TARGET}` failed ({status}); install the target and build again"
+        "`rustup target add {target}` failed ({status}); install the target and build again"
     );
 }

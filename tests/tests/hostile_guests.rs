@@ -1,0 +1,221 @@
+//! Hostile guests: each attack ends only its own instance, with its reason named, while a
+//! well-behaved workflow on the same host completes and the host stays up.
+
+use serde_json::json;
+use steadfast::engine::Limits;
+use steadfast::{Engine, RuntimeStatus, StartOptions, examples};
+use steadfast_tests::{HOSTILE_WASI_WASM, HOSTILE_WASM, clock, config};
+
+fn limits() -> Limits {
+    Limits {
+        fuel_per_run: 200_000_000,
+        max_memory_bytes: 48 << 20,
+        max_payload_bytes: 64 * 1024,
+        max_timers_per_generation: 100,
+        ..Limits::default()
+    }
+}
+
+async fn engine(dir: &std::path::Path) -> Engine {
+    let mut config = config(dir, &clock());
+    config.limits = limits();
+    let engine = Engine::open(config).await.unwrap();
+    examples::install(&engine).await.unwrap();
+    engine.deploy(HOSTILE_WASM.to_vec()).await.unwrap();
+    engine
+}
+
+fn named(id: &str) -> StartOptions {
+    StartOptions {
+        instance_id: Some(id.to_owned()),
+        ..StartOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_attack_fails_only_its_own_instance_with_a_named_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+
+    // A well-behaved approval waits while the attacks run.
+    let good_input =
+        json!({"request_id": "ok", "requester": "b", "amount": 5000, "description": "x"});
+    let good = engine
+        .start("approval_workflow", &good_input.to_string(), named("good"))
+        .await
+        .unwrap();
+
+    let cases = [
+        (
+            "spin",
+            "fuel_exhausted",
+            "used up its fuel (200000000 units)",
+        ),
+        (
+            "allocate_forever",
+            "memory_limit",
+            "tried to grow its memory past 50331648 bytes",
+        ),
+        ("recurse", "stack_overflow", "overflowed its stack"),
+        ("huge_output", "payload_too_large", "the workflow output is"),
+        ("panic", "workflow_trapped", "unreachable"),
+        (
+            "timer_storm",
+            "timer_limit",
+            "created 100 timers, the limit",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (workflow, _, _) in &cases {
+        ids.push(
+            engine
+                .start(workflow, "null", named(workflow))
+                .await
+                .unwrap(),
+        );
+    }
+    engine.settle().await;
+    for ((workflow, kind, fragment), id) in cases.iter().zip(&ids) {
+        let status = engine.status(id).unwrap();
+        assert_eq!(
+            status.status,
+            RuntimeStatus::Failed,
+            "{workflow}: {status:?}"
+        );
+        let error = status.error.unwrap();
+        assert_eq!(error.kind, *kind, "{workflow}: {}", error.message);
+        assert!(
+            error.message.contains(fragment),
+            "{workflow}: {}",
+            error.message
+        );
+    }
+
+    // The good instance is untouched and still completes.
+    assert_eq!(engine.status(&good).unwrap().status, RuntimeStatus::Running);
+    engine
+        .raise_event(
+            &good,
+            "approval_received",
+            r#"{"approved": true, "approver": "m"}"#,
+        )
+        .await
+        .unwrap();
+    engine.settle().await;
+    assert_eq!(
+        engine.status(&good).unwrap().status,
+        RuntimeStatus::Completed
+    );
+    assert_eq!(
+        engine.resident_count(),
+        0,
+        "every failed instance left memory"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_traps_only_on_replay_stalls_instead_of_looping() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let id = engine
+        .start("trap_on_replay", "null", named("fragile"))
+        .await
+        .unwrap();
+    engine.settle().await;
+    assert_eq!(engine.status(&id).unwrap().status, RuntimeStatus::Running);
+    assert!(engine.evict(&id).await);
+    engine.raise_event(&id, "go", "null").await.unwrap();
+    engine.settle().await;
+    let status = engine.status(&id).unwrap();
+    assert_eq!(status.status, RuntimeStatus::Stalled, "{status:?}");
+    let reason = status.error.unwrap().message;
+    assert!(
+        reason.starts_with("the workflow trapped while replaying journal position 0"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_with_ambient_authority_or_broken_bytes_are_refused_at_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+
+    let wasi = engine
+        .deploy(HOSTILE_WASI_WASM.to_vec())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(wasi.starts_with("the component imports "), "{wasi}");
+    assert!(wasi.contains("wasi:filesystem/"), "{wasi}");
+    assert!(
+        wasi.contains("which Steadfast guests may not use"),
+        "{wasi}"
+    );
+
+    let truncated = &HOSTILE_WASM[..HOSTILE_WASM.len() / 2];
+    let broken = engine
+        .deploy(truncated.to_vec())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        broken.starts_with("the component failed to compile"),
+        "{broken}"
+    );
+    let empty_component = engine
+        .deploy(b"\0asm\x0d\0\x01\0".to_vec())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        empty_component.contains("implements neither"),
+        "{empty_component}"
+    );
+
+    // Nothing half-deployed: the refused workflow names do not exist.
+    let unknown = engine
+        .start("read_secrets", "null", StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        unknown
+            .to_string()
+            .starts_with("no workflow named 'read_secrets'"),
+        "{unknown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_inputs_and_events_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let big = serde_json::to_string(&"x".repeat(100 * 1024)).unwrap();
+    let err = engine
+        .start("approval_workflow", &big, named("big"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the workflow input is 102402 bytes; the limit is 65536 bytes"
+    );
+    assert!(
+        engine.status(&steadfast_tests::id("big")).is_err(),
+        "nothing was written"
+    );
+
+    let input = json!({"request_id": "r", "requester": "b", "amount": 5000, "description": "x"});
+    let id = engine
+        .start("approval_workflow", &input.to_string(), named("r"))
+        .await
+        .unwrap();
+    engine.settle().await;
+    let err = engine
+        .raise_event(&id, "approval_received", &big)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the event payload is 102402 bytes; the limit is 65536 bytes"
+    );
+    assert_eq!(engine.limits("default"), limits());
+}
