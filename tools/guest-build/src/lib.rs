@@ -70,6 +70,10 @@ pub fn build(guest: &Guest<'_>) -> PathBuf {
         "CARGO_TARGET_DIR",
         "CARGO_MAKEFLAGS",
         "CARGO_PRIMARY_PACKAGE",
+        // `cargo clippy` on the host must not turn the guest build into a lint run.
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
+        "CLIPPY_CONF_DIR",
     ] {
         cmd.env_remove(var);
     }

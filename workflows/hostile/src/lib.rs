@@ -32,6 +32,7 @@ fn allocate_forever(_: &Context, _: Value) -> Result<Value, Error> {
 
 /// Unbounded recursion.
 fn recurse(_: &Context, _: Value) -> Result<Value, Error> {
+    #[allow(unconditional_recursion)] // the point of this workflow
     fn down(n: u64) -> u64 {
         std::hint::black_box(down(std::hint::black_box(n + 1)) + 1)
     }
