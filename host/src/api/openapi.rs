@@ -49,6 +49,7 @@ pub(crate) fn spec() -> Value {
                                "200": { "description": "check report: {deployment, instances: [{instance_id, compatible, divergence, migrated}]}" },
                                "400": { "description": "not a component" }, "413": { "description": "over the upload limit" },
                                "422": { "description": "a component that does not implement the steadfast worlds" } } } },
+            "/v1/limits": { "get": op("The limits that apply to the caller's tenant (fuel, wall clock, memory, payloads, history, timers)", "read", &with(&[("200", "{tenant, limits}")])) },
             "/v1/workflows": { "get": op("List workflows and their versions", "read", &with(&[("200", "{workflows: [{name, versions}]}")])) },
             "/v1/workflows/{name}/start": { "post": {
                 "summary": "Start an instance: {input, instance_id?, reuse?: error|ignore|terminate}",

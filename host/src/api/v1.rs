@@ -21,6 +21,7 @@ pub(super) fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/v1/tenants", post(create_tenant))
         .route("/v1/workflows", get(list_workflows))
+        .route("/v1/limits", get(limits))
         .route("/v1/workflows/{name}/start", post(start))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}", get(status).delete(purge))
@@ -122,6 +123,18 @@ fn deployment_json(d: &crate::engine::Deployment) -> Value {
         "names": d.names,
         "versions": d.versions.iter().map(|(w, v)| json!({"workflow": w, "version": v})).collect::<Vec<_>>(),
     })
+}
+
+/// The limits that apply to the caller's tenant.
+async fn limits(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let limits = state.engine.limits(principal.tenant.as_str());
+    Ok(Json(
+        json!({ "tenant": principal.tenant.as_str(), "limits": limits }),
+    ))
 }
 
 async fn list_workflows(

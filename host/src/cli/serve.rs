@@ -21,7 +21,7 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// A TOML file with any of: listen, data_dir, max_payload_bytes, max_component_bytes,
-    /// max_resident.
+    /// max_resident, [limits], [tenant_limits.NAME].
     #[arg(long)]
     config: Option<PathBuf>,
     /// Serve without authentication: only with `dev`, and only on a loopback address.
@@ -43,6 +43,10 @@ pub struct ServerConfig {
     pub max_component_bytes: usize,
     /// Most instances kept in memory.
     pub max_resident: usize,
+    /// Limits for every tenant's guests (`[limits]`).
+    pub limits: crate::engine::Limits,
+    /// Per-tenant limits (`[tenant_limits.acme]`), replacing `[limits]` for that tenant.
+    pub tenant_limits: std::collections::HashMap<String, crate::engine::Limits>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,8 @@ impl Default for ServerConfig {
             max_payload_bytes: api.max_payload_bytes,
             max_component_bytes: api.max_component_bytes,
             max_resident: crate::engine::DEFAULT_MAX_RESIDENT,
+            limits: crate::engine::Limits::default(),
+            tenant_limits: std::collections::HashMap::new(),
         }
     }
 }
@@ -86,7 +92,10 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         )
         .try_init();
 
-    let engine_config = EngineConfig::new(&config.data_dir).with_max_resident(config.max_resident);
+    let mut engine_config =
+        EngineConfig::new(&config.data_dir).with_max_resident(config.max_resident);
+    engine_config.limits = config.limits.clone();
+    engine_config.tenant_limits = config.tenant_limits.clone();
     let engine = Engine::open(engine_config)
         .await
         .context("opening the journal")?;
