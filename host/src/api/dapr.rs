@@ -142,12 +142,7 @@ async fn raise_event(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, DaprError> {
     principal.require(Scope::Signal)?;
-    let bytes = body(raw, state.config.max_payload_bytes)?;
-    let payload = if bytes.is_empty() {
-        "null".to_owned()
-    } else {
-        json::<Value>(&bytes, "the event payload")?.to_string()
-    };
+    let payload = super::event_payload(raw, state.config.max_payload_bytes)?;
     state
         .engine
         .raise_event(&principal.instance(&id)?, &event, &payload)

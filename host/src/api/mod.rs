@@ -108,6 +108,18 @@ pub(crate) fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<
     })
 }
 
+/// An event payload from a request body: JSON text (`null` for an empty body).
+pub(crate) fn event_payload(
+    raw: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<String, ApiError> {
+    let bytes = body(raw, limit)?;
+    if bytes.is_empty() {
+        return Ok("null".to_owned());
+    }
+    Ok(json::<serde_json::Value>(&bytes, "the event payload")?.to_string())
+}
+
 /// Parses a JSON body, naming what was wrong with it.
 pub(crate) fn json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {

@@ -229,20 +229,7 @@ async fn saga_throughput(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
     );
 
     // The same concurrent run, started and awaited through the HTTP API.
-    let token = engine
-        .issue_token(&Tenant::default_tenant(), &Scope::ALL, "bench")
-        .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(api::serve(
-        listener,
-        engine.clone(),
-        ApiConfig::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (url, token, stop) = serve_api(&engine).await?;
     let client = reqwest::Client::new();
     let start = Instant::now();
     run_concurrently(sizes.sagas, sizes.in_flight, |i| {
@@ -354,20 +341,7 @@ async fn event_latency(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyho
         "ms",
     );
 
-    let token = engine
-        .issue_token(&Tenant::default_tenant(), &Scope::ALL, "bench")
-        .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(api::serve(
-        listener,
-        engine.clone(),
-        ApiConfig::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (url, token, stop) = serve_api(&engine).await?;
     let client = reqwest::Client::new();
     let mut http_latencies = Vec::with_capacity(http_ids.len());
     for id in &http_ids {
@@ -565,6 +539,27 @@ async fn restart(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Res
     );
     engine.shutdown().await;
     Ok(())
+}
+
+/// Serves the API for `engine` on a loopback port: (base URL, admin token, stop switch).
+async fn serve_api(
+    engine: &Engine,
+) -> anyhow::Result<(String, String, tokio::sync::oneshot::Sender<()>)> {
+    let token = engine
+        .issue_token(&Tenant::default_tenant(), &Scope::ALL, "bench")
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(api::serve(
+        listener,
+        engine.clone(),
+        ApiConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Ok((url, token, stop))
 }
 
 /// The component with a custom section appended: the same code, another digest.

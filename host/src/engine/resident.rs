@@ -172,6 +172,9 @@ impl Shared {
 
     /// Fires every timer that is due.
     pub(crate) fn fire_due(self: &Arc<Self>) {
+        // Counted as work from before the jobs leave the queue until each has its own
+        // guard: otherwise `settle` could see no work and no timer in between.
+        let _batch = self.work.guard();
         let now = self.clock.now();
         for job in self.timers.take_due(now) {
             match job {
