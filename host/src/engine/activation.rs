@@ -392,11 +392,13 @@ impl HostState {
             return Err(wasmtime::Error::new(Interrupt::Frontier));
         }
         self.flush().await?;
-        self.work = None;
         if self.mailbox.is_empty() && self.shared.over_capacity() {
-            // Too many instances in memory: an idle one waits in the journal instead.
+            // Too many instances in memory: an idle one waits in the journal instead. It
+            // keeps its work guard until it has left, so `settle` sees the resident set
+            // already trimmed.
             return Err(wasmtime::Error::new(Interrupt::Evicted));
         }
+        self.work = None;
         let mut next = self.mailbox.recv().await;
         let (mut delivered, mut evict) = (false, None);
         loop {
@@ -831,12 +833,15 @@ pub(crate) async fn run(
                 mailbox = rx;
                 work = Some(guard);
             }
-            Ok(Next::Done(rx)) => {
+            Ok(Next::Done(rx, guard)) => {
+                // Leave before letting go of the work guard, so `settle` sees it gone.
                 shared.leave_resident(&id, activation, rx);
+                drop(guard);
                 return;
             }
-            Ok(Next::Evicted(rx, ack)) => {
+            Ok(Next::Evicted(rx, ack, guard)) => {
                 shared.leave_resident(&id, activation, Some(rx));
+                drop(guard);
                 if let Some(ack) = ack {
                     let _ = ack.send(());
                 }
@@ -856,8 +861,9 @@ enum Next {
     Evicted(
         mpsc::UnboundedReceiver<Msg>,
         Option<tokio::sync::oneshot::Sender<()>>,
+        Option<WorkGuard>,
     ),
-    Done(Option<mpsc::UnboundedReceiver<Msg>>),
+    Done(Option<mpsc::UnboundedReceiver<Msg>>, Option<WorkGuard>),
 }
 
 async fn run_generation(
@@ -868,7 +874,7 @@ async fn run_generation(
 ) -> Result<Next, String> {
     let record = match shared.journal.instance(id).map_err(|e| e.to_string())? {
         Some(record) if record.status == crate::model::RuntimeStatus::Running => record,
-        _ => return Ok(Next::Done(Some(mailbox))),
+        _ => return Ok(Next::Done(Some(mailbox), work)),
     };
     let history = shared
         .journal
@@ -891,7 +897,7 @@ async fn run_generation(
             "the component this instance runs on ({}) is not deployed; deploy it again to resume",
             record.component.short()
         );
-        let (mailbox, _) = finish(
+        let (mailbox, work) = finish(
             shared,
             id,
             record.generation,
@@ -899,7 +905,7 @@ async fn run_generation(
             Finish::Stalled(reason),
         )
         .await?;
-        return Ok(Next::Done(Some(mailbox)));
+        return Ok(Next::Done(Some(mailbox), work));
     };
 
     let limits = state.limits.clone();
@@ -929,7 +935,13 @@ async fn run_generation(
 
     let outcome = match result {
         Err(error) => match error.downcast_ref::<Interrupt>() {
-            Some(Interrupt::Evicted) => return Ok(Next::Evicted(state.mailbox, state.evicted_by)),
+            Some(Interrupt::Evicted) => {
+                return Ok(Next::Evicted(
+                    state.mailbox,
+                    state.evicted_by,
+                    state.work.take(),
+                ));
+            }
             Some(Interrupt::HostFault(message)) => return Err(message.clone()),
             Some(Interrupt::Frontier) => return Err("a live run reached a dry-run frontier".into()),
             Some(divergence @ Interrupt::Nondeterminism { .. }) => {
@@ -990,7 +1002,7 @@ async fn run_generation(
         let work = work.unwrap_or_else(|| shared.work.guard());
         return Ok(Next::Generation(mailbox, work));
     }
-    Ok(Next::Done(Some(mailbox)))
+    Ok(Next::Done(Some(mailbox), work))
 }
 
 /// Writes the end of a generation and tells whoever waits on it.
