@@ -23,6 +23,7 @@ mod limits;
 mod random;
 mod registry;
 mod resident;
+mod run;
 mod timers;
 mod work;
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
 
-use super::activation::{self, Msg};
+use super::activation::Msg;
 use super::timers::{TimerJob, Timers};
 use super::work::WorkGuard;
 use super::{Resident, Shared};
@@ -64,7 +64,7 @@ impl Shared {
         let (tx, rx) = mpsc::unbounded_channel();
         let activation = self.next_activation.fetch_add(1, Ordering::Relaxed);
         resident.insert(id.clone(), Resident { tx, activation });
-        tokio::spawn(activation::run(Arc::clone(self), id, activation, rx, work));
+        tokio::spawn(super::run::run(Arc::clone(self), id, activation, rx, work));
     }
 
     /// Called by an activation as it ends. Deliveries that raced with its end are not
