@@ -18,3 +18,9 @@ lint:
 # Format the code.
 fmt:
     cargo fmt --all
+
+# Fuzz what parses untrusted bytes for SECS seconds per target (needs `cargo install cargo-fuzz`).
+# Component uploads: `upload`; ids, JSON payloads and allow-list rules: `payloads`.
+fuzz SECS="60":
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run upload -s none -- -max_total_time={{SECS}} -rss_limit_mb=4096
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run payloads -s none -- -max_total_time={{SECS}}

@@ -16,6 +16,12 @@ fn main() {
         output: "example_activities.wasm",
         target: steadfast_guest_build::PURE,
     });
+    let http_activities = build(&Guest {
+        package: "steadfast-http-activities",
+        features: &[],
+        output: "http_activities.wasm",
+        target: steadfast_guest_build::WASIP2,
+    });
     let bench = build(&Guest {
         package: "steadfast-bench",
         features: &[],
@@ -23,6 +29,10 @@ fn main() {
         target: steadfast_guest_build::PURE,
     });
     println!("cargo:rustc-env=STEADFAST_BENCH_WASM={}", bench.display());
+    println!(
+        "cargo:rustc-env=STEADFAST_HTTP_ACTIVITIES_WASM={}",
+        http_activities.display()
+    );
     println!(
         "cargo:rustc-env=STEADFAST_EXAMPLES_WASM={}",
         examples.display()

@@ -51,6 +51,8 @@ mod activity;
 #[cfg(feature = "workflow")]
 mod context;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod retry;
 #[cfg(feature = "workflow")]
 mod saga;

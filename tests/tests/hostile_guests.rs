@@ -4,7 +4,7 @@
 use serde_json::json;
 use steadfast::engine::Limits;
 use steadfast::{Engine, RuntimeStatus, StartOptions, examples};
-use steadfast_tests::{HOSTILE_WASI_WASM, HOSTILE_WASM, clock, config};
+use steadfast_tests::{HOSTILE_WASI_WASM, HOSTILE_WASM, TESTING_V1_WASM, clock, config};
 
 fn limits() -> Limits {
     Limits {
@@ -148,7 +148,7 @@ async fn components_with_ambient_authority_or_broken_bytes_are_refused_at_deploy
     assert!(wasi.starts_with("the component imports "), "{wasi}");
     assert!(wasi.contains("wasi:filesystem/"), "{wasi}");
     assert!(
-        wasi.contains("which Steadfast guests may not use"),
+        wasi.contains("which orchestrators may not use: they import only the steadfast:workflow"),
         "{wasi}"
     );
 
@@ -218,4 +218,47 @@ async fn oversized_inputs_and_events_are_refused_before_anything_is_written() {
         "the event payload is 102402 bytes; the limit is 65536 bytes"
     );
     assert_eq!(engine.limits("default"), limits());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_live_instance_limit_starts_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &clock());
+    config.limits.max_live_instances = 2;
+    let engine = Engine::open(config).await.unwrap();
+    engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
+
+    let a = engine.start("sleeper", "3600", named("a")).await.unwrap();
+    engine.start("sleeper", "3600", named("b")).await.unwrap();
+    let refused = engine
+        .start("sleeper", "3600", named("c"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        refused,
+        "tenant 'default' already has 2 running or suspended instances, its max_live_instances \
+         limit; wait for some to finish, terminate some, or raise the limit"
+    );
+    assert!(
+        engine.status(&steadfast_tests::id("c")).is_err(),
+        "nothing written"
+    );
+
+    // Ending one frees its place; a child workflow counts like any other instance.
+    engine.terminate(&a, "make room").await.unwrap();
+    let parent = engine.start("parent", "{}", named("p")).await.unwrap();
+    engine.settle().await;
+    let status = engine.status(&parent).unwrap();
+    assert_eq!(status.status, RuntimeStatus::Failed, "{status:?}");
+    let error = status.error.unwrap();
+    assert_eq!(error.kind, "instance_quota", "{error:?}");
+    assert!(
+        error.message.contains("max_live_instances"),
+        "{}",
+        error.message
+    );
+
+    // With the parent ended, only "b" is live: one more start fits.
+    engine.start("sleeper", "3600", named("c")).await.unwrap();
 }

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::engine::EngineError;
+use crate::sandbox::SandboxError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -70,17 +71,22 @@ impl From<EngineError> for ApiError {
             EngineError::Component(crate::sandbox::SandboxError::NotAComponent(_)) => {
                 (StatusCode::BAD_REQUEST, "not_a_component")
             }
+            EngineError::Component(SandboxError::ForbiddenImports { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "forbidden_imports")
+            }
             EngineError::Component(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_component"),
             EngineError::NotOurWorld(_) => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_world"),
             EngineError::Inspect(..) => (StatusCode::UNPROCESSABLE_ENTITY, "component_failed"),
-            EngineError::ForbiddenImports(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "forbidden_imports")
+            EngineError::TooManyInstances { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_instances")
             }
             EngineError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
             EngineError::UnknownTenant(_) => (StatusCode::NOT_FOUND, "unknown_tenant"),
-            EngineError::NoVirtualClock | EngineError::Journal(_) => {
+            EngineError::NoVirtualClock
+            | EngineError::InvalidLimits { .. }
+            | EngineError::Journal(_) => {
                 tracing::error!(error = %message, "request failed inside the engine");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

@@ -29,15 +29,25 @@ pub(super) async fn run(keep: bool) -> anyhow::Result<()> {
     tracing::subscriber::set_global_default(subscriber)
         .context("installing the demo's log printer")?;
 
+    // The monitor's health endpoint; activity components may call it and nothing else.
+    let healthy = Arc::new(AtomicBool::new(true));
+    let health_url = serve_health(Arc::clone(&healthy)).await?;
+
     let dir = std::env::temp_dir().join(format!("steadfast-demo-{}", std::process::id()));
-    let config = EngineConfig::new(&dir).with_clock(Arc::new(clock.clone()));
+    let mut config = EngineConfig::new(&dir).with_clock(Arc::new(clock.clone()));
+    config.limits.http_allow = vec![format!("GET {health_url}")];
     let engine = Engine::open(config)
         .await
         .context("opening the demo's journal")?;
     crate::examples::install(&engine)
         .await
         .context("deploying the example components")?;
-    let demo = Demo { engine, clock };
+    let demo = Demo {
+        engine,
+        clock,
+        healthy,
+        health_url,
+    };
 
     let outcome = async {
         demo.saga().await?;
@@ -59,6 +69,9 @@ pub(super) async fn run(keep: bool) -> anyhow::Result<()> {
 struct Demo {
     engine: Engine,
     clock: VirtualClock,
+    /// What the health endpoint answers: 200 while true, 503 otherwise.
+    healthy: Arc<AtomicBool>,
+    health_url: String,
 }
 
 impl Demo {
@@ -163,9 +176,10 @@ impl Demo {
 
     async fn monitor(&self) -> anyhow::Result<()> {
         self.heading("Monitor: health_monitor_workflow (continue-as-new after every check)");
-        let healthy = Arc::new(AtomicBool::new(true));
-        let url = serve_health(Arc::clone(&healthy)).await?;
-        self.say(&format!("health endpoint for task-service at {url}"));
+        let (healthy, url) = (&self.healthy, &self.health_url);
+        self.say(&format!(
+            "health endpoint for task-service at {url} (the tenant's http_allow: \"GET {url}\")"
+        ));
 
         // Checks 1-2 healthy, 3-5 unhealthy (warning, then critical at 3 failures), 6 healthy.
         let plan = [true, true, false, false, false, true];

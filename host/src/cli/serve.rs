@@ -21,7 +21,8 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// A TOML file with any of: listen, data_dir, max_payload_bytes, max_component_bytes,
-    /// max_resident, [limits], [tenant_limits.NAME].
+    /// max_resident, [limits], [tenant_limits.NAME] (limits include max_live_instances,
+    /// http_allow, activity_env and activity_dirs).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Serve without authentication: only with `dev`, and only on a loopback address.
@@ -100,9 +101,15 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         .await
         .context("opening the journal")?;
     if dev {
-        let (workflows, activities) = crate::examples::install(&engine).await?;
-        println!("deployed example workflows: {}", workflows.names.join(", "));
-        println!("deployed example activities: {}", activities.names.len());
+        let examples = crate::examples::install(&engine).await?;
+        println!(
+            "deployed example workflows: {}",
+            examples.workflows.names.join(", ")
+        );
+        println!(
+            "deployed example activities: {}",
+            examples.activities.names.len() + examples.http_activities.names.len()
+        );
     }
     let auth = !args.no_auth;
     if auth {

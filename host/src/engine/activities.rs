@@ -99,7 +99,13 @@ impl Shared {
                     ));
                 };
                 let limits = self.limits(job.instance.tenant()).clone();
-                let state = ActivityState::new(job.name.clone(), job.instance.to_string(), &limits);
+                let state = ActivityState::new(
+                    job.instance.tenant(),
+                    job.name.clone(),
+                    job.instance.to_string(),
+                    &limits,
+                )
+                .map_err(|e| ErrorInfo::new("activity_grants", e))?;
                 let mut store = Store::new(self.sandbox.engine(), state);
                 super::limits::meter(
                     &mut store,
@@ -113,10 +119,25 @@ impl Shared {
                         .call_run(&mut store, &job.name, &job.input)
                         .await
                 };
-                match run.await {
-                    Ok(Ok(output)) => Ok(output),
-                    Ok(Err(e)) => Err(ErrorInfo::new(e.kind, e.message)),
-                    Err(trap) => {
+                // Epochs stop a guest that computes too long; this stops one that waits
+                // too long in the host (a slow HTTP response).
+                let deadline = std::time::Duration::from_millis(limits.step_wall_clock_ms);
+                let outcome = tokio::time::timeout(deadline, run).await;
+                if let Some(why) = store.data_mut().egress.denied.take() {
+                    // Whatever the guest made of the refusal, the call did not do its job.
+                    return Err(ErrorInfo::new("http_denied", why));
+                }
+                match outcome {
+                    Err(_elapsed) => Err(ErrorInfo::new(
+                        "time_limit",
+                        format!(
+                            "activity '{}' ran longer than {} ms",
+                            job.name, limits.step_wall_clock_ms
+                        ),
+                    )),
+                    Ok(Ok(Ok(output))) => Ok(output),
+                    Ok(Ok(Err(e))) => Err(ErrorInfo::new(e.kind, e.message)),
+                    Ok(Err(trap)) => {
                         let mut limits = limits;
                         limits.fuel_per_run = limits.fuel_per_activity;
                         let who = format!("activity '{}'", job.name);
@@ -146,7 +167,8 @@ async fn run_activity(shared: Arc<Shared>, job: QueuedActivity, work: WorkGuard)
     };
     let now = shared.clock.now();
     let retry_delay = match (&result, &job.retry) {
-        (Err(error), Some(policy)) => {
+        // A refused request is refused again until an operator changes the grants.
+        (Err(error), Some(policy)) if error.kind != "http_denied" => {
             policy.delay_before(job.attempt + 1, &error.kind, now.millis_since(job.first_at))
         }
         _ => None,

@@ -1,23 +1,77 @@
 //! The store data of an activity component and the host functions it may call.
+//!
+//! An activity component runs with WASI (clocks, randomness, stdio into nothing) plus
+//! `wasi:http`, whose requests go through the tenant's allow-list ([`super::egress`]). Its
+//! environment and filesystem are empty unless the tenant's limits grant variables or
+//! directories; sockets are not linked at all.
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::activity::steadfast::workflow::{activity_context, types};
+use super::egress::{Egress, parse_rules};
 
-/// What an activity component's store holds: who it runs for (for its log lines) and
-/// the limits it runs under.
+/// What an activity component's store holds: who it runs for (for its log lines), the
+/// limits it runs under and its WASI state.
 pub(crate) struct ActivityState {
     pub(crate) activity: String,
     pub(crate) instance: String,
     pub(crate) started: std::time::Instant,
     pub(crate) limits: wasmtime::StoreLimits,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    /// The allow-list, and the first request it refused during this call.
+    pub(crate) egress: Egress,
 }
 
 impl ActivityState {
-    pub(crate) fn new(activity: String, instance: String, limits: &super::Limits) -> Self {
-        ActivityState {
+    /// The state for one call of `activity` for `tenant`, with what its limits grant.
+    /// Fails only if a granted directory cannot be opened or a rule does not parse (both
+    /// are checked when the engine opens, so this means the host changed since).
+    pub(crate) fn new(
+        tenant: &str,
+        activity: String,
+        instance: String,
+        limits: &super::Limits,
+    ) -> Result<Self, String> {
+        let mut wasi = WasiCtxBuilder::new();
+        for (name, value) in &limits.activity_env {
+            wasi.env(name, value);
+        }
+        for (guest, host) in &limits.activity_dirs {
+            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
+                .map_err(|e| format!("cannot open granted directory {}: {e}", host.display()))?;
+        }
+        Ok(ActivityState {
             activity,
             instance,
             started: std::time::Instant::now(),
             limits: super::limits::store_limits(limits),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            egress: Egress::new(tenant, parse_rules(&limits.http_allow)?),
+        })
+    }
+}
+
+impl WasiView for ActivityState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ActivityState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
         }
     }
 }

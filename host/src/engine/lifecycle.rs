@@ -242,6 +242,7 @@ impl Engine {
             workflow: workflow.to_owned(),
             component,
             input: input.to_owned(),
+            max_live: self.shared.limits(tenant.as_str()).max_live_instances,
         };
         match self
             .shared

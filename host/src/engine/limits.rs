@@ -12,6 +12,9 @@
 //! A guest over a limit ends **its own** instance as `FAILED` with the reason; the host and
 //! every other instance carry on.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::ErrorInfo;
@@ -35,6 +38,18 @@ pub struct Limits {
     pub max_history_per_generation: usize,
     /// Timers one generation may create.
     pub max_timers_per_generation: usize,
+    /// Instances of the tenant that may be running or suspended at once, child workflows
+    /// included. A start beyond it is refused; a child beyond it fails in its parent.
+    pub max_live_instances: u64,
+    /// Outgoing HTTP that activity components may send, as rules
+    /// `"[METHODS ]SCHEME://HOST[:PORT][/PATH-PREFIX]"` (see `engine::egress`). Empty: none.
+    pub http_allow: Vec<String>,
+    /// Environment variables activity components see (name → value). Empty: none; the
+    /// host's own environment is never passed through.
+    pub activity_env: BTreeMap<String, String>,
+    /// Directories activity components may read: guest path → host directory, read-only.
+    /// Empty: no filesystem.
+    pub activity_dirs: BTreeMap<String, PathBuf>,
 }
 
 impl Default for Limits {
@@ -47,6 +62,10 @@ impl Default for Limits {
             max_payload_bytes: 1024 * 1024,
             max_history_per_generation: 50_000,
             max_timers_per_generation: 10_000,
+            max_live_instances: 1_000_000,
+            http_allow: Vec::new(),
+            activity_env: BTreeMap::new(),
+            activity_dirs: BTreeMap::new(),
         }
     }
 }
@@ -55,6 +74,28 @@ impl Limits {
     /// At 80 % of the history limit the workflow is told to continue as new.
     pub fn should_continue_as_new(&self, entries: usize) -> bool {
         entries.saturating_mul(5) >= self.max_history_per_generation.saturating_mul(4)
+    }
+
+    /// Checks what cannot be checked by the type: the `http_allow` rules parse and each
+    /// granted directory exists.
+    pub fn validate(&self) -> Result<(), String> {
+        super::egress::parse_rules(&self.http_allow)?;
+        for (guest, host) in &self.activity_dirs {
+            if !host.is_dir() {
+                return Err(format!(
+                    "activity_dirs grants '{guest}' from {}, which is not a directory",
+                    host.display()
+                ));
+            }
+        }
+        if self.max_memory_bytes > crate::sandbox::MAX_MEMORY_BYTES {
+            return Err(format!(
+                "max_memory_bytes is {}, above the sandbox's {} bytes",
+                self.max_memory_bytes,
+                crate::sandbox::MAX_MEMORY_BYTES
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ mod activities;
 mod activity_host;
 mod bindings;
 mod compat;
+mod egress;
 mod lifecycle;
 mod limits;
 mod random;
@@ -130,6 +131,11 @@ pub enum EngineError {
     InstanceExists(InstanceId),
     #[error("no instance '{0}'")]
     InstanceNotFound(InstanceId),
+    #[error(
+        "tenant '{tenant}' already has {limit} running or suspended instances, its \
+         max_live_instances limit; wait for some to finish, terminate some, or raise the limit"
+    )]
+    TooManyInstances { tenant: String, limit: u64 },
     #[error("instance '{id}' is {status}; it accepts no more events")]
     NotRunning {
         id: InstanceId,
@@ -158,19 +164,14 @@ pub enum EngineError {
         id: InstanceId,
         status: RuntimeStatus,
     },
-    #[error(
-        "the component imports {}, which Steadfast guests may not use: orchestrators and \
-         activities import only the steadfast:workflow interfaces (no files, sockets, clocks or \
-         environment); build for wasm32-unknown-unknown or remove the dependency that pulls them in",
-        .0.join(", ")
-    )]
-    ForbiddenImports(Vec<String>),
     #[error("{what} is {size} bytes; the limit is {limit} bytes")]
     PayloadTooLarge {
         what: &'static str,
         size: usize,
         limit: usize,
     },
+    #[error("the limits for {tenant} are invalid: {why}")]
+    InvalidLimits { tenant: String, why: String },
     #[error("this engine runs on the system clock; only a virtual clock can be advanced")]
     NoVirtualClock,
     #[error(transparent)]
@@ -190,6 +191,9 @@ impl From<JournalError> for EngineError {
         match e {
             JournalError::InstanceExists(id) => EngineError::InstanceExists(id),
             JournalError::InstanceNotFound(id) => EngineError::InstanceNotFound(id),
+            JournalError::TooManyInstances { tenant, limit } => {
+                EngineError::TooManyInstances { tenant, limit }
+            }
             JournalError::NotRunning { id, status } => EngineError::NotRunning { id, status },
             JournalError::StillRunning { id, status } => EngineError::StillRunning { id, status },
             JournalError::WrongStatus { id, status, wanted } => EngineError::WrongStatus {
@@ -315,6 +319,22 @@ impl Engine {
             |s| s,
         )
         .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        // Activity components also get WASI (without sockets) and outgoing HTTP.
+        wasmtime_wasi::p2::add_to_linker_async(&mut activity_linker)
+            .and_then(|()| {
+                wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut activity_linker)
+            })
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        for (tenant, limits) in std::iter::once(("every tenant", &config.limits))
+            .chain(config.tenant_limits.iter().map(|(t, l)| (t.as_str(), l)))
+        {
+            limits
+                .validate()
+                .map_err(|why| EngineError::InvalidLimits {
+                    tenant: tenant.to_owned(),
+                    why,
+                })?;
+        }
         let seed = SystemClock.now().0 ^ u64::from(std::process::id()).rotate_left(32);
         let mut registry = Registry::default();
         for (name, activity) in config.natives {
@@ -657,13 +677,7 @@ impl Shared {
         bytes: &[u8],
     ) -> Result<(ComponentKind, Vec<String>), EngineError> {
         let component = self.sandbox.compile(digest, bytes)?;
-        // Guests get no ambient authority: nothing but the Steadfast contract to import.
-        let foreign = self
-            .sandbox
-            .foreign_imports(&component, &["steadfast:workflow/"]);
-        if !foreign.is_empty() {
-            return Err(EngineError::ForbiddenImports(foreign));
-        }
+        self.sandbox.check_imports(&component)?;
         let inspect = |e: wasmtime::Error| EngineError::Inspect("names", format!("{e:#}"));
         let limits = self.limits.clone();
         let orchestrator_error = match self
@@ -696,7 +710,9 @@ impl Shared {
             .and_then(ActivityWorkerPre::new)
         {
             Ok(pre) => {
-                let state = ActivityState::new("names".into(), String::new(), &limits);
+                let state =
+                    ActivityState::new("", "names".into(), String::new(), &Limits::default())
+                        .map_err(|e| EngineError::Inspect("names", e))?;
                 let mut store = Store::new(self.sandbox.engine(), state);
                 limits::meter(
                     &mut store,

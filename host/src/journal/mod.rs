@@ -43,6 +43,11 @@ pub enum JournalError {
     InstanceExists(InstanceId),
     #[error("no instance '{0}'")]
     InstanceNotFound(InstanceId),
+    #[error(
+        "tenant '{tenant}' already has {limit} running or suspended instances, its \
+         max_live_instances limit; wait for some to finish, terminate some, or raise the limit"
+    )]
+    TooManyInstances { tenant: String, limit: u64 },
     #[error("instance '{id}' is {status}; it accepts no more events")]
     NotRunning {
         id: InstanceId,

@@ -110,6 +110,38 @@ const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 3: running and suspended instances per tenant, for the live-instance quota. Kept
+    // by triggers, so every path that changes an instance's status keeps it true.
+    r#"
+    CREATE TABLE tenant_load (
+        tenant  TEXT PRIMARY KEY,
+        live    INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO tenant_load (tenant, live)
+        SELECT tenant, COUNT(*) FROM instances
+        WHERE status IN ('RUNNING', 'SUSPENDED') GROUP BY tenant;
+
+    CREATE TRIGGER tenant_load_insert AFTER INSERT ON instances
+    WHEN NEW.status IN ('RUNNING', 'SUSPENDED')
+    BEGIN
+        INSERT INTO tenant_load (tenant, live) VALUES (NEW.tenant, 1)
+        ON CONFLICT (tenant) DO UPDATE SET live = live + 1;
+    END;
+
+    CREATE TRIGGER tenant_load_update AFTER UPDATE OF status ON instances
+    WHEN (OLD.status IN ('RUNNING', 'SUSPENDED')) != (NEW.status IN ('RUNNING', 'SUSPENDED'))
+    BEGIN
+        INSERT INTO tenant_load (tenant, live)
+        VALUES (NEW.tenant, CASE WHEN NEW.status IN ('RUNNING', 'SUSPENDED') THEN 1 ELSE -1 END)
+        ON CONFLICT (tenant) DO UPDATE SET live = live + excluded.live;
+    END;
+
+    CREATE TRIGGER tenant_load_delete AFTER DELETE ON instances
+    WHEN OLD.status IN ('RUNNING', 'SUSPENDED')
+    BEGIN
+        UPDATE tenant_load SET live = live - 1 WHERE tenant = OLD.tenant;
+    END;
+    "#,
 ];
 
 /// Brings the database to the newest schema, one transaction per migration.

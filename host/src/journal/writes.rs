@@ -19,6 +19,8 @@ pub struct NewInstance {
     pub workflow: String,
     pub component: Digest,
     pub input: String,
+    /// The tenant's running or suspended instances may not exceed this.
+    pub max_live: u64,
 }
 
 /// What a workflow produced since its last write: commands, decisions, custom status.
@@ -28,6 +30,8 @@ pub struct StepWrite {
     pub custom_status: Option<String>,
     /// Components for the children this step starts, by `ChildScheduled` seq.
     pub child_components: Vec<(u32, Digest)>,
+    /// The tenant's live-instance limit, for the children this step starts.
+    pub max_live_instances: u64,
 }
 
 /// How a generation ends.
@@ -476,6 +480,18 @@ fn insert_instance(
     parent: Option<(&InstanceId, u32, u32)>,
     now: Timestamp,
 ) -> Result<(), JournalError> {
+    // `tenant_load` is kept by triggers on `instances` (schema migration 3).
+    let live: i64 = conn
+        .prepare_cached("SELECT live FROM tenant_load WHERE tenant = ?1")?
+        .query_row([new.id.tenant()], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    if u64::try_from(live).unwrap_or(0) >= new.max_live {
+        return Err(JournalError::TooManyInstances {
+            tenant: new.id.tenant().to_owned(),
+            limit: new.max_live,
+        });
+    }
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO instances
@@ -569,6 +585,7 @@ fn append_step(
                     workflow: name.clone(),
                     component: digest.clone(),
                     input: input.clone(),
+                    max_live: step.max_live_instances,
                 };
                 match insert_instance(conn, &new, Some((id, generation, *seq)), now) {
                     Ok(()) => {}
@@ -579,6 +596,15 @@ fn append_step(
                             format!("cannot start child: instance '{child}' already exists"),
                         )),
                     }),
+                    Err(e @ JournalError::TooManyInstances { .. }) => {
+                        extra.push(Event::ChildCompleted {
+                            seq: *seq,
+                            result: Err(ErrorInfo::new(
+                                "instance_quota",
+                                format!("cannot start child '{child}': {e}"),
+                            )),
+                        })
+                    }
                     Err(e) => return Err(e),
                 }
             }

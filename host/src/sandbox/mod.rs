@@ -23,6 +23,13 @@ pub enum SandboxError {
     NotAComponent(String),
     #[error("the component failed to compile: {0}")]
     Compile(String),
+    #[error("the component imports {}, which {role} may not use: {advice}", .imports.join(", "))]
+    ForbiddenImports {
+        /// "orchestrators" or "activity components".
+        role: &'static str,
+        imports: Vec<String>,
+        advice: &'static str,
+    },
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
 }
@@ -132,6 +139,61 @@ impl Sandbox {
             .imports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .filter(|name| !allowed.iter().any(|prefix| name.starts_with(prefix)))
+            .collect()
+    }
+
+    /// What each kind of guest may import. Orchestrators get no ambient authority at all:
+    /// nothing but the Steadfast contract. Activity components get WASI without sockets: their
+    /// way to the network is `wasi:http`, checked against the tenant's allow-list, and their
+    /// filesystem and environment are empty unless the tenant's limits grant them.
+    pub fn check_imports(&self, component: &Component) -> Result<(), SandboxError> {
+        const ORCHESTRATOR: &[&str] = &["steadfast:workflow/"];
+        const ACTIVITY: &[&str] = &[
+            "steadfast:workflow/",
+            "wasi:io/",
+            "wasi:clocks/",
+            "wasi:random/",
+            "wasi:cli/",
+            "wasi:filesystem/",
+            "wasi:http/types",
+            "wasi:http/outgoing-handler",
+        ];
+        let is_orchestrator = self
+            .export_names(component)
+            .iter()
+            .any(|name| name.starts_with("steadfast:workflow/workflows"));
+        if is_orchestrator {
+            let imports = self.foreign_imports(component, ORCHESTRATOR);
+            if !imports.is_empty() {
+                return Err(SandboxError::ForbiddenImports {
+                    role: "orchestrators",
+                    imports,
+                    advice: "they import only the steadfast:workflow interfaces (no files, sockets, \
+                             clocks or environment), so that replay is deterministic; build for \
+                             wasm32-unknown-unknown or remove the dependency that pulls them in",
+                });
+            }
+        } else {
+            let imports = self.foreign_imports(component, ACTIVITY);
+            if !imports.is_empty() {
+                return Err(SandboxError::ForbiddenImports {
+                    role: "activity components",
+                    imports,
+                    advice: "they get WASI without sockets and reach the network only through \
+                             wasi:http, checked against the tenant's http_allow list; use \
+                             steadfast_sdk::http instead",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The names a component exports, e.g. `steadfast:workflow/workflows@0.1.0`.
+    pub fn export_names(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
             .collect()
     }
 

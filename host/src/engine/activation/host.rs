@@ -69,6 +69,7 @@ impl context::Host for HostState {
             let failure = match (child, self.shared.workflow_component(&tenant, &name)) {
                 (Ok(_), Some(digest)) => {
                     self.pending.child_components.push((seq, digest));
+                    self.pending.max_live_instances = self.limits.max_live_instances;
                     None
                 }
                 (Err(reason), _) => Some(ErrorInfo::new("invalid_instance_id", reason)),

@@ -322,10 +322,11 @@ impl HostState {
     }
 
     /// Writes what the workflow produced since the last write, then starts the work it
-    /// asked for: nothing runs before the request that caused it is durable.
-    async fn flush(&mut self) -> wasmtime::Result<()> {
+    /// asked for: nothing runs before the request that caused it is durable. True if the
+    /// write itself answered a task (a child that could not be started).
+    async fn flush(&mut self) -> wasmtime::Result<bool> {
         if self.pending.events.is_empty() && !self.custom_status_dirty {
-            return Ok(());
+            return Ok(false);
         }
         let mut step = std::mem::take(&mut self.pending);
         step.custom_status = if self.custom_status_dirty {
@@ -379,10 +380,11 @@ impl HostState {
                 _ => {}
             }
         }
+        let answered = !extra.is_empty();
         for (pos, event) in extra {
             self.apply(pos, event);
         }
-        Ok(())
+        Ok(answered)
     }
 
     /// Suspends the workflow until something is delivered to it. Writes pending work
@@ -392,7 +394,10 @@ impl HostState {
         if self.dry_run {
             return Err(wasmtime::Error::new(Interrupt::Frontier));
         }
-        self.flush().await?;
+        if self.flush().await? {
+            // The write answered a task itself: let the caller look before waiting.
+            return Ok(());
+        }
         if self.mailbox.is_empty() && self.shared.over_capacity() {
             // Too many instances in memory: an idle one waits in the journal instead. It
             // keeps its work guard until it has left, so `settle` sees the resident set
