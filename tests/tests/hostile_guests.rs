@@ -44,6 +44,9 @@ async fn each_attack_fails_only_its_own_instance_with_a_named_reason() {
         .start("approval_workflow", &good_input.to_string(), named("good"))
         .await
         .unwrap();
+    engine.settle().await;
+    let baseline = engine.guest_memory();
+    assert_eq!(baseline.stores, 1, "the approval is resident: {baseline:?}");
 
     let cases = [
         (
@@ -91,6 +94,10 @@ async fn each_attack_fails_only_its_own_instance_with_a_named_reason() {
         );
     }
 
+    // Every attacker's store is gone with the memory it grabbed (the allocation bomb
+    // reached 48 MiB); what is left is the approval's, as before the attacks.
+    assert_eq!(engine.guest_memory(), baseline);
+
     // The good instance is untouched and still completes.
     assert_eq!(engine.status(&good).unwrap().status, RuntimeStatus::Running);
     engine
@@ -110,6 +117,10 @@ async fn each_attack_fails_only_its_own_instance_with_a_named_reason() {
         engine.resident_count(),
         0,
         "every failed instance left memory"
+    );
+    assert_eq!(
+        engine.guest_memory(),
+        steadfast::engine::GuestMemory::default()
     );
 }
 

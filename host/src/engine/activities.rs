@@ -104,6 +104,7 @@ impl Shared {
                     job.name.clone(),
                     job.instance.to_string(),
                     &limits,
+                    Arc::clone(&self.ledger),
                 )
                 .map_err(|e| ErrorInfo::new("activity_grants", e))?;
                 let mut store = Store::new(self.sandbox.engine(), state);

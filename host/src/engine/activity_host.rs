@@ -18,7 +18,7 @@ pub(crate) struct ActivityState {
     pub(crate) activity: String,
     pub(crate) instance: String,
     pub(crate) started: std::time::Instant,
-    pub(crate) limits: wasmtime::StoreLimits,
+    meter: super::limits::GuestMeter,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -35,6 +35,7 @@ impl ActivityState {
         activity: String,
         instance: String,
         limits: &super::Limits,
+        ledger: std::sync::Arc<super::limits::Ledger>,
     ) -> Result<Self, String> {
         let mut wasi = WasiCtxBuilder::new();
         for (name, value) in &limits.activity_env {
@@ -48,7 +49,7 @@ impl ActivityState {
             activity,
             instance,
             started: std::time::Instant::now(),
-            limits: super::limits::store_limits(limits),
+            meter: super::limits::GuestMeter::new(limits, ledger),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -81,8 +82,8 @@ impl super::limits::Metered for ActivityState {
         self.started
     }
 
-    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits {
-        &mut self.limits
+    fn meter(&mut self) -> &mut super::limits::GuestMeter {
+        &mut self.meter
     }
 }
 

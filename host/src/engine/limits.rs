@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -193,21 +195,113 @@ pub(crate) fn classify_trap(error: &wasmtime::Error, limits: &Limits, who: &str)
 pub(crate) trait Metered: Send + 'static {
     /// When the current step (or activity call) started.
     fn step_started(&self) -> std::time::Instant;
-    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits;
+    fn meter(&mut self) -> &mut GuestMeter;
 }
 
-/// The memory limiter for a guest's store.
-pub(crate) fn store_limits(limits: &Limits) -> wasmtime::StoreLimits {
-    wasmtime::StoreLimitsBuilder::new()
-        .memory_size(limits.max_memory_bytes)
-        .table_elements(100_000)
-        .trap_on_grow_failure(true)
-        .build()
+/// What the engine's guest stores hold right now: how many exist and the bytes of linear
+/// memory they have grown to. With nothing resident and nothing running, both are 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestMemory {
+    pub stores: usize,
+    pub bytes: usize,
+}
+
+/// The engine-wide book of [`GuestMemory`], kept by every store's [`GuestMeter`].
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    stores: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Ledger {
+    pub(crate) fn read(&self) -> GuestMemory {
+        GuestMemory {
+            stores: self.stores.load(Ordering::SeqCst),
+            bytes: self.bytes.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// A store's memory and table limiter: refuses growth past the tenant's limit (trapping,
+/// so the reason is clear) and books what the store holds in the engine's [`Ledger`]
+/// until the store is dropped.
+pub(crate) struct GuestMeter {
+    limits: wasmtime::StoreLimits,
+    ledger: Arc<Ledger>,
+    held: usize,
+}
+
+impl GuestMeter {
+    pub(crate) fn new(limits: &Limits, ledger: Arc<Ledger>) -> GuestMeter {
+        ledger.stores.fetch_add(1, Ordering::SeqCst);
+        GuestMeter {
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(limits.max_memory_bytes)
+                .table_elements(100_000)
+                .trap_on_grow_failure(true)
+                .build(),
+            ledger,
+            held: 0,
+        }
+    }
+}
+
+impl Drop for GuestMeter {
+    fn drop(&mut self) {
+        self.ledger.stores.fetch_sub(1, Ordering::SeqCst);
+        self.ledger.bytes.fetch_sub(self.held, Ordering::SeqCst);
+    }
+}
+
+impl wasmtime::ResourceLimiter for GuestMeter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            let grown = desired.saturating_sub(current);
+            self.held += grown;
+            self.ledger.bytes.fetch_add(grown, Ordering::SeqCst);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// Puts a store under `fuel` and the per-step wall-clock limit.
 pub(crate) fn meter<T: Metered>(store: &mut wasmtime::Store<T>, fuel: u64, step_ms: u64) {
-    store.limiter(|data| data.store_limits());
+    store.limiter(|data| data.meter());
     // Fuel is on for every store of the engine; this cannot fail.
     let _ = store.set_fuel(fuel);
     store.epoch_deadline_callback(move |ctx| {

@@ -46,7 +46,7 @@ use bindings::activity::{ActivityWorker, ActivityWorkerPre};
 use bindings::orchestrator::{Orchestrator, OrchestratorPre};
 pub use compat::Compatibility;
 pub use lifecycle::{InstanceCheck, Scope, WorkflowInfo, WorkflowVersion};
-pub use limits::Limits;
+pub use limits::{GuestMemory, Limits};
 use registry::{Loaded, Registry};
 use timers::{TimerJob, Timers};
 use work::Work;
@@ -285,6 +285,8 @@ pub(crate) struct Shared {
     activity_slots: tokio::sync::Semaphore,
     limits: Limits,
     tenant_limits: HashMap<String, Limits>,
+    /// What guest stores hold, for [`Engine::guest_memory`].
+    ledger: Arc<limits::Ledger>,
 }
 
 struct Resident {
@@ -356,6 +358,7 @@ impl Engine {
             activity_slots: tokio::sync::Semaphore::new(config.max_concurrent_activities.max(1)),
             limits: config.limits.clone(),
             tenant_limits: config.tenant_limits.clone(),
+            ledger: Arc::default(),
             ids: Mutex::new(random::SplitMix64::for_instance(
                 "steadfast-ids",
                 (seed as u32) ^ (seed >> 32) as u32,
@@ -557,6 +560,12 @@ impl Engine {
     }
 
     /// How many instances are in memory.
+    /// Guest stores alive now and the linear memory they hold: back to zero once nothing
+    /// is resident or running, however the guests ended.
+    pub fn guest_memory(&self) -> GuestMemory {
+        self.shared.ledger.read()
+    }
+
     pub fn resident_count(&self) -> usize {
         self.shared
             .resident
@@ -710,9 +719,14 @@ impl Shared {
             .and_then(ActivityWorkerPre::new)
         {
             Ok(pre) => {
-                let state =
-                    ActivityState::new("", "names".into(), String::new(), &Limits::default())
-                        .map_err(|e| EngineError::Inspect("names", e))?;
+                let state = ActivityState::new(
+                    "",
+                    "names".into(),
+                    String::new(),
+                    &Limits::default(),
+                    Arc::clone(&self.ledger),
+                )
+                .map_err(|e| EngineError::Inspect("names", e))?;
                 let mut store = Store::new(self.sandbox.engine(), state);
                 limits::meter(
                     &mut store,

@@ -120,7 +120,7 @@ pub(crate) struct HostState {
     /// Count of completions received but not yet journaled.
     provisional: u64,
     pub(crate) limits: super::Limits,
-    store_limits: wasmtime::StoreLimits,
+    meter: super::limits::GuestMeter,
     /// When the workflow last resumed (for the per-step wall-clock limit).
     step_started: std::time::Instant,
     timers_created: usize,
@@ -131,8 +131,8 @@ impl super::limits::Metered for HostState {
         self.step_started
     }
 
-    fn store_limits(&mut self) -> &mut wasmtime::StoreLimits {
-        &mut self.store_limits
+    fn meter(&mut self) -> &mut super::limits::GuestMeter {
+        &mut self.meter
     }
 }
 
@@ -163,7 +163,7 @@ impl HostState {
     ) -> HostState {
         let rng = SplitMix64::for_instance(id.as_str(), generation);
         let limits = shared.limits(id.tenant()).clone();
-        let store_limits = super::limits::store_limits(&limits);
+        let meter = super::limits::GuestMeter::new(&limits, Arc::clone(&shared.ledger));
         HostState {
             table: ResourceTable::new(),
             shared,
@@ -186,7 +186,7 @@ impl HostState {
             dry_run: false,
             provisional: 0,
             limits,
-            store_limits,
+            meter,
             step_started: std::time::Instant::now(),
             timers_created: 0,
         }
