@@ -17,6 +17,7 @@ steadfast_sdk::workflows! {
     "parent" => parent,
     "echo" => echo,
     "counter" => counter,
+    "entropy" => entropy,
 }
 
 /// Races event `e` against a one-hour timer, then waits for `e` once more.
@@ -87,4 +88,27 @@ fn counter(ctx: &Context, input: Value) -> Result<Value, Error> {
     }
     ctx.create_timer(Duration::from_secs(60)).wait()?;
     ctx.continue_as_new(&json!({ "n": n + 1, "limit": limit }))
+}
+
+/// Everything a workflow could get nondeterministically from a normal program — time,
+/// randomness, ids, hash order, float bits — published as custom status before it waits,
+/// and returned (as computed by whichever run finishes it) after the `go` event.
+fn entropy(ctx: &Context, _: Value) -> Result<Value, Error> {
+    let mut seen = std::collections::HashMap::new();
+    for word in ["saga", "monitor", "approval", "timer", "event"] {
+        seen.insert(word, word.len());
+    }
+    let order: Vec<&str> = seen.keys().copied().collect();
+    let x = (ctx.random() % 1000) as f64 / 7.0;
+    let values = json!({
+        "now": ctx.now_ms(),
+        "random": ctx.random(),
+        "guid": ctx.new_guid(),
+        "hash_order": order,
+        "float_bits": (x.sqrt() * 0.1f64.sin()).to_bits(),
+        "nan_bits": (f64::NAN * x).to_bits(),
+    });
+    ctx.set_custom_status(&values);
+    ctx.wait_for_external_event("go").wait()?;
+    Ok(values)
 }
