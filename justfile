@@ -21,6 +21,10 @@ fmt:
 
 # Fuzz what parses untrusted bytes for SECS seconds per target (needs `cargo install cargo-fuzz`).
 # Component uploads: `upload`; ids, JSON payloads and allow-list rules: `payloads`.
+# The upload corpus starts from the real components the build embeds.
 fuzz SECS="60":
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none
+    mkdir -p fuzz/corpus/upload
+    find fuzz/target -path '*/out/*' -name '*.wasm' -exec cp {} fuzz/corpus/upload/ \;
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run upload -s none -- -max_total_time={{SECS}} -rss_limit_mb=4096
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run payloads -s none -- -max_total_time={{SECS}}

@@ -28,6 +28,26 @@ fn main() {
         output: "hostile_wasi.wasm",
         target: steadfast_guest_build::WASIP2,
     });
+    let probe = build(&Guest {
+        package: "steadfast-wasi-probe",
+        features: &[],
+        output: "wasi_probe.wasm",
+        target: steadfast_guest_build::WASIP2,
+    });
+    let sockets = build(&Guest {
+        package: "steadfast-wasi-probe",
+        features: &["sockets"],
+        output: "wasi_sockets.wasm",
+        target: steadfast_guest_build::WASIP2,
+    });
+    println!(
+        "cargo:rustc-env=STEADFAST_WASI_PROBE_WASM={}",
+        probe.display()
+    );
+    println!(
+        "cargo:rustc-env=STEADFAST_WASI_SOCKETS_WASM={}",
+        sockets.display()
+    );
     println!(
         "cargo:rustc-env=STEADFAST_HOSTILE_WASM={}",
         hostile.display()

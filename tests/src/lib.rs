@@ -16,6 +16,10 @@ pub const TESTING_V2_WASM: &[u8] = include_bytes!(env!("STEADFAST_TESTING_V2_WAS
 pub const HOSTILE_WASM: &[u8] = include_bytes!(env!("STEADFAST_HOSTILE_WASM"));
 /// An orchestrator built for wasm32-wasip2 that imports `wasi:filesystem`.
 pub const HOSTILE_WASI_WASM: &[u8] = include_bytes!(env!("STEADFAST_HOSTILE_WASI_WASM"));
+/// An activity component (`wasm32-wasip2`) reporting the environment and files it sees.
+pub const WASI_PROBE_WASM: &[u8] = include_bytes!(env!("STEADFAST_WASI_PROBE_WASM"));
+/// The same with an activity that opens a raw socket: it imports `wasi:sockets`.
+pub const WASI_SOCKETS_WASM: &[u8] = include_bytes!(env!("STEADFAST_WASI_SOCKETS_WASM"));
 
 /// 2026-11-25 09:00:00 UTC, where every test's virtual clock starts.
 pub const START: Timestamp = Timestamp(1_795_597_200_000);

@@ -18,6 +18,7 @@ steadfast_sdk::workflows! {
     "echo" => echo,
     "counter" => counter,
     "entropy" => entropy,
+    "call" => call,
 }
 
 /// Races event `e` against a one-hour timer, then waits for `e` once more.
@@ -111,4 +112,10 @@ fn entropy(ctx: &Context, _: Value) -> Result<Value, Error> {
     ctx.set_custom_status(&values);
     ctx.wait_for_external_event("go").wait()?;
     Ok(values)
+}
+
+/// Calls `input.activity` with `input.input` and returns its result.
+fn call(ctx: &Context, input: Value) -> Result<Value, Error> {
+    let name = input["activity"].as_str().unwrap_or_default();
+    ctx.call_activity(name, &input["input"]).get()
 }

@@ -1,14 +1,15 @@
-//! Activity components with WASI and outgoing HTTP: the example `check_service_status`
-//! (a `wasm32-wasip2` component using `wasi:http`) checks a real endpoint on loopback when
-//! the tenant's `http_allow` list names it, and is refused — without a connection being
-//! made — when it does not.
+//! Activity components with WASI see what their tenant is granted and nothing else. The
+//! example `check_service_status` (a `wasm32-wasip2` component using `wasi:http`) checks a
+//! real endpoint on loopback when the tenant's `http_allow` list names it, and is refused
+//! — without a connection being made — when it does not; environment variables and
+//! directories appear only when granted; a component importing sockets is not deployed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::json;
 use steadfast::{Engine, RuntimeStatus, StartOptions, examples};
-use steadfast_tests::{clock, config};
+use steadfast_tests::{TESTING_V1_WASM, WASI_PROBE_WASM, WASI_SOCKETS_WASM, clock, config, output};
 
 /// A `GET /health` endpoint on loopback that counts its requests.
 struct Endpoint {
@@ -184,5 +185,75 @@ async fn bad_allow_list_rules_stop_the_engine_from_opening() {
         error.contains("http_allow rule 'GET ftp://files.example'")
             && error.contains("must start with http:// or https://"),
         "{error}"
+    );
+}
+
+fn call_probe(path: &str) -> String {
+    json!({"activity": "probe", "input": {"path": path}}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_components_see_only_the_environment_and_directories_they_are_granted() {
+    // Nothing granted: no variables (not even the host's), no files.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &clock())).await.unwrap();
+    engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
+    engine.deploy(WASI_PROBE_WASM.to_vec()).await.unwrap();
+    let id = engine
+        .start("call", &call_probe("/data/hello.txt"), named("bare"))
+        .await
+        .unwrap();
+    engine.settle().await;
+    let seen = output(&engine, &id);
+    assert_eq!(seen["env"], json!({}), "{seen}");
+    assert_eq!(seen["file"], json!(null), "{seen}");
+    assert_eq!(seen["wrote"], json!(false), "{seen}");
+
+    // A variable and a read-only directory granted: exactly those.
+    let granted = tempfile::tempdir().unwrap();
+    std::fs::write(granted.path().join("hello.txt"), "hi from the host").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &clock());
+    config.limits.activity_env = [("REGION".to_owned(), "eu-west-1".to_owned())].into();
+    config.limits.activity_dirs = [("/data".to_owned(), granted.path().to_path_buf())].into();
+    let engine = Engine::open(config).await.unwrap();
+    engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
+    engine.deploy(WASI_PROBE_WASM.to_vec()).await.unwrap();
+    let id = engine
+        .start("call", &call_probe("/data/hello.txt"), named("granted"))
+        .await
+        .unwrap();
+    engine.settle().await;
+    let seen = output(&engine, &id);
+    assert_eq!(seen["env"], json!({"REGION": "eu-west-1"}), "{seen}");
+    assert_eq!(seen["file"], json!("hi from the host"), "{seen}");
+    assert_eq!(seen["wrote"], json!(false), "read-only: {seen}");
+    assert_eq!(
+        std::fs::read_to_string(granted.path().join("hello.txt")).unwrap(),
+        "hi from the host"
+    );
+    // Outside the granted directory there is nothing.
+    let id = engine
+        .start("call", &call_probe("/etc/hostname"), named("escape"))
+        .await
+        .unwrap();
+    engine.settle().await;
+    assert_eq!(output(&engine, &id)["file"], json!(null));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_component_that_imports_sockets_is_refused_at_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &clock())).await.unwrap();
+    let refused = engine
+        .deploy(WASI_SOCKETS_WASM.to_vec())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.starts_with("the component imports "), "{refused}");
+    assert!(refused.contains("wasi:sockets/"), "{refused}");
+    assert!(
+        refused.contains("which activity components may not use: they get WASI without sockets"),
+        "{refused}"
     );
 }
