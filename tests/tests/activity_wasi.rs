@@ -188,23 +188,28 @@ async fn bad_allow_list_rules_stop_the_engine_from_opening() {
     );
 }
 
-fn call_probe(path: &str) -> String {
-    json!({"activity": "probe", "input": {"path": path}}).to_string()
+/// Opens an engine on `config` with the testing workflows and the WASI probe.
+async fn probe_engine(config: steadfast::EngineConfig) -> Engine {
+    let engine = Engine::open(config).await.unwrap();
+    engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
+    engine.deploy(WASI_PROBE_WASM.to_vec()).await.unwrap();
+    engine
+}
+
+/// Runs the probe activity on `path` as instance `id`; returns what it saw.
+async fn probe(engine: &Engine, path: &str, id: &str) -> serde_json::Value {
+    let input = json!({"activity": "probe", "input": {"path": path}}).to_string();
+    let id = engine.start("call", &input, named(id)).await.unwrap();
+    engine.settle().await;
+    output(engine, &id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_components_see_only_the_environment_and_directories_they_are_granted() {
     // Nothing granted: no variables (not even the host's), no files.
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(config(dir.path(), &clock())).await.unwrap();
-    engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
-    engine.deploy(WASI_PROBE_WASM.to_vec()).await.unwrap();
-    let id = engine
-        .start("call", &call_probe("/data/hello.txt"), named("bare"))
-        .await
-        .unwrap();
-    engine.settle().await;
-    let seen = output(&engine, &id);
+    let engine = probe_engine(config(dir.path(), &clock())).await;
+    let seen = probe(&engine, "/data/hello.txt", "bare").await;
     assert_eq!(seen["env"], json!({}), "{seen}");
     assert_eq!(seen["file"], json!(null), "{seen}");
     assert_eq!(seen["wrote"], json!(false), "{seen}");
@@ -216,15 +221,8 @@ async fn activity_components_see_only_the_environment_and_directories_they_are_g
     let mut config = config(dir.path(), &clock());
     config.limits.activity_env = [("REGION".to_owned(), "eu-west-1".to_owned())].into();
     config.limits.activity_dirs = [("/data".to_owned(), granted.path().to_path_buf())].into();
-    let engine = Engine::open(config).await.unwrap();
-    engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
-    engine.deploy(WASI_PROBE_WASM.to_vec()).await.unwrap();
-    let id = engine
-        .start("call", &call_probe("/data/hello.txt"), named("granted"))
-        .await
-        .unwrap();
-    engine.settle().await;
-    let seen = output(&engine, &id);
+    let engine = probe_engine(config).await;
+    let seen = probe(&engine, "/data/hello.txt", "granted").await;
     assert_eq!(seen["env"], json!({"REGION": "eu-west-1"}), "{seen}");
     assert_eq!(seen["file"], json!("hi from the host"), "{seen}");
     assert_eq!(seen["wrote"], json!(false), "read-only: {seen}");
@@ -233,12 +231,8 @@ async fn activity_components_see_only_the_environment_and_directories_they_are_g
         "hi from the host"
     );
     // Outside the granted directory there is nothing.
-    let id = engine
-        .start("call", &call_probe("/etc/hostname"), named("escape"))
-        .await
-        .unwrap();
-    engine.settle().await;
-    assert_eq!(output(&engine, &id)["file"], json!(null));
+    let seen = probe(&engine, "/etc/hostname", "escape").await;
+    assert_eq!(seen["file"], json!(null));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
-use super::Shared;
 use super::activity_host::ActivityState;
 use super::registry::{ActivityImpl, Loaded};
 use super::timers::TimerJob;
 use super::work::WorkGuard;
+use super::{Limits, Shared};
 use crate::journal::QueuedActivity;
 use crate::model::{ErrorInfo, InstanceId};
 
@@ -98,7 +98,7 @@ impl Shared {
                         format!("activity component {} is not loaded", digest.short()),
                     ));
                 };
-                let limits = self.limits(job.instance.tenant()).clone();
+                let limits = Arc::clone(self.limits(job.instance.tenant()));
                 let state = ActivityState::new(
                     job.instance.tenant(),
                     job.name.clone(),
@@ -139,8 +139,10 @@ impl Shared {
                     Ok(Ok(Ok(output))) => Ok(output),
                     Ok(Ok(Err(e))) => Err(ErrorInfo::new(e.kind, e.message)),
                     Ok(Err(trap)) => {
-                        let mut limits = limits;
-                        limits.fuel_per_run = limits.fuel_per_activity;
+                        let limits = Limits {
+                            fuel_per_run: limits.fuel_per_activity,
+                            ..Limits::clone(&limits)
+                        };
                         let who = format!("activity '{}'", job.name);
                         Err(super::limits::classify_trap(&trap, &limits, &who))
                     }

@@ -47,7 +47,7 @@ pub(crate) async fn check_compatible(
     if let Err(e) = state.load(history) {
         return Compatibility::Incompatible(e.to_string());
     }
-    let limits = shared.limits(record.id.tenant()).clone();
+    let limits = Arc::clone(shared.limits(record.id.tenant()));
     let mut store = Store::new(shared.sandbox.engine(), state);
     super::limits::meter(&mut store, limits.fuel_per_run, limits.step_wall_clock_ms);
     let result = async {

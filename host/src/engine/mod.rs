@@ -283,8 +283,9 @@ pub(crate) struct Shared {
     ids: Mutex<random::SplitMix64>,
     /// Activities executing at once.
     activity_slots: tokio::sync::Semaphore,
-    limits: Limits,
-    tenant_limits: HashMap<String, Limits>,
+    /// Shared, not copied, by every activation and activity call.
+    limits: Arc<Limits>,
+    tenant_limits: HashMap<String, Arc<Limits>>,
     /// What guest stores hold, for [`Engine::guest_memory`].
     ledger: Arc<limits::Ledger>,
 }
@@ -356,8 +357,12 @@ impl Engine {
             work: Arc::new(Work::default()),
             waiters: Mutex::new(HashMap::new()),
             activity_slots: tokio::sync::Semaphore::new(config.max_concurrent_activities.max(1)),
-            limits: config.limits.clone(),
-            tenant_limits: config.tenant_limits.clone(),
+            limits: Arc::new(config.limits.clone()),
+            tenant_limits: config
+                .tenant_limits
+                .iter()
+                .map(|(tenant, limits)| (tenant.clone(), Arc::new(limits.clone())))
+                .collect(),
             ledger: Arc::default(),
             ids: Mutex::new(random::SplitMix64::for_instance(
                 "steadfast-ids",
@@ -639,7 +644,7 @@ impl Engine {
 impl Engine {
     /// The limits that apply to `tenant`.
     pub fn limits(&self, tenant: &str) -> Limits {
-        self.shared.limits(tenant).clone()
+        Limits::clone(self.shared.limits(tenant))
     }
 
     fn check_payload(
@@ -688,7 +693,7 @@ impl Shared {
         let component = self.sandbox.compile(digest, bytes)?;
         self.sandbox.check_imports(&component)?;
         let inspect = |e: wasmtime::Error| EngineError::Inspect("names", format!("{e:#}"));
-        let limits = self.limits.clone();
+        let limits = Arc::clone(&self.limits);
         let orchestrator_error = match self
             .linker
             .instantiate_pre(&component)
@@ -752,7 +757,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn limits(&self, tenant: &str) -> &Limits {
+    pub(crate) fn limits(&self, tenant: &str) -> &Arc<Limits> {
         self.tenant_limits.get(tenant).unwrap_or(&self.limits)
     }
 

@@ -119,7 +119,7 @@ pub(crate) struct HostState {
     pub(crate) dry_run: bool,
     /// Count of completions received but not yet journaled.
     provisional: u64,
-    pub(crate) limits: super::Limits,
+    pub(crate) limits: Arc<super::Limits>,
     meter: super::limits::GuestMeter,
     /// When the workflow last resumed (for the per-step wall-clock limit).
     step_started: std::time::Instant,
@@ -162,7 +162,7 @@ impl HostState {
         work: Option<WorkGuard>,
     ) -> HostState {
         let rng = SplitMix64::for_instance(id.as_str(), generation);
-        let limits = shared.limits(id.tenant()).clone();
+        let limits = Arc::clone(shared.limits(id.tenant()));
         let meter = super::limits::GuestMeter::new(&limits, Arc::clone(&shared.ledger));
         HostState {
             table: ResourceTable::new(),
