@@ -200,3 +200,34 @@ fn an_event_acknowledged_just_before_a_crash_is_delivered_after_it() {
         );
     });
 }
+
+#[test]
+fn a_journal_in_use_is_refused_to_a_second_engine_until_the_first_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let clock = VirtualClock::new(START);
+        let engine = open_with_examples(dir.path(), &clock).await;
+        let request = json!({"request_id": "req-9", "requester": "bob", "amount": 5000.0, "description": "x"});
+        let req = engine
+            .start("approval_workflow", &request.to_string(), StartOptions { instance_id: Some("req-9".into()), ..StartOptions::default() })
+            .await
+            .unwrap();
+        engine.settle().await;
+
+        let refused = Engine::open(config(dir.path(), &clock)).await.err().expect("the journal is in use");
+        let message = refused.to_string();
+        assert!(message.contains("in use by another Steadfast engine"), "{message}");
+        assert!(message.contains("steadfast.db.lock"), "names the lock file: {message}");
+
+        engine.shutdown().await;
+        let reopened = open(dir.path(), &clock).await;
+        reopened.settle().await;
+        assert_eq!(reopened.status(&req).unwrap().status, RuntimeStatus::Running);
+        reopened
+            .raise_event(&req, "approval_received", r#"{"approved": true, "approver": "m@example.com"}"#)
+            .await
+            .unwrap();
+        reopened.settle().await;
+        assert_eq!(output(&reopened, &req)["status"], "approved");
+    });
+}

@@ -305,7 +305,7 @@ impl Engine {
                 config.data_dir.display()
             )))
         })?;
-        let journal = Journal::open(&config.data_dir.join("steadfast.db"))?;
+        let journal = open_journal(&config.data_dir.join("steadfast.db")).await?;
         // Resident instances, running activities, deploy-time inspections and compatibility
         // checks, and room for bursts of activations before idle ones leave.
         let capacity = config.max_resident + config.max_concurrent_activities + 1024;
@@ -671,6 +671,23 @@ where
     Fut: Future<Output = Result<serde_json::Value, ErrorInfo>> + Send + 'static,
 {
     Arc::new(move |ctx, input| Box::pin(activity(ctx, input)))
+}
+
+/// How long [`Engine::open`] waits for another engine to let go of the journal: long
+/// enough for an engine dropped in this process to commit its last writes, short enough
+/// that a second server started on a live data directory is told so at once.
+const JOURNAL_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+async fn open_journal(path: &std::path::Path) -> Result<Journal, JournalError> {
+    let deadline = std::time::Instant::now() + JOURNAL_LOCK_WAIT;
+    loop {
+        match Journal::open(path) {
+            Err(JournalError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 fn check_json(what: &'static str, text: &str) -> Result<(), EngineError> {

@@ -12,6 +12,13 @@
 //! closure runs inside its own savepoint, so one failing write does not undo the others.
 //! Reads use a second connection, which WAL lets proceed while the writer writes.
 //!
+//! ## One engine per journal
+//! An exclusive lock on `<journal>.lock` is taken before the journal is read and is held
+//! by the writer thread, so it is released only after the last queued write has
+//! committed. A second engine on the same file (another process, or an engine reopened
+//! in this process while the old one's writer is still finishing) cannot read state that
+//! is about to change under it: it gets [`JournalError::InUse`] until the lock is free.
+//!
 //! **Invariant:** this is the only module that knows SQL; no `rusqlite` type appears in
 //! its public signatures.
 
@@ -70,6 +77,11 @@ pub enum JournalError {
     Storage(String),
     #[error("the journal writer has stopped (the engine is shutting down)")]
     WriterGone,
+    #[error(
+        "the journal at {path} is in use by another Steadfast engine (it holds {lock}); \
+         stop that engine first, or give this one another data directory"
+    )]
+    InUse { path: PathBuf, lock: PathBuf },
 }
 
 impl From<rusqlite::Error> for JournalError {
@@ -106,7 +118,9 @@ pub struct WriterStats {
 
 impl Journal {
     /// Opens (creating if needed) the journal at `path` and brings its schema up to date.
+    /// Fails with [`JournalError::InUse`] while another engine has it open.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let lock = lock_journal(path)?;
         let mut write_conn = open_connection(path)?;
         schema::migrate(&mut write_conn)?;
         let reader = open_connection(path)?;
@@ -115,7 +129,11 @@ impl Journal {
         let writer_stats = std::sync::Arc::clone(&stats);
         std::thread::Builder::new()
             .name("steadfast-journal".into())
-            .spawn(move || writer_loop(write_conn, rx, &writer_stats))
+            .spawn(move || {
+                writer_loop(write_conn, rx, &writer_stats);
+                // Released only now, when everything queued before the drop is committed.
+                drop(lock);
+            })
             .map_err(|e| JournalError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(Journal {
             writer: tx,
@@ -195,6 +213,36 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Takes the exclusive lock that makes an engine the journal's only user. The OS releases
+/// it when the file is closed, also when the process dies.
+fn lock_journal(path: &Path) -> Result<std::fs::File, JournalError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            JournalError::Storage(format!(
+                "cannot create the lock file {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::InUse {
+            path: path.to_owned(),
+            lock: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(JournalError::Storage(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
 }
 
 /// Group commit: block for the first job, take whatever else is queued, run all in one
