@@ -37,7 +37,7 @@ async fn serve_refuses_to_run_without_auth_off_loopback_or_outside_dev() {
 
 /// `steadfast serve` started as a user starts it: a config file with per-tenant limits,
 /// the bootstrap admin token in DATA_DIR/admin.token (0600), limits visible through the
-/// API, and a graceful stop on SIGTERM.
+/// API, a second server on the same data directory refused, and a graceful stop on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reads_its_config_and_shows_each_tenant_its_limits() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,6 +118,17 @@ async fn serve_reads_its_config_and_shows_each_tenant_its_limits() {
     assert_eq!(acme["tenant"], "acme");
     assert_eq!(acme["limits"]["fuel_per_run"], 7777);
     assert_eq!(acme["limits"]["max_payload_bytes"], 4096);
+
+    // A second server on the same data directory is refused: one engine per journal.
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .await
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("in use by another Steadfast engine"), "{err}");
 
     // This test signals the server as an init system would (Unix only, like the project).
     {
