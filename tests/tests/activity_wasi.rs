@@ -251,3 +251,72 @@ async fn an_activity_component_that_imports_sockets_is_refused_at_deploy() {
         "{refused}"
     );
 }
+
+/// Collects what the log subscriber writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// A current-thread runtime, so the log subscriber set on this thread sees the activity.
+#[tokio::test]
+async fn an_activitys_stdout_and_stderr_reach_the_host_log_within_its_budget() {
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let capture = Capture::default();
+    let _subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_env_filter("steadfast::activity=info")
+        .with_writer({
+            let capture = capture.clone();
+            move || capture.clone()
+        })
+        .set_default();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = probe_engine(config(dir.path(), &clock())).await;
+
+    // 200 lines of a kilobyte: far more than one call may log.
+    let input = json!({"activity": "chatty", "input": 200}).to_string();
+    let id = engine.start("call", &input, named("chatty")).await.unwrap();
+    engine.settle().await;
+    assert_eq!(
+        output(&engine, &id),
+        json!({"failed_writes": 0}),
+        "the guest's writes all succeed"
+    );
+
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#"activity="chatty""#) && l.contains(r#"instance="chatty""#))
+        .collect();
+    let has = |level: &str, stream: &str, text: &str| {
+        lines.iter().any(|l| {
+            l.contains(level) && l.contains(&format!(r#"stream="{stream}""#)) && l.contains(text)
+        })
+    };
+    assert!(has("INFO", "stdout", "hello from stdout"), "{log}");
+    assert!(has("WARN", "stderr", "oops on stderr"), "{log}");
+    assert!(
+        has("WARN", "stderr", "no newline at the end"),
+        "an unfinished line is written when the call ends: {log}"
+    );
+    // 64 KiB of budget: the two short lines (31 bytes) and 64 of the 1,023-byte lines.
+    let kilobyte = "x".repeat(1023);
+    assert_eq!(lines.iter().filter(|l| l.contains(&kilobyte)).count(), 64);
+    assert!(
+        lines.iter().any(|l| l.contains("WARN")
+            && l.contains(
+                "139128 bytes of log output dropped: one activity call may log 65536 bytes"
+            )),
+        "{log}"
+    );
+}

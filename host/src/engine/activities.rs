@@ -101,8 +101,8 @@ impl Shared {
                 let limits = Arc::clone(self.limits(job.instance.tenant()));
                 let state = ActivityState::new(
                     job.instance.tenant(),
-                    job.name.clone(),
-                    job.instance.to_string(),
+                    &job.name,
+                    &job.instance.to_string(),
                     &limits,
                     Arc::clone(&self.ledger),
                 )

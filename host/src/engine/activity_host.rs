@@ -1,6 +1,7 @@
 //! The store data of an activity component and the host functions it may call.
 //!
-//! An activity component runs with WASI (clocks, randomness, stdio into nothing) plus
+//! An activity component runs with WASI (clocks, randomness, stdout and stderr into the
+//! host's log through [`super::guest_log`]) plus
 //! `wasi:http`, whose requests go through the tenant's allow-list ([`super::egress`]). Its
 //! environment and filesystem are empty unless the tenant's limits grant variables or
 //! directories; sockets are not linked at all.
@@ -11,13 +12,13 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::activity::steadfast::workflow::{activity_context, types};
 use super::egress::{Egress, parse_rules};
+use super::guest_log::{GuestLog, Stream};
 
-/// What an activity component's store holds: who it runs for (for its log lines), the
-/// limits it runs under and its WASI state.
+/// What an activity component's store holds: its log, the limits it runs under and its
+/// WASI state.
 pub(crate) struct ActivityState {
-    pub(crate) activity: String,
-    pub(crate) instance: String,
     pub(crate) started: std::time::Instant,
+    log: GuestLog,
     meter: super::limits::GuestMeter,
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -32,12 +33,15 @@ impl ActivityState {
     /// are checked when the engine opens, so this means the host changed since).
     pub(crate) fn new(
         tenant: &str,
-        activity: String,
-        instance: String,
+        activity: &str,
+        instance: &str,
         limits: &super::Limits,
         ledger: std::sync::Arc<super::limits::Ledger>,
     ) -> Result<Self, String> {
+        let log = GuestLog::new(activity, instance);
         let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(log.stdio(Stream::Stdout))
+            .stderr(log.stdio(Stream::Stderr));
         for (name, value) in &limits.activity_env {
             wasi.env(name, value);
         }
@@ -46,9 +50,8 @@ impl ActivityState {
                 .map_err(|e| format!("cannot open granted directory {}: {e}", host.display()))?;
         }
         Ok(ActivityState {
-            activity,
-            instance,
             started: std::time::Instant::now(),
+            log,
             meter: super::limits::GuestMeter::new(limits, ledger),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -91,24 +94,14 @@ impl types::Host for ActivityState {}
 
 impl activity_context::Host for ActivityState {
     fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
-        let (activity, instance) = (self.activity.as_str(), self.instance.as_str());
-        match level {
-            types::LogLevel::Trace => {
-                tracing::trace!(target: "steadfast::activity", activity, instance, "{message}")
-            }
-            types::LogLevel::Debug => {
-                tracing::debug!(target: "steadfast::activity", activity, instance, "{message}")
-            }
-            types::LogLevel::Info => {
-                tracing::info!(target: "steadfast::activity", activity, instance, "{message}")
-            }
-            types::LogLevel::Warn => {
-                tracing::warn!(target: "steadfast::activity", activity, instance, "{message}")
-            }
-            types::LogLevel::Error => {
-                tracing::error!(target: "steadfast::activity", activity, instance, "{message}")
-            }
-        }
+        let level = match level {
+            types::LogLevel::Trace => tracing::Level::TRACE,
+            types::LogLevel::Debug => tracing::Level::DEBUG,
+            types::LogLevel::Info => tracing::Level::INFO,
+            types::LogLevel::Warn => tracing::Level::WARN,
+            types::LogLevel::Error => tracing::Level::ERROR,
+        };
+        self.log.line(level, &message);
         Ok(())
     }
 }

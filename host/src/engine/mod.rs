@@ -19,6 +19,7 @@ mod activity_host;
 mod bindings;
 mod compat;
 mod egress;
+mod guest_log;
 mod lifecycle;
 mod limits;
 mod random;
@@ -743,8 +744,8 @@ impl Shared {
             Ok(pre) => {
                 let state = ActivityState::new(
                     "",
-                    "names".into(),
-                    String::new(),
+                    "names",
+                    "",
                     &Limits::default(),
                     Arc::clone(&self.ledger),
                 )

@@ -1,6 +1,7 @@
 //! An activity component (built for `wasm32-wasip2`) that reports what WASI shows it: its
 //! environment and the files it can read. With the `sockets` feature it also opens a raw
-//! TCP connection, which makes the component import `wasi:sockets`.
+//! TCP connection, which makes the component import `wasi:sockets`. `chatty` writes to
+//! stdout and stderr, `input` kilobytes of it, to show where an activity's output goes.
 
 use serde_json::{Value, json};
 use steadfast_sdk::Error;
@@ -8,11 +9,13 @@ use steadfast_sdk::Error;
 #[cfg(not(feature = "sockets"))]
 steadfast_sdk::activities! {
     "probe" => probe,
+    "chatty" => chatty,
 }
 
 #[cfg(feature = "sockets")]
 steadfast_sdk::activities! {
     "probe" => probe,
+    "chatty" => chatty,
     "raw_socket" => raw_socket,
 }
 
@@ -31,6 +34,25 @@ fn probe(input: Value) -> Result<Value, Error> {
     };
     let written = std::fs::write(path, "overwritten").is_ok();
     Ok(json!({ "env": env, "file": file, "file_error": error, "wrote": written }))
+}
+
+/// Says hello on stdout, complains on stderr, floods stdout with `kilobytes` lines of a
+/// kilobyte each, and leaves a line without its newline on stderr. Returns how many
+/// writes failed (none should: the host accepts everything and logs what fits).
+fn chatty(kilobytes: u32) -> Result<Value, Error> {
+    use std::io::Write as _;
+    let mut failed = 0;
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    failed += usize::from(writeln!(out, "hello from stdout").is_err());
+    failed += usize::from(writeln!(err, "oops on stderr").is_err());
+    let line = format!("{}\n", "x".repeat(1023));
+    for _ in 0..kilobytes {
+        failed += usize::from(out.write_all(line.as_bytes()).is_err());
+    }
+    failed += usize::from(out.flush().is_err());
+    failed += usize::from(write!(err, "no newline at the end").is_err());
+    failed += usize::from(err.flush().is_err());
+    Ok(json!({ "failed_writes": failed }))
 }
 
 #[cfg(feature = "sockets")]

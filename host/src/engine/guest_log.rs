@@ -1,0 +1,250 @@
+//! Where an activity component's output goes: its `log` calls and everything it writes to
+//! stdout and stderr become lines in the host's `tracing` log (target
+//! `steadfast::activity`), tagged with the activity, the instance and the stream.
+//!
+//! **Invariant:** one call of an activity writes at most [`LOG_BUDGET_BYTES`] into the
+//! host's log, whatever the guest does; what is over is counted and reported in one line
+//! when the call's store is dropped. A guest can neither fill the host's disk through its
+//! log nor fail because it printed too much: writes always succeed.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use tracing::Level;
+
+/// Bytes of log output one activity call may put into the host's log.
+pub(crate) const LOG_BUDGET_BYTES: usize = 64 * 1024;
+
+/// The longest line kept whole; a longer line without a newline is cut here.
+const MAX_LINE_BYTES: usize = 8 * 1024;
+
+/// One activity call's log: shared by its `log` host function and its stdio streams.
+#[derive(Clone)]
+pub(crate) struct GuestLog(Arc<Mutex<LogState>>);
+
+struct LogState {
+    activity: String,
+    instance: String,
+    left: usize,
+    dropped: usize,
+    /// Text written to stdout / stderr since their last newline.
+    partial: [Vec<u8>; 2],
+}
+
+/// Which standard stream a [`GuestStdio`] is.
+#[derive(Clone, Copy)]
+pub(crate) enum Stream {
+    Stdout = 0,
+    Stderr = 1,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    /// Stdout is the guest talking; stderr is the guest complaining.
+    fn level(self) -> Level {
+        match self {
+            Stream::Stdout => Level::INFO,
+            Stream::Stderr => Level::WARN,
+        }
+    }
+}
+
+impl GuestLog {
+    pub(crate) fn new(activity: &str, instance: &str) -> Self {
+        GuestLog(Arc::new(Mutex::new(LogState {
+            activity: activity.to_owned(),
+            instance: instance.to_owned(),
+            left: LOG_BUDGET_BYTES,
+            dropped: 0,
+            partial: [Vec::new(), Vec::new()],
+        })))
+    }
+
+    /// A line from the guest's `log` host function.
+    pub(crate) fn line(&self, level: Level, message: &str) {
+        self.state().emit(level, "log", message);
+    }
+
+    /// The guest's stdout or stderr, as a WASI output stream.
+    pub(crate) fn stdio(&self, stream: Stream) -> GuestStdio {
+        GuestStdio {
+            log: self.clone(),
+            stream,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl LogState {
+    /// Writes one line if the budget allows, else counts it as dropped.
+    fn emit(&mut self, level: Level, stream: &str, message: &str) {
+        let cost = message.len().max(1);
+        if cost > self.left {
+            self.dropped += message.len();
+            return;
+        }
+        self.left -= cost;
+        let (activity, instance) = (self.activity.as_str(), self.instance.as_str());
+        match level {
+            Level::TRACE => {
+                tracing::trace!(target: "steadfast::activity", activity, instance, stream, "{message}")
+            }
+            Level::DEBUG => {
+                tracing::debug!(target: "steadfast::activity", activity, instance, stream, "{message}")
+            }
+            Level::INFO => {
+                tracing::info!(target: "steadfast::activity", activity, instance, stream, "{message}")
+            }
+            Level::WARN => {
+                tracing::warn!(target: "steadfast::activity", activity, instance, stream, "{message}")
+            }
+            Level::ERROR => {
+                tracing::error!(target: "steadfast::activity", activity, instance, stream, "{message}")
+            }
+        }
+    }
+
+    /// Splits what the guest wrote into lines; a line too long to wait for its newline is
+    /// written in pieces.
+    fn write(&mut self, stream: Stream, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = MAX_LINE_BYTES - self.partial[stream as usize].len();
+            let (line_end, take) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(at) if at <= room => (true, at + 1),
+                _ => (bytes.len() >= room, bytes.len().min(room)),
+            };
+            let (chunk, rest) = bytes.split_at(take);
+            bytes = rest;
+            let chunk = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+            self.partial[stream as usize].extend_from_slice(chunk);
+            if line_end {
+                self.flush_line(stream);
+            }
+        }
+    }
+
+    fn flush_line(&mut self, stream: Stream) {
+        let line = std::mem::take(&mut self.partial[stream as usize]);
+        let text = String::from_utf8_lossy(&line);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        self.emit(stream.level(), stream.name(), text);
+    }
+}
+
+impl Drop for LogState {
+    /// The call is over: writes what is left of unfinished lines and says what the budget
+    /// cut.
+    fn drop(&mut self) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            if !self.partial[stream as usize].is_empty() {
+                self.flush_line(stream);
+            }
+        }
+        if self.dropped > 0 {
+            let (activity, instance, dropped) =
+                (self.activity.as_str(), self.instance.as_str(), self.dropped);
+            tracing::warn!(
+                target: "steadfast::activity",
+                activity,
+                instance,
+                dropped,
+                "{dropped} bytes of log output dropped: one activity call may log \
+                 {LOG_BUDGET_BYTES} bytes"
+            );
+        }
+    }
+}
+
+/// An activity's stdout or stderr: every write is accepted and goes to its [`GuestLog`].
+#[derive(Clone)]
+pub(crate) struct GuestStdio {
+    log: GuestLog,
+    stream: Stream,
+}
+
+impl wasmtime_wasi::cli::IsTerminal for GuestStdio {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for GuestStdio {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for GuestStdio {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.log.state().write(self.stream, buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(log: &GuestLog) -> (usize, usize, Vec<u8>) {
+        let state = log.state();
+        (state.left, state.dropped, state.partial[0].clone())
+    }
+
+    #[test]
+    fn lines_are_split_at_newlines_and_charged_to_the_budget() {
+        let log = GuestLog::new("a", "i");
+        log.state().write(Stream::Stdout, b"one\ntwo\nthr");
+        let (left, dropped, partial) = written(&log);
+        assert_eq!(left, LOG_BUDGET_BYTES - 6);
+        assert_eq!(dropped, 0);
+        assert_eq!(partial, b"thr");
+        log.state().write(Stream::Stdout, b"ee\n");
+        assert_eq!(written(&log).0, LOG_BUDGET_BYTES - 11);
+        assert!(written(&log).2.is_empty());
+    }
+
+    #[test]
+    fn a_line_longer_than_the_cap_is_written_in_pieces() {
+        let log = GuestLog::new("a", "i");
+        log.state()
+            .write(Stream::Stderr, &vec![b'x'; MAX_LINE_BYTES * 2 + 5]);
+        let state = log.state();
+        assert_eq!(state.left, LOG_BUDGET_BYTES - 2 * MAX_LINE_BYTES);
+        assert_eq!(state.partial[1].len(), 5);
+    }
+
+    #[test]
+    fn output_over_the_budget_is_counted_not_written() {
+        let log = GuestLog::new("a", "i");
+        let line = "y".repeat(1000);
+        for _ in 0..100 {
+            log.line(Level::INFO, &line);
+        }
+        let (left, dropped, _) = written(&log);
+        assert_eq!(left, LOG_BUDGET_BYTES - 65 * 1000);
+        assert_eq!(dropped, 35 * 1000);
+    }
+}
