@@ -169,20 +169,35 @@ fn a_timer_created_before_a_restart_fires_after_it() {
     });
 }
 
+/// Starts an approval of 5,000 (so it waits for a decision) and lets it reach the wait.
+async fn start_approval(engine: &Engine, request_id: &str) -> steadfast::InstanceId {
+    let request =
+        json!({"request_id": request_id, "requester": "bob", "amount": 5000.0, "description": "x"});
+    let options = StartOptions {
+        instance_id: Some(request_id.into()),
+        ..StartOptions::default()
+    };
+    let id = engine
+        .start("approval_workflow", &request.to_string(), options)
+        .await
+        .unwrap();
+    engine.settle().await;
+    id
+}
+
 #[test]
 fn an_event_acknowledged_just_before_a_crash_is_delivered_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let first = runtime();
     first.block_on(async {
         let engine = open_with_examples(dir.path(), &VirtualClock::new(START)).await;
-        let request = json!({"request_id": "req-002", "requester": "bob", "amount": 5000.0, "description": "x"});
-        let id = engine
-            .start("approval_workflow", &request.to_string(), StartOptions { instance_id: Some("req-002".into()), ..StartOptions::default() })
-            .await
-            .unwrap();
-        engine.settle().await;
+        let id = start_approval(&engine, "req-002").await;
         engine
-            .raise_event(&id, "approval_received", r#"{"approved": true, "approver": "manager@company.com"}"#)
+            .raise_event(
+                &id,
+                "approval_received",
+                r#"{"approved": true, "approver": "manager@company.com"}"#,
+            )
             .await
             .expect("the raise is acknowledged");
         // Crash right after the acknowledgement, before the instance could act on it.
@@ -207,24 +222,35 @@ fn a_journal_in_use_is_refused_to_a_second_engine_until_the_first_shuts_down() {
     runtime().block_on(async {
         let clock = VirtualClock::new(START);
         let engine = open_with_examples(dir.path(), &clock).await;
-        let request = json!({"request_id": "req-9", "requester": "bob", "amount": 5000.0, "description": "x"});
-        let req = engine
-            .start("approval_workflow", &request.to_string(), StartOptions { instance_id: Some("req-9".into()), ..StartOptions::default() })
-            .await
-            .unwrap();
-        engine.settle().await;
+        let req = start_approval(&engine, "req-9").await;
 
-        let refused = Engine::open(config(dir.path(), &clock)).await.err().expect("the journal is in use");
+        let refused = Engine::open(config(dir.path(), &clock))
+            .await
+            .err()
+            .expect("the journal is in use");
         let message = refused.to_string();
-        assert!(message.contains("in use by another Steadfast engine"), "{message}");
-        assert!(message.contains("steadfast.db.lock"), "names the lock file: {message}");
+        assert!(
+            message.contains("in use by another Steadfast engine"),
+            "{message}"
+        );
+        assert!(
+            message.contains("steadfast.db.lock"),
+            "names the lock file: {message}"
+        );
 
         engine.shutdown().await;
         let reopened = open(dir.path(), &clock).await;
         reopened.settle().await;
-        assert_eq!(reopened.status(&req).unwrap().status, RuntimeStatus::Running);
+        assert_eq!(
+            reopened.status(&req).unwrap().status,
+            RuntimeStatus::Running
+        );
         reopened
-            .raise_event(&req, "approval_received", r#"{"approved": true, "approver": "m@example.com"}"#)
+            .raise_event(
+                &req,
+                "approval_received",
+                r#"{"approved": true, "approver": "m@example.com"}"#,
+            )
             .await
             .unwrap();
         reopened.settle().await;
