@@ -54,3 +54,41 @@ pub fn output(engine: &Engine, id: &InstanceId) -> serde_json::Value {
         .unwrap_or_else(|| panic!("{id} has no output: {record:?}"));
     serde_json::from_str(&text).expect("output is JSON")
 }
+
+/// What the host wrote to its `tracing` log on this thread while the guard lives: use it
+/// from a current-thread runtime so the engine's tasks log on the thread that set it.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Starts capturing the log lines `filter` (an `EnvFilter` directive) lets through.
+    pub fn start(filter: &str) -> (LogCapture, tracing::dispatcher::DefaultGuard) {
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let capture = LogCapture::default();
+        let guard = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .with_writer({
+                let capture = capture.clone();
+                move || capture.clone()
+            })
+            .set_default();
+        (capture, guard)
+    }
+
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log capture")).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log capture").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

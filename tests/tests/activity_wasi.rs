@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::json;
 use steadfast::{Engine, RuntimeStatus, StartOptions, examples};
-use steadfast_tests::{TESTING_V1_WASM, WASI_PROBE_WASM, WASI_SOCKETS_WASM, clock, config, output};
+use steadfast_tests::{
+    LogCapture, TESTING_V1_WASM, WASI_PROBE_WASM, WASI_SOCKETS_WASM, clock, config, output,
+};
 
 /// A `GET /health` endpoint on loopback that counts its requests.
 struct Endpoint {
@@ -252,34 +254,10 @@ async fn an_activity_component_that_imports_sockets_is_refused_at_deploy() {
     );
 }
 
-/// Collects what the log subscriber writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // A current-thread runtime, so the log subscriber set on this thread sees the activity.
 #[tokio::test]
 async fn an_activitys_stdout_and_stderr_reach_the_host_log_within_its_budget() {
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let capture = Capture::default();
-    let _subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_env_filter("steadfast::activity=info")
-        .with_writer({
-            let capture = capture.clone();
-            move || capture.clone()
-        })
-        .set_default();
+    let (capture, _guard) = LogCapture::start("steadfast::activity=info");
     let dir = tempfile::tempdir().unwrap();
     let engine = probe_engine(config(dir.path(), &clock())).await;
 
@@ -293,7 +271,7 @@ async fn an_activitys_stdout_and_stderr_reach_the_host_log_within_its_budget() {
         "the guest's writes all succeed"
     );
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains(r#"activity="chatty""#) && l.contains(r#"instance="chatty""#))
@@ -315,7 +293,7 @@ async fn an_activitys_stdout_and_stderr_reach_the_host_log_within_its_budget() {
     assert!(
         lines.iter().any(|l| l.contains("WARN")
             && l.contains(
-                "139128 bytes of log output dropped: one activity call may log 65536 bytes"
+                "139128 bytes of log output dropped: a guest may log 65536 bytes per activity call or workflow step"
             )),
         "{log}"
     );

@@ -4,7 +4,9 @@
 use serde_json::json;
 use steadfast::engine::Limits;
 use steadfast::{Engine, RuntimeStatus, StartOptions, examples};
-use steadfast_tests::{HOSTILE_WASI_WASM, HOSTILE_WASM, TESTING_V1_WASM, clock, config};
+use steadfast_tests::{
+    HOSTILE_WASI_WASM, HOSTILE_WASM, LogCapture, TESTING_V1_WASM, clock, config, output,
+};
 
 fn limits() -> Limits {
     Limits {
@@ -272,4 +274,37 @@ async fn a_tenant_at_its_live_instance_limit_starts_nothing_more() {
 
     // With the parent ended, only "b" is live: one more start fits.
     engine.start("sleeper", "3600", named("c")).await.unwrap();
+}
+
+// A current-thread runtime, so the captured log sees what the engine's tasks write.
+#[tokio::test]
+async fn a_workflow_flooding_the_log_is_cut_to_its_budget_each_step() {
+    let (capture, _guard) = LogCapture::start("steadfast::workflow=info");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let id = engine
+        .start("log_flood", "null", named("flood"))
+        .await
+        .unwrap();
+    engine
+        .advance_by(std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(output(&engine, &id), json!("done"));
+
+    let log = capture.text();
+    let line = "f".repeat(1023);
+    assert_eq!(
+        log.lines().filter(|l| l.contains(&line)).count(),
+        64,
+        "64 KiB of the megabyte logged in the first step"
+    );
+    // The other 960 lines are counted once, when the next step begins.
+    let dropped = log
+        .find("982080 bytes of log output dropped: a guest may log 65536 bytes per activity call or workflow step")
+        .expect("the cut is reported");
+    let after = log
+        .find("still heard after the timer")
+        .expect("the next step has a fresh budget");
+    assert!(dropped < after);
 }

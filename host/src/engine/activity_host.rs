@@ -38,7 +38,7 @@ impl ActivityState {
         limits: &super::Limits,
         ledger: std::sync::Arc<super::limits::Ledger>,
     ) -> Result<Self, String> {
-        let log = GuestLog::new(activity, instance);
+        let log = GuestLog::activity(activity, instance);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(log.stdio(Stream::Stdout))
             .stderr(log.stdio(Stream::Stderr));
@@ -94,14 +94,7 @@ impl types::Host for ActivityState {}
 
 impl activity_context::Host for ActivityState {
     fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
-        let level = match level {
-            types::LogLevel::Trace => tracing::Level::TRACE,
-            types::LogLevel::Debug => tracing::Level::DEBUG,
-            types::LogLevel::Info => tracing::Level::INFO,
-            types::LogLevel::Warn => tracing::Level::WARN,
-            types::LogLevel::Error => tracing::Level::ERROR,
-        };
-        self.log.line(level, &message);
+        self.log.line(level.into(), &message);
         Ok(())
     }
 }

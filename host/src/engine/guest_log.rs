@@ -1,11 +1,12 @@
-//! Where an activity component's output goes: its `log` calls and everything it writes to
-//! stdout and stderr become lines in the host's `tracing` log (target
-//! `steadfast::activity`), tagged with the activity, the instance and the stream.
+//! Where guest output goes: an orchestrator's `log` calls (target `steadfast::workflow`),
+//! an activity's `log` calls and everything it writes to stdout and stderr (target
+//! `steadfast::activity`) become lines in the host's `tracing` log, tagged with who wrote
+//! them.
 //!
-//! **Invariant:** one call of an activity writes at most [`LOG_BUDGET_BYTES`] into the
-//! host's log, whatever the guest does; what is over is counted and reported in one line
-//! when the call's store is dropped. A guest can neither fill the host's disk through its
-//! log nor fail because it printed too much: writes always succeed.
+//! **Invariant:** a guest writes at most [`LOG_BUDGET_BYTES`] into the host's log per
+//! activity call, or per workflow step (from one resume to the next block); what is over
+//! is counted and reported in one line. A guest can neither fill the host's disk through
+//! its log nor fail because it printed too much: writes always succeed.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -14,19 +15,38 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use tracing::Level;
 
-/// Bytes of log output one activity call may put into the host's log.
+/// A `tracing` event at a level known only at run time.
+macro_rules! at_level {
+    ($level:expr, $($event:tt)*) => {
+        match $level {
+            Level::TRACE => tracing::trace!($($event)*),
+            Level::DEBUG => tracing::debug!($($event)*),
+            Level::INFO => tracing::info!($($event)*),
+            Level::WARN => tracing::warn!($($event)*),
+            Level::ERROR => tracing::error!($($event)*),
+        }
+    };
+}
+
+/// Bytes of log output one activity call or workflow step may put into the host's log.
 pub(crate) const LOG_BUDGET_BYTES: usize = 64 * 1024;
 
 /// The longest line kept whole; a longer line without a newline is cut here.
 const MAX_LINE_BYTES: usize = 8 * 1024;
 
-/// One activity call's log: shared by its `log` host function and its stdio streams.
+/// One guest's log: for an activity call, shared by its `log` host function and its stdio
+/// streams.
 #[derive(Clone)]
 pub(crate) struct GuestLog(Arc<Mutex<LogState>>);
 
+/// Who writes: the tags on each line.
+enum Source {
+    Activity { activity: String, instance: String },
+    Workflow { workflow: String, instance: String },
+}
+
 struct LogState {
-    activity: String,
-    instance: String,
+    source: Source,
     left: usize,
     dropped: usize,
     /// Text written to stdout / stderr since their last newline.
@@ -58,14 +78,36 @@ impl Stream {
 }
 
 impl GuestLog {
-    pub(crate) fn new(activity: &str, instance: &str) -> Self {
-        GuestLog(Arc::new(Mutex::new(LogState {
+    /// The log of one call of `activity` for `instance`.
+    pub(crate) fn activity(activity: &str, instance: &str) -> Self {
+        Self::new(Source::Activity {
             activity: activity.to_owned(),
             instance: instance.to_owned(),
+        })
+    }
+
+    /// The log of an orchestrator; call [`GuestLog::next_step`] each time it resumes.
+    pub(crate) fn workflow(workflow: &str, instance: &str) -> Self {
+        Self::new(Source::Workflow {
+            workflow: workflow.to_owned(),
+            instance: instance.to_owned(),
+        })
+    }
+
+    fn new(source: Source) -> Self {
+        GuestLog(Arc::new(Mutex::new(LogState {
+            source,
             left: LOG_BUDGET_BYTES,
             dropped: 0,
             partial: [Vec::new(), Vec::new()],
         })))
+    }
+
+    /// A new step begins with a full budget; what the last one dropped is reported.
+    pub(crate) fn next_step(&self) {
+        let mut state = self.state();
+        state.report_dropped();
+        state.left = LOG_BUDGET_BYTES;
     }
 
     /// A line from the guest's `log` host function.
@@ -95,23 +137,49 @@ impl LogState {
             return;
         }
         self.left -= cost;
-        let (activity, instance) = (self.activity.as_str(), self.instance.as_str());
-        match level {
-            Level::TRACE => {
-                tracing::trace!(target: "steadfast::activity", activity, instance, stream, "{message}")
-            }
-            Level::DEBUG => {
-                tracing::debug!(target: "steadfast::activity", activity, instance, stream, "{message}")
-            }
-            Level::INFO => {
-                tracing::info!(target: "steadfast::activity", activity, instance, stream, "{message}")
-            }
-            Level::WARN => {
-                tracing::warn!(target: "steadfast::activity", activity, instance, stream, "{message}")
-            }
-            Level::ERROR => {
-                tracing::error!(target: "steadfast::activity", activity, instance, stream, "{message}")
-            }
+        match &self.source {
+            Source::Activity { activity, instance } => at_level!(
+                level,
+                target: "steadfast::activity",
+                activity = activity.as_str(),
+                instance = instance.as_str(),
+                stream,
+                "{message}"
+            ),
+            Source::Workflow { workflow, instance } => at_level!(
+                level,
+                target: "steadfast::workflow",
+                instance = instance.as_str(),
+                workflow = workflow.as_str(),
+                "{message}"
+            ),
+        }
+    }
+
+    fn report_dropped(&mut self) {
+        let dropped = std::mem::take(&mut self.dropped);
+        if dropped == 0 {
+            return;
+        }
+        let message = format!(
+            "{dropped} bytes of log output dropped: a guest may log {LOG_BUDGET_BYTES} bytes \
+             per activity call or workflow step"
+        );
+        match &self.source {
+            Source::Activity { activity, instance } => tracing::warn!(
+                target: "steadfast::activity",
+                activity = activity.as_str(),
+                instance = instance.as_str(),
+                dropped,
+                "{message}"
+            ),
+            Source::Workflow { workflow, instance } => tracing::warn!(
+                target: "steadfast::workflow",
+                instance = instance.as_str(),
+                workflow = workflow.as_str(),
+                dropped,
+                "{message}"
+            ),
         }
     }
 
@@ -143,26 +211,15 @@ impl LogState {
 }
 
 impl Drop for LogState {
-    /// The call is over: writes what is left of unfinished lines and says what the budget
-    /// cut.
+    /// The call or activation is over: writes what is left of unfinished lines and says
+    /// what the budget cut.
     fn drop(&mut self) {
         for stream in [Stream::Stdout, Stream::Stderr] {
             if !self.partial[stream as usize].is_empty() {
                 self.flush_line(stream);
             }
         }
-        if self.dropped > 0 {
-            let (activity, instance, dropped) =
-                (self.activity.as_str(), self.instance.as_str(), self.dropped);
-            tracing::warn!(
-                target: "steadfast::activity",
-                activity,
-                instance,
-                dropped,
-                "{dropped} bytes of log output dropped: one activity call may log \
-                 {LOG_BUDGET_BYTES} bytes"
-            );
-        }
+        self.report_dropped();
     }
 }
 
@@ -215,7 +272,7 @@ mod tests {
 
     #[test]
     fn lines_are_split_at_newlines_and_charged_to_the_budget() {
-        let log = GuestLog::new("a", "i");
+        let log = GuestLog::activity("a", "i");
         log.state().write(Stream::Stdout, b"one\ntwo\nthr");
         let (left, dropped, partial) = written(&log);
         assert_eq!(left, LOG_BUDGET_BYTES - 6);
@@ -228,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_line_longer_than_the_cap_is_written_in_pieces() {
-        let log = GuestLog::new("a", "i");
+        let log = GuestLog::activity("a", "i");
         log.state()
             .write(Stream::Stderr, &vec![b'x'; MAX_LINE_BYTES * 2 + 5]);
         let state = log.state();
@@ -238,7 +295,7 @@ mod tests {
 
     #[test]
     fn output_over_the_budget_is_counted_not_written() {
-        let log = GuestLog::new("a", "i");
+        let log = GuestLog::activity("a", "i");
         let line = "y".repeat(1000);
         for _ in 0..100 {
             log.line(Level::INFO, &line);
@@ -246,5 +303,15 @@ mod tests {
         let (left, dropped, _) = written(&log);
         assert_eq!(left, LOG_BUDGET_BYTES - 65 * 1000);
         assert_eq!(dropped, 35 * 1000);
+    }
+
+    #[test]
+    fn a_workflow_gets_a_fresh_budget_each_step() {
+        let log = GuestLog::workflow("w", "i");
+        log.line(Level::INFO, &"z".repeat(LOG_BUDGET_BYTES));
+        log.line(Level::INFO, "over");
+        assert_eq!((written(&log).0, written(&log).1), (0, 4));
+        log.next_step();
+        assert_eq!((written(&log).0, written(&log).1), (LOG_BUDGET_BYTES, 0));
     }
 }

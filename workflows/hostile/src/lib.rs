@@ -12,6 +12,7 @@ steadfast_sdk::workflows! {
     "panic" => panic,
     "trap_on_replay" => trap_on_replay,
     "timer_storm" => timer_storm,
+    "log_flood" => log_flood,
 }
 
 /// An infinite loop.
@@ -64,4 +65,16 @@ fn timer_storm(ctx: &Context, _: Value) -> Result<Value, Error> {
     loop {
         timers.push(ctx.create_timer(std::time::Duration::from_secs(3600)));
     }
+}
+
+/// Logs a megabyte in one step, then, after a timer, one more line.
+fn log_flood(ctx: &Context, _: Value) -> Result<Value, Error> {
+    let line = "f".repeat(1023);
+    for _ in 0..1024 {
+        ctx.log(&line);
+    }
+    ctx.create_timer(std::time::Duration::from_secs(60))
+        .wait()?;
+    ctx.log("still heard after the timer");
+    Ok(json!("done"))
 }

@@ -310,24 +310,7 @@ impl context::Host for HostState {
         if self.replaying() || self.dry_run {
             return Ok(());
         }
-        let (id, workflow) = (self.id.as_str(), self.workflow.as_str());
-        match level {
-            types::LogLevel::Trace => {
-                tracing::trace!(target: "steadfast::workflow", instance = id, workflow, "{message}")
-            }
-            types::LogLevel::Debug => {
-                tracing::debug!(target: "steadfast::workflow", instance = id, workflow, "{message}")
-            }
-            types::LogLevel::Info => {
-                tracing::info!(target: "steadfast::workflow", instance = id, workflow, "{message}")
-            }
-            types::LogLevel::Warn => {
-                tracing::warn!(target: "steadfast::workflow", instance = id, workflow, "{message}")
-            }
-            types::LogLevel::Error => {
-                tracing::error!(target: "steadfast::workflow", instance = id, workflow, "{message}")
-            }
-        }
+        self.log.line(level.into(), &message);
         Ok(())
     }
 }

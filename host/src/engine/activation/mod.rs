@@ -95,7 +95,6 @@ pub(crate) struct HostState {
     table: ResourceTable,
     shared: Arc<Shared>,
     id: InstanceId,
-    workflow: String,
     pub(crate) generation: u32,
     /// Requests and decisions by seq: from the journal, then appended live.
     pub(crate) recorded: Vec<Event>,
@@ -124,6 +123,8 @@ pub(crate) struct HostState {
     /// When the workflow last resumed (for the per-step wall-clock limit).
     step_started: std::time::Instant,
     timers_created: usize,
+    /// Where its `log` calls go, within a budget per step.
+    pub(crate) log: super::guest_log::GuestLog,
 }
 
 impl super::limits::Metered for HostState {
@@ -162,13 +163,13 @@ impl HostState {
         work: Option<WorkGuard>,
     ) -> HostState {
         let rng = SplitMix64::for_instance(id.as_str(), generation);
+        let log = super::guest_log::GuestLog::workflow(&workflow, id.as_str());
         let limits = Arc::clone(shared.limits(id.tenant()));
         let meter = super::limits::GuestMeter::new(&limits, Arc::clone(&shared.ledger));
         HostState {
             table: ResourceTable::new(),
             shared,
             id,
-            workflow,
             generation,
             recorded: Vec::new(),
             next_seq: 0,
@@ -189,6 +190,7 @@ impl HostState {
             meter,
             step_started: std::time::Instant::now(),
             timers_created: 0,
+            log,
         }
     }
 
@@ -444,6 +446,7 @@ impl HostState {
             return Err(wasmtime::Error::new(Interrupt::Evicted));
         }
         self.step_started = std::time::Instant::now();
+        self.log.next_step();
         Ok(())
     }
 
