@@ -7,7 +7,9 @@ use crate::Error;
 use crate::activity_bindings::steadfast::workflow::activity_context as host;
 use crate::activity_bindings::steadfast::workflow::types::{ErrorInfo, LogLevel};
 
-/// Write an info-level line to the host's log, tagged with the activity.
+/// Write an info-level line to the host's log, tagged with the activity. A component
+/// built for `wasm32-wasip2` may as well print: its stdout and stderr reach the same log.
+/// The host keeps up to 64 KiB of one call's output and counts the rest.
 ///
 /// ```no_run
 /// steadfast_sdk::log("Creating task record: task-123");

@@ -306,7 +306,8 @@ impl Context {
         host::set_custom_status(&to_json("custom status", status));
     }
 
-    /// An info-level log line, silent while replaying.
+    /// An info-level log line, silent while replaying. The host keeps up to 64 KiB of a
+    /// workflow's log lines per step (from a resume to the next block) and counts the rest.
     ///
     /// ```no_run
     /// # fn f(ctx: &steadfast_sdk::Context) {
