@@ -158,6 +158,42 @@ async fn the_approval_scenario_through_the_cli() {
         json!({"stage": "waiting_for_approval"})
     );
 
+    // A start for tomorrow: the instance exists now, its code runs then.
+    let later = s
+        .cli_json(
+            &s.admin,
+            &[
+                "workflow",
+                "start",
+                "approval_workflow",
+                "--id",
+                "request-later",
+                "--delay-secs",
+                "86400",
+                "--input",
+                &approval("req-later", 5000),
+            ],
+        )
+        .await;
+    assert_eq!(later["instance_id"], "request-later");
+    s.engine.settle().await;
+    let waiting = s
+        .cli_json(&s.admin, &["workflow", "status", "request-later"])
+        .await;
+    assert_eq!(waiting["runtime_status"], "RUNNING");
+    assert_eq!(waiting["custom_status"], Value::Null, "{waiting}");
+    let created = s
+        .engine
+        .status(&steadfast::InstanceId::new("request-later").unwrap())
+        .unwrap();
+    // A day after the server read its clock for the start, just before it wrote the row.
+    let delay = created.start_at.unwrap().millis_since(created.created_at);
+    assert!((86_390_000..=86_400_000).contains(&delay), "{created:?}");
+    let (ok, text, _) = s
+        .cli(&s.admin, &["workflow", "status", "request-later"])
+        .await;
+    assert!(ok && text.contains("starts at"), "{text}");
+
     let (ok, out, err) = s
         .cli(
             &s.admin,

@@ -21,6 +21,9 @@ pub struct InstanceStatus {
     pub parent_instance_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// When the workflow first runs, for an instance started with a delay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
 }
 
 impl InstanceStatus {
@@ -38,6 +41,7 @@ impl InstanceStatus {
             parent_instance_id: record.parent.as_ref().map(|p| p.local().to_owned()),
             created_at: rfc3339(record.created_at.0),
             updated_at: rfc3339(record.updated_at.0),
+            start_at: record.start_at.map(|at| rfc3339(at.0)),
         }
     }
 }
@@ -85,6 +89,9 @@ pub struct StartRequest {
     /// `error` (default), `ignore` or `terminate`.
     #[serde(default)]
     pub reuse: Option<String>,
+    /// Run the workflow first this many milliseconds from now (the server's clock).
+    #[serde(default)]
+    pub start_delay_ms: Option<u64>,
 }
 
 pub fn parse(text: &str) -> Value {

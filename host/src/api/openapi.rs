@@ -52,7 +52,7 @@ pub(crate) fn spec() -> Value {
             "/v1/limits": { "get": op("The limits that apply to the caller's tenant (fuel, wall clock, memory, payloads, history, timers)", "read", &with(&[("200", "{tenant, limits}")])) },
             "/v1/workflows": { "get": op("List workflows and their versions", "read", &with(&[("200", "{workflows: [{name, versions}]}")])) },
             "/v1/workflows/{name}/start": { "post": {
-                "summary": "Start an instance: {input, instance_id?, reuse?: error|ignore|terminate}",
+                "summary": "Start an instance: {input, instance_id?, reuse?: error|ignore|terminate, start_delay_ms?}",
                 "description": "Requires the 'start' scope.",
                 "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "responses": { "201": { "description": "{instance_id}" }, "409": { "description": "the instance id exists" },

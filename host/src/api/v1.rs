@@ -185,6 +185,9 @@ async fn start(
         instance_id: request.instance_id,
         tenant: Some(principal.tenant.clone()),
         reuse,
+        start_at: request
+            .start_delay_ms
+            .map(|delay| state.engine.now().plus_ms(delay)),
     };
     let id = state.engine.start(&name, &input, options).await?;
     Ok((

@@ -46,6 +46,9 @@ pub(super) enum WorkflowCommand {
         /// When the id exists: error, ignore or terminate.
         #[arg(long)]
         reuse: Option<String>,
+        /// Run the workflow first this many seconds from now (the server's clock).
+        #[arg(long, value_name = "SECONDS")]
+        delay_secs: Option<u64>,
     },
     /// Show an instance's status.
     Status { id: String },
@@ -258,6 +261,7 @@ impl Client {
                 id,
                 input,
                 reuse,
+                delay_secs,
             } => {
                 let input: Value = match input {
                     Some(text) => {
@@ -265,7 +269,12 @@ impl Client {
                     }
                     None => Value::Null,
                 };
-                let body = json!({ "input": input, "instance_id": id, "reuse": reuse });
+                let body = json!({
+                    "input": input,
+                    "instance_id": id,
+                    "reuse": reuse,
+                    "start_delay_ms": delay_secs.map(|s| s.saturating_mul(1000)),
+                });
                 let answer = self
                     .post_json(&format!("/v1/workflows/{}/start", seg(&name)), &body)
                     .await?;
@@ -460,6 +469,7 @@ fn status_text(v: &Value) -> String {
     );
     line(&mut out, "custom status", &v["custom_status"]);
     line(&mut out, "created", &v["created_at"]);
+    line(&mut out, "starts at", &v["start_at"]);
     line(&mut out, "updated", &v["updated_at"]);
     out.trim_end().to_owned()
 }

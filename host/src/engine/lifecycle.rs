@@ -243,6 +243,7 @@ impl Engine {
             component,
             input: input.to_owned(),
             max_live: self.shared.limits(tenant.as_str()).max_live_instances,
+            start_at: options.start_at,
         };
         match self
             .shared
@@ -269,7 +270,8 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         }
-        self.shared.activate(id.clone());
+        self.shared
+            .activate_at(id.clone(), options.start_at, self.shared.clock.now());
         Ok(id)
     }
 
@@ -313,7 +315,8 @@ impl Engine {
             .journal
             .set_suspended(id.clone(), false, reason.to_owned(), now)
             .await?;
-        self.shared.activate(id.clone());
+        let start_at = self.status(id)?.start_at;
+        self.shared.activate_at(id.clone(), start_at, now);
         self.shared.status_changed(id);
         Ok(())
     }

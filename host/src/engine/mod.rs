@@ -247,6 +247,10 @@ pub struct StartOptions {
     pub tenant: Option<Tenant>,
     /// What to do when an instance with `instance_id` already exists.
     pub reuse: ReusePolicy,
+    /// Run the workflow first at this time instead of at once. The instance exists (and
+    /// is `RUNNING`, taking events, which wait in its inbox) from the start call on; its
+    /// code first runs when the engine's clock reaches this time, also across restarts.
+    pub start_at: Option<Timestamp>,
 }
 
 /// What `start` does when the instance id is taken.
@@ -409,8 +413,9 @@ impl Engine {
         for job in shared.journal.pending_activities()? {
             shared.dispatch_activity(job);
         }
-        for id in shared.journal.running_instances()? {
-            shared.activate(id);
+        let now = shared.clock.now();
+        for (id, start_at) in shared.journal.running_instances()? {
+            shared.activate_at(id, start_at, now);
         }
         Ok(())
     }

@@ -27,6 +27,20 @@ impl Shared {
         }
     }
 
+    /// Activates a running instance now, or, if it was started for a later time not yet
+    /// reached, when that time comes.
+    pub(crate) fn activate_at(
+        self: &Arc<Self>,
+        id: InstanceId,
+        start_at: Option<Timestamp>,
+        now: Timestamp,
+    ) {
+        match start_at {
+            Some(at) if at > now => self.timers.add(at, TimerJob::Start(id)),
+            _ => self.activate(id),
+        }
+    }
+
     /// Hands a journaled event to its instance, activating the instance if needed.
     pub(crate) fn deliver(
         self: &Arc<Self>,
@@ -210,6 +224,7 @@ impl Shared {
                     });
                 }
                 TimerJob::Activity(job) => self.dispatch_activity(job),
+                TimerJob::Start(instance) => self.activate(instance),
             }
         }
     }

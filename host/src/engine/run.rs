@@ -73,6 +73,11 @@ async fn run_generation(
         Some(record) if record.status == crate::model::RuntimeStatus::Running => record,
         _ => return Ok(Next::Done(Some(mailbox), work)),
     };
+    // Woken before its start time (by an event, say): what woke it is journaled, and the
+    // start timer brings it back when the time comes.
+    if record.generation == 0 && record.start_at.is_some_and(|at| at > shared.clock.now()) {
+        return Ok(Next::Done(Some(mailbox), work));
+    }
     let history = shared
         .journal
         .generation_history(id, record.generation)

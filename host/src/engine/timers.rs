@@ -23,6 +23,8 @@ pub(crate) enum TimerJob {
     },
     /// The next attempt of an activity.
     Activity(QueuedActivity),
+    /// The first run of an instance started with a later start time.
+    Start(InstanceId),
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +47,7 @@ impl Timers {
         self.lock().retain(|_, job| match job {
             TimerJob::Fire { instance: i, .. } => i != instance,
             TimerJob::Activity(a) => &a.instance != instance,
+            TimerJob::Start(i) => i != instance,
         });
     }
 
@@ -96,7 +99,7 @@ mod tests {
             .into_iter()
             .map(|j| match j {
                 TimerJob::Fire { seq, .. } => seq,
-                TimerJob::Activity(_) => unreachable!(),
+                TimerJob::Activity(_) | TimerJob::Start(_) => unreachable!(),
             })
             .collect();
         assert_eq!(due, vec![1, 2]);

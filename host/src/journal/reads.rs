@@ -23,6 +23,8 @@ pub struct InstanceRecord {
     pub parent: Option<InstanceId>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// When the workflow first runs, for an instance started with a later start time.
+    pub start_at: Option<Timestamp>,
 }
 
 /// One journal entry with its position.
@@ -91,7 +93,7 @@ impl Journal {
                 .map(|local| format!("{tenant}/{local}"));
             let mut stmt = conn.prepare_cached(
                 "SELECT id, workflow, component, status, generation, input, output, error,
-                        custom_status, parent_id, created_at, updated_at
+                        custom_status, parent_id, created_at, updated_at, start_at
                  FROM instances
                  WHERE tenant = ?1
                    AND (?2 IS NULL OR workflow = ?2)
@@ -187,7 +189,7 @@ impl Journal {
         self.read(|conn| {
             conn.prepare_cached(
                 "SELECT id, workflow, component, status, generation, input, output, error,
-                        custom_status, parent_id, created_at, updated_at
+                        custom_status, parent_id, created_at, updated_at, start_at
                  FROM instances WHERE id = ?1",
             )?
             .query_row([id.as_str()], instance_from_row)
@@ -238,13 +240,22 @@ impl Journal {
     }
 
     /// Ids of instances that still have work to do.
-    pub fn running_instances(&self) -> Result<Vec<InstanceId>, JournalError> {
+    /// Running instances, each with its start time if it was started for later.
+    pub fn running_instances(&self) -> Result<Vec<(InstanceId, Option<Timestamp>)>, JournalError> {
         self.read(|conn| {
             let mut stmt =
-                conn.prepare_cached("SELECT id FROM instances WHERE status = 'RUNNING'")?;
-            let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            ids.map(|id| InstanceId::from_key(id?).map_err(JournalError::Corrupt))
-                .collect()
+                conn.prepare_cached("SELECT id, start_at FROM instances WHERE status = 'RUNNING'")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<Timestamp>>(1)?))
+            })?;
+            rows.map(|row| {
+                let (id, start_at) = row?;
+                Ok((
+                    InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
+                    start_at,
+                ))
+            })
+            .collect()
         })
     }
 
@@ -351,6 +362,7 @@ fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Jou
                 .map_err(JournalError::Corrupt)?,
             created_at: r.get::<_, Timestamp>(10)?,
             updated_at: r.get::<_, Timestamp>(11)?,
+            start_at: r.get::<_, Option<Timestamp>>(12)?,
         })
     };
     Ok(build())

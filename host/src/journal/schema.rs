@@ -142,6 +142,10 @@ const MIGRATIONS: &[&str] = &[
         UPDATE tenant_load SET live = live - 1 WHERE tenant = OLD.tenant;
     END;
     "#,
+    // 4: a start time for instances scheduled to begin later (NULL: at once).
+    r#"
+    ALTER TABLE instances ADD COLUMN start_at INTEGER;
+    "#,
 ];
 
 /// Brings the database to the newest schema, one transaction per migration.

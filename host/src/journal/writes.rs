@@ -21,6 +21,8 @@ pub struct NewInstance {
     pub input: String,
     /// The tenant's running or suspended instances may not exceed this.
     pub max_live: u64,
+    /// When its workflow first runs; `None` for at once.
+    pub start_at: Option<Timestamp>,
 }
 
 /// What a workflow produced since its last write: commands, decisions, custom status.
@@ -496,8 +498,8 @@ fn insert_instance(
         .prepare_cached(
             "INSERT OR IGNORE INTO instances
              (id, workflow, component, status, generation, input, parent_id, parent_gen, parent_seq,
-              created_at, updated_at, tenant)
-             VALUES (?1, ?2, ?3, 'RUNNING', 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+              created_at, updated_at, tenant, start_at)
+             VALUES (?1, ?2, ?3, 'RUNNING', 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
         )?
         .execute(params![
             new.id.as_str(),
@@ -508,7 +510,8 @@ fn insert_instance(
             parent.map(|p| p.1),
             parent.map(|p| p.2),
             now,
-            new.id.tenant()
+            new.id.tenant(),
+            new.start_at
         ])?;
     if inserted == 0 {
         return Err(JournalError::InstanceExists(new.id.clone()));
@@ -586,6 +589,7 @@ fn append_step(
                     component: digest.clone(),
                     input: input.clone(),
                     max_live: step.max_live_instances,
+                    start_at: None,
                 };
                 match insert_instance(conn, &new, Some((id, generation, *seq)), now) {
                     Ok(()) => {}
