@@ -41,6 +41,41 @@ pub fn clock() -> VirtualClock {
     VirtualClock::new(START)
 }
 
+/// A two-worker runtime, for tests that drop one to crash a host.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Starts the example approval of 5,000 (so it waits for a decision) as `request_id`,
+/// at once or at `start_at`, and lets it settle.
+pub async fn start_approval(
+    engine: &Engine,
+    request_id: &str,
+    start_at: Option<Timestamp>,
+) -> InstanceId {
+    let request = serde_json::json!({
+        "request_id": request_id,
+        "requester": "bob",
+        "amount": 5000.0,
+        "description": "x",
+    });
+    let options = steadfast::StartOptions {
+        instance_id: Some(request_id.into()),
+        start_at,
+        ..steadfast::StartOptions::default()
+    };
+    let id = engine
+        .start("approval_workflow", &request.to_string(), options)
+        .await
+        .expect("the approval starts");
+    engine.settle().await;
+    id
+}
+
 pub fn id(s: &str) -> InstanceId {
     InstanceId::new(s).expect("valid id")
 }

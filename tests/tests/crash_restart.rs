@@ -8,18 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use steadfast::{Engine, EngineConfig, RuntimeStatus, StartOptions, VirtualClock, examples};
-use steadfast_tests::{START, TESTING_V1_WASM, config, id, open, output};
-use tokio::runtime::Runtime;
+use steadfast_tests::{START, TESTING_V1_WASM, config, id, open, output, runtime, start_approval};
 
 type Calls = Arc<Mutex<HashMap<String, u32>>>;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Adds counting native versions of the saga's activities. With `hang_on`, that
 /// activity never finishes (the host is about to "crash") and signals `reached`.
@@ -169,29 +160,13 @@ fn a_timer_created_before_a_restart_fires_after_it() {
     });
 }
 
-/// Starts an approval of 5,000 (so it waits for a decision) and lets it reach the wait.
-async fn start_approval(engine: &Engine, request_id: &str) -> steadfast::InstanceId {
-    let request =
-        json!({"request_id": request_id, "requester": "bob", "amount": 5000.0, "description": "x"});
-    let options = StartOptions {
-        instance_id: Some(request_id.into()),
-        ..StartOptions::default()
-    };
-    let id = engine
-        .start("approval_workflow", &request.to_string(), options)
-        .await
-        .unwrap();
-    engine.settle().await;
-    id
-}
-
 #[test]
 fn an_event_acknowledged_just_before_a_crash_is_delivered_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let first = runtime();
     first.block_on(async {
         let engine = open_with_examples(dir.path(), &VirtualClock::new(START)).await;
-        let id = start_approval(&engine, "req-002").await;
+        let id = start_approval(&engine, "req-002", None).await;
         engine
             .raise_event(
                 &id,
@@ -222,7 +197,7 @@ fn a_journal_in_use_is_refused_to_a_second_engine_until_the_first_shuts_down() {
     runtime().block_on(async {
         let clock = VirtualClock::new(START);
         let engine = open_with_examples(dir.path(), &clock).await;
-        let req = start_approval(&engine, "req-9").await;
+        let req = start_approval(&engine, "req-9", None).await;
 
         let refused = Engine::open(config(dir.path(), &clock))
             .await

@@ -4,19 +4,11 @@
 use std::path::Path;
 
 use steadfast::{RuntimeStatus, StartOptions, VirtualClock};
-use steadfast_tests::{START, TESTING_V1_WASM, id, open};
+use steadfast_tests::{START, TESTING_V1_WASM, id, open, runtime};
 
 /// Set in the second process: the data directory to reopen.
 const SECOND_PROCESS_DIR: &str = "STEADFAST_REPLAY_DATA_DIR";
 const TEST_NAME: &str = "the_same_journal_replays_to_identical_state_in_a_fresh_process";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn the_same_journal_replays_to_identical_state_in_a_fresh_process() {

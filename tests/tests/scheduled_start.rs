@@ -5,35 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use steadfast::model::Timestamp;
-use steadfast::{Engine, InstanceId, RuntimeStatus, StartOptions, VirtualClock, examples};
-use steadfast_tests::{START, id, open, output};
+use steadfast::{Engine, InstanceId, RuntimeStatus, VirtualClock, examples};
+use steadfast_tests::{START, id, open, output, runtime, start_approval};
 
 const HOUR_MS: u64 = 3_600_000;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Starts an approval of 5,000 for `START` + `delay_ms`.
-async fn start_approval_later(engine: &Engine, request_id: &str, delay_ms: u64) -> InstanceId {
-    let request =
-        json!({"request_id": request_id, "requester": "bob", "amount": 5000.0, "description": "x"});
-    let options = StartOptions {
-        instance_id: Some(request_id.into()),
-        start_at: Some(START.plus_ms(delay_ms)),
-        ..StartOptions::default()
-    };
-    let id = engine
-        .start("approval_workflow", &request.to_string(), options)
-        .await
-        .unwrap();
-    engine.settle().await;
-    id
-}
 
 /// The workflow's code has not run: nothing it asks for (no command) is journaled.
 fn not_yet_run(engine: &Engine, id: &InstanceId) {
@@ -62,7 +37,7 @@ fn a_delayed_start_runs_at_its_time_with_the_events_raised_before_it() {
     runtime().block_on(async {
         let engine = open(dir.path(), &VirtualClock::new(START)).await;
         examples::install(&engine).await.unwrap();
-        let req = start_approval_later(&engine, "req-later", HOUR_MS).await;
+        let req = start_approval(&engine, "req-later", Some(START.plus_ms(HOUR_MS))).await;
         not_yet_run(&engine, &req);
 
         // An event raised before the start waits in the inbox.
@@ -93,7 +68,7 @@ fn a_delayed_start_survives_a_restart() {
     first.block_on(async {
         let engine = open(dir.path(), &VirtualClock::new(START)).await;
         examples::install(&engine).await.unwrap();
-        start_approval_later(&engine, "req-restart", HOUR_MS).await;
+        start_approval(&engine, "req-restart", Some(START.plus_ms(HOUR_MS))).await;
     });
     drop(first);
 
@@ -117,7 +92,7 @@ fn a_delayed_start_terminated_before_its_time_never_runs() {
     runtime().block_on(async {
         let engine = open(dir.path(), &VirtualClock::new(START)).await;
         examples::install(&engine).await.unwrap();
-        let req = start_approval_later(&engine, "req-cancelled", HOUR_MS).await;
+        let req = start_approval(&engine, "req-cancelled", Some(START.plus_ms(HOUR_MS))).await;
         engine.terminate(&req, "not needed").await.unwrap();
         assert_eq!(
             engine.advance_to_next_timer().await.unwrap(),

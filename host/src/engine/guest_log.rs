@@ -137,6 +137,11 @@ impl LogState {
             return;
         }
         self.left -= cost;
+        self.write_line(level, stream, message);
+    }
+
+    /// Writes one line, tagged with who wrote it; `stream` tags activity lines only.
+    fn write_line(&self, level: Level, stream: &str, message: &str) {
         match &self.source {
             Source::Activity { activity, instance } => at_level!(
                 level,
@@ -156,30 +161,15 @@ impl LogState {
         }
     }
 
+    /// Says how much the budget cut since the last report, if anything.
     fn report_dropped(&mut self) {
         let dropped = std::mem::take(&mut self.dropped);
-        if dropped == 0 {
-            return;
-        }
-        let message = format!(
-            "{dropped} bytes of log output dropped: a guest may log {LOG_BUDGET_BYTES} bytes \
-             per activity call or workflow step"
-        );
-        match &self.source {
-            Source::Activity { activity, instance } => tracing::warn!(
-                target: "steadfast::activity",
-                activity = activity.as_str(),
-                instance = instance.as_str(),
-                dropped,
-                "{message}"
-            ),
-            Source::Workflow { workflow, instance } => tracing::warn!(
-                target: "steadfast::workflow",
-                instance = instance.as_str(),
-                workflow = workflow.as_str(),
-                dropped,
-                "{message}"
-            ),
+        if dropped > 0 {
+            let message = format!(
+                "{dropped} bytes of log output dropped: a guest may log {LOG_BUDGET_BYTES} \
+                 bytes per activity call or workflow step"
+            );
+            self.write_line(Level::WARN, "log", &message);
         }
     }
 
