@@ -10,6 +10,11 @@ demo:
 test:
     cargo test --workspace
 
+# SIGKILL the real `steadfast serve` N times at random moments under HTTP traffic, then check
+# nothing acknowledged was lost or journaled twice (STEADFAST_TORTURE_SEED=... replays a run).
+torture N="200":
+    STEADFAST_TORTURE_ROUNDS={{N}} cargo test -p steadfast --test kill_restart -- --nocapture
+
 # Formatting and lints, as CI would want them.
 lint:
     cargo fmt --all --check

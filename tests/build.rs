@@ -22,6 +22,12 @@ fn main() {
         output: "hostile.wasm",
         target: steadfast_guest_build::PURE,
     });
+    let names = build(&Guest {
+        package: "steadfast-hostile",
+        features: &["effectful_names"],
+        output: "hostile_names.wasm",
+        target: steadfast_guest_build::PURE,
+    });
     let wasi = build(&Guest {
         package: "steadfast-hostile-wasi",
         features: &[],
@@ -55,6 +61,10 @@ fn main() {
     println!(
         "cargo:rustc-env=STEADFAST_HOSTILE_WASI_WASM={}",
         wasi.display()
+    );
+    println!(
+        "cargo:rustc-env=STEADFAST_HOSTILE_NAMES_WASM={}",
+        names.display()
     );
     println!("cargo:rustc-env=STEADFAST_TESTING_V1_WASM={}", v1.display());
     println!("cargo:rustc-env=STEADFAST_TESTING_V2_WASM={}", v2.display());

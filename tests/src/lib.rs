@@ -14,6 +14,8 @@ pub const TESTING_V2_WASM: &[u8] = include_bytes!(env!("STEADFAST_TESTING_V2_WAS
 
 /// Workflows that attack the host, one way each (`workflows/hostile`).
 pub const HOSTILE_WASM: &[u8] = include_bytes!(env!("STEADFAST_HOSTILE_WASM"));
+/// The hostile crate built with `effectful_names`: its `names` export calls the host.
+pub const HOSTILE_NAMES_WASM: &[u8] = include_bytes!(env!("STEADFAST_HOSTILE_NAMES_WASM"));
 /// An orchestrator built for wasm32-wasip2 that imports `wasi:filesystem`.
 pub const HOSTILE_WASI_WASM: &[u8] = include_bytes!(env!("STEADFAST_HOSTILE_WASI_WASM"));
 /// An activity component (`wasm32-wasip2`) reporting the environment and files it sees.

@@ -113,13 +113,14 @@ impl Shared {
                     limits.fuel_per_activity,
                     limits.step_wall_clock_ms,
                 );
-                let run = async {
+                let clock = Arc::clone(&store.data().clock);
+                let run = super::limits::timed(&clock, async {
                     let worker = pre.instantiate_async(&mut store).await?;
                     worker
                         .steadfast_workflow_activities()
                         .call_run(&mut store, &job.name, &job.input)
                         .await
-                };
+                });
                 // Epochs stop a guest that computes too long; this stops one that waits
                 // too long in the host (a slow HTTP response).
                 let deadline = std::time::Duration::from_millis(limits.step_wall_clock_ms);
@@ -157,6 +158,18 @@ async fn run_activity(shared: Arc<Shared>, job: QueuedActivity, work: WorkGuard)
         // Bounded: a burst of scheduled activities queues here instead of instantiating
         // thousands of components at once.
         let _slot = shared.activity_slots.acquire().await;
+        // Started only while its instance still wants it: an activity of an instance
+        // terminated (or continued as new) since it was queued never starts.
+        match shared.journal.activity_queued(&job) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(instance = %job.instance, activity = %job.name, "not started: its instance no longer waits for it");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(instance = %job.instance, activity = %job.name, error = %e, "cannot check the activity queue; running the activity")
+            }
+        }
         let result = shared.execute_activity(&job).await;
         let limits = shared.limits(job.instance.tenant());
         match result {

@@ -17,7 +17,8 @@ use super::guest_log::{GuestLog, Stream};
 /// What an activity component's store holds: its log, the limits it runs under and its
 /// WASI state.
 pub(crate) struct ActivityState {
-    pub(crate) started: std::time::Instant,
+    /// The time the call has run (not waited), for the time limit.
+    pub(crate) clock: std::sync::Arc<super::limits::StepClock>,
     log: GuestLog,
     meter: super::limits::GuestMeter,
     wasi: WasiCtx,
@@ -50,7 +51,7 @@ impl ActivityState {
                 .map_err(|e| format!("cannot open granted directory {}: {e}", host.display()))?;
         }
         Ok(ActivityState {
-            started: std::time::Instant::now(),
+            clock: std::sync::Arc::default(),
             log,
             meter: super::limits::GuestMeter::new(limits, ledger),
             wasi: wasi.build(),
@@ -81,8 +82,8 @@ impl WasiHttpView for ActivityState {
 }
 
 impl super::limits::Metered for ActivityState {
-    fn step_started(&self) -> std::time::Instant {
-        self.started
+    fn step_time(&self) -> Option<std::time::Duration> {
+        Some(self.clock.elapsed())
     }
 
     fn meter(&mut self) -> &mut super::limits::GuestMeter {

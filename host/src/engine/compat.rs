@@ -21,24 +21,43 @@ pub enum Compatibility {
 }
 
 /// Replays `record`'s current generation on `pre` in a dry run: requests are compared
-/// with the journal and answered from it; reaching its end means compatible.
+/// with the journal and answered from it; compatible only if the new code asks for every
+/// recorded request, in order, before it waits or returns. Also returns the last journal
+/// position the check covered: a migration applies only while the journal still ends
+/// there.
 pub(crate) async fn check_compatible(
     shared: &Arc<Shared>,
     record: &InstanceRecord,
     pre: OrchestratorPre<HostState>,
-) -> Compatibility {
+) -> (Compatibility, u64) {
     let history = match shared
         .journal
         .generation_history(&record.id, record.generation)
     {
         Ok(history) => history,
-        Err(e) => return Compatibility::Incompatible(format!("cannot read the journal: {e}")),
+        Err(e) => {
+            return (
+                Compatibility::Incompatible(format!("cannot read the journal: {e}")),
+                0,
+            );
+        }
     };
+    let upto = history.iter().map(|e| e.pos).max().unwrap_or(0);
+    (replay(shared, record, pre, history).await, upto)
+}
+
+async fn replay(
+    shared: &Arc<Shared>,
+    record: &InstanceRecord,
+    pre: OrchestratorPre<HostState>,
+    history: Vec<crate::journal::StoredEvent>,
+) -> Compatibility {
     let (_tx, rx) = mpsc::unbounded_channel();
     let mut state = HostState::new(
         Arc::clone(shared),
         record.id.clone(),
         record.workflow.clone(),
+        record.component.clone(),
         record.generation,
         rx,
         None,

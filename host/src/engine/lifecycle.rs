@@ -9,6 +9,10 @@ use super::{
 use crate::journal::{InstanceFilter, InstanceRecord, JournalError, NewInstance, TokenRecord};
 use crate::model::{Digest, InstanceId, Tenant};
 
+/// How often `check_deploy --migrate` re-checks an instance that kept changing while it
+/// was being checked.
+const MIGRATE_TRIES: u32 = 3;
+
 /// One version of a workflow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkflowVersion {
@@ -138,38 +142,75 @@ impl Engine {
             return Ok((None, Vec::new()));
         }
         let pre = self.shared.orchestrator_pre(&digest).expect("just loaded");
+        let deployment = if migrate {
+            Some(self.deploy_to(tenant, bytes).await?)
+        } else {
+            None
+        };
         let mut report = Vec::new();
         for workflow in &names {
             for id in self.shared.journal.live_instances(tenant, workflow)? {
-                let record = self.status(&id)?;
-                if record.component == digest {
-                    continue;
+                if let Some(check) = self
+                    .check_instance(&id, workflow, &digest, &pre, migrate)
+                    .await?
+                {
+                    report.push(check);
                 }
-                let compatibility =
-                    compat::check_compatible(&self.shared, &record, pre.clone()).await;
-                report.push(InstanceCheck {
-                    instance: id,
-                    workflow: workflow.clone(),
-                    compatibility,
-                    migrated: false,
-                });
             }
         }
-        if !migrate {
-            return Ok((None, report));
-        }
-        let deployment = self.deploy_to(tenant, bytes).await?;
-        for check in &mut report {
-            if check.compatibility == Compatibility::Compatible {
-                self.shared
-                    .journal
-                    .set_instance_component(check.instance.clone(), digest.clone())
-                    .await?;
-                self.request_eviction(&check.instance);
-                check.migrated = true;
+        Ok((deployment, report))
+    }
+
+    /// Checks one instance against the new component and, with `migrate`, moves it if
+    /// compatible. The move is conditional on the journal being exactly what was checked;
+    /// an instance that made progress meanwhile is checked again (a few times, then it is
+    /// reported as not migrated, to be tried again later). `None` if it already runs on
+    /// the new component.
+    async fn check_instance(
+        &self,
+        id: &InstanceId,
+        workflow: &str,
+        digest: &Digest,
+        pre: &super::bindings::orchestrator::OrchestratorPre<super::activation::HostState>,
+        migrate: bool,
+    ) -> Result<Option<InstanceCheck>, EngineError> {
+        let mut tries = 0;
+        loop {
+            let record = self.status(id)?;
+            if record.component == *digest {
+                return Ok(None);
+            }
+            let (compatibility, upto) =
+                compat::check_compatible(&self.shared, &record, pre.clone()).await;
+            let mut check = InstanceCheck {
+                instance: id.clone(),
+                workflow: workflow.to_owned(),
+                compatibility,
+                migrated: false,
+            };
+            if !migrate || check.compatibility != Compatibility::Compatible {
+                return Ok(Some(check));
+            }
+            check.migrated = self
+                .shared
+                .journal
+                .migrate_instance(
+                    id.clone(),
+                    record.component.clone(),
+                    record.generation,
+                    upto,
+                    digest.clone(),
+                )
+                .await?;
+            tries += 1;
+            if check.migrated || tries == MIGRATE_TRIES {
+                if check.migrated {
+                    // Its activation on the old code is fenced off; it replays on the new.
+                    self.request_eviction(id);
+                }
+                return Ok(Some(check));
             }
         }
-        Ok((Some(deployment), report))
     }
 
     /// A tenant's workflows and their versions.

@@ -1,9 +1,12 @@
 //! What a guest may use, per tenant, and how a guest that goes over is stopped.
 //!
 //! - **CPU:** fuel per workflow run (deterministic: a replay burns the same fuel) and per
-//!   activity call; a wall-clock limit per step (from the workflow resuming until it next
+//!   activity call; a time limit per step (from the workflow resuming until it next
 //!   blocks) as the backstop, checked on epoch ticks, which also yield to the runtime so a
-//!   busy guest cannot starve others.
+//!   busy guest cannot starve others. The step's time is what the guest's store spent
+//!   being run ([`StepClock`]), not the wall clock: time spent waiting for a CPU while
+//!   other guests ran does not count, and neither does replay (fuel bounds that), so a
+//!   busy host never fails a healthy instance.
 //! - **Memory:** linear memory growth beyond the limit traps with a clear reason.
 //! - **Size:** payloads (inputs, outputs, event data, activity results, custom status),
 //!   journal entries per generation (with a "continue as new" hint at 80 %), timers per
@@ -117,8 +120,11 @@ pub(crate) enum LimitExceeded {
     History(usize),
     #[error("the generation created {0} timers, the limit")]
     Timers(usize),
-    #[error("one step ran longer than {0} ms of wall-clock time")]
+    #[error("one step ran longer than {0} ms")]
     StepTime(u64),
+    /// A value the host cannot journal or act on (a NaN backoff, a time past year 9999).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl LimitExceeded {
@@ -128,6 +134,7 @@ impl LimitExceeded {
             LimitExceeded::History(_) => "history_limit",
             LimitExceeded::Timers(_) => "timer_limit",
             LimitExceeded::StepTime(_) => "time_limit",
+            LimitExceeded::Invalid(_) => "invalid_argument",
         }
     }
 }
@@ -153,7 +160,7 @@ pub(crate) fn check_payload(
 /// what the trap was.
 pub(crate) fn classify_trap(error: &wasmtime::Error, limits: &Limits, who: &str) -> ErrorInfo {
     if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
-        return ErrorInfo::new(limit.kind(), format!("{who} {limit}"));
+        return ErrorInfo::new(limit.kind(), format!("{who}: {limit}"));
     }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::OutOfFuel) => ErrorInfo::new(
@@ -193,9 +200,70 @@ pub(crate) fn classify_trap(error: &wasmtime::Error, limits: &Limits, who: &str)
 
 /// Store data that the limits apply to.
 pub(crate) trait Metered: Send + 'static {
-    /// When the current step (or activity call) started.
-    fn step_started(&self) -> std::time::Instant;
+    /// The time the current step (or activity call) has run, or `None` while the time
+    /// limit does not apply (a workflow replaying its journal).
+    fn step_time(&self) -> Option<std::time::Duration>;
     fn meter(&mut self) -> &mut GuestMeter;
+}
+
+/// How long a guest has run in its current step: the time its store spent inside
+/// `poll`, summed over polls. Waiting for a CPU, for the journal or for a delivery is
+/// not running. Shared between the store's data (which reads and restarts it) and the
+/// [`timed`] future that drives the guest (which starts and stops it).
+#[derive(Debug, Default)]
+pub(crate) struct StepClock(std::sync::Mutex<StepTimes>);
+
+#[derive(Debug, Default)]
+struct StepTimes {
+    used: std::time::Duration,
+    /// Set while the guest is being polled.
+    polled_since: Option<std::time::Instant>,
+}
+
+impl StepClock {
+    fn times(&self) -> std::sync::MutexGuard<'_, StepTimes> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The time run in this step so far.
+    pub(crate) fn elapsed(&self) -> std::time::Duration {
+        let t = self.times();
+        t.used
+            + t.polled_since
+                .map_or_else(Default::default, |s| s.elapsed())
+    }
+
+    /// A new step begins now (the guest resumed, or replay reached the live end).
+    pub(crate) fn restart(&self) {
+        let mut t = self.times();
+        t.used = std::time::Duration::ZERO;
+        if t.polled_since.is_some() {
+            t.polled_since = Some(std::time::Instant::now());
+        }
+    }
+
+    fn poll_started(&self) {
+        self.times().polled_since = Some(std::time::Instant::now());
+    }
+
+    fn poll_ended(&self) {
+        let mut t = self.times();
+        if let Some(since) = t.polled_since.take() {
+            t.used += since.elapsed();
+        }
+    }
+}
+
+/// Drives `fut` (a call into a guest) and counts the time spent polling it on `clock`.
+pub(crate) async fn timed<F: std::future::Future>(clock: &StepClock, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        clock.poll_started();
+        let result = fut.as_mut().poll(cx);
+        clock.poll_ended();
+        result
+    })
+    .await
 }
 
 /// What the engine's guest stores hold right now: how many exist and the bytes of linear
@@ -305,7 +373,11 @@ pub(crate) fn meter<T: Metered>(store: &mut wasmtime::Store<T>, fuel: u64, step_
     // Fuel is on for every store of the engine; this cannot fail.
     let _ = store.set_fuel(fuel);
     store.epoch_deadline_callback(move |ctx| {
-        if ctx.data().step_started().elapsed().as_millis() as u64 > step_ms {
+        if ctx
+            .data()
+            .step_time()
+            .is_some_and(|t| t.as_millis() as u64 > step_ms)
+        {
             Err(wasmtime::Error::new(LimitExceeded::StepTime(step_ms)))
         } else {
             // Let other instances run: a busy guest yields at every tick.

@@ -538,6 +538,29 @@ impl Engine {
         }
     }
 
+    /// Stops the engine the way a crash would, for crash tests and the simulation: every
+    /// journal write not yet committed is abandoned and nothing is committed again. The
+    /// caller then drops the runtime the engine ran on (ending its tasks mid-flight) and
+    /// may open a new engine on the same data directory.
+    #[doc(hidden)]
+    pub fn crash(&self) {
+        self.shared.journal.crash();
+    }
+
+    /// Makes the next `n` journal writes of activations fail as a storage fault would
+    /// (for tests of how instances survive host faults).
+    #[doc(hidden)]
+    pub fn inject_journal_faults(&self, n: u32) {
+        self.shared.journal.inject_faults(n);
+    }
+
+    /// The tenant's live-instance counter as the quota keeps it, and the live instances
+    /// actually in the journal; the two must always agree.
+    #[doc(hidden)]
+    pub fn tenant_load(&self, tenant: &Tenant) -> Result<(u64, u64), EngineError> {
+        Ok(self.shared.journal.tenant_load(tenant)?)
+    }
+
     /// Pins an instance to another deployed component; it replays on that code when next
     /// activated. A replay that diverges stalls the instance.
     pub async fn set_instance_component(

@@ -164,6 +164,13 @@ impl Shared {
         tokio::spawn(write_completion(Arc::clone(self), job, result, work));
     }
 
+    /// Journals an activity result on its own that an activation took unwritten and is
+    /// leaving without writing, then delivers it.
+    pub(crate) fn write_unwritten(self: &Arc<Self>, job: QueuedActivity, result: Outcome) {
+        let guard = self.work.guard();
+        tokio::spawn(write_completion(Arc::clone(self), job, result, guard));
+    }
+
     /// More instances are in memory than the configured maximum.
     pub(crate) fn over_capacity(&self) -> bool {
         self.resident

@@ -11,7 +11,7 @@ use super::Shared;
 use super::activation::{HostState, Interrupt, Msg};
 use super::limits::check_payload;
 use super::work::WorkGuard;
-use crate::journal::Finish;
+use crate::journal::{Finish, JournalError};
 use crate::model::{ErrorInfo, InstanceId};
 
 /// Runs an instance until it ends, is evicted, or the host fails; then leaves the
@@ -36,6 +36,14 @@ pub(crate) async fn run(
                 drop(guard);
                 return;
             }
+            Ok(Next::Fenced(rx, guard)) => {
+                // Activated afresh: it exits at once if the instance ended or is
+                // suspended, and replays (on its new code, if migrated) if it still runs.
+                shared.leave_resident(&id, activation, Some(rx));
+                shared.activate(id);
+                drop(guard);
+                return;
+            }
             Ok(Next::Evicted(rx, ack, guard)) => {
                 shared.leave_resident(&id, activation, Some(rx));
                 drop(guard);
@@ -44,13 +52,52 @@ pub(crate) async fn run(
                 }
                 return;
             }
-            Err(fault) => {
-                tracing::error!(instance = %id, error = %fault, "instance deactivated by a host fault; it resumes on restart");
-                break;
+            Err(Fault {
+                message,
+                mailbox,
+                unwritten,
+                guard,
+            }) => {
+                // Nothing the workflow did since its last write is lost: its requests are
+                // made again when it replays, and results that travelled unwritten are
+                // journaled on their own. It is activated again after a pause, so a
+                // passing fault (a full instance pool, a storage hiccup) does not leave it
+                // hanging until the next restart.
+                tracing::error!(instance = %id, error = %message, "instance deactivated by a host fault; activating it again in {} ms", FAULT_RETRY_MS);
+                for (job, result) in unwritten {
+                    shared.write_unwritten(job, result);
+                }
+                shared.leave_resident(&id, activation, mailbox);
+                let at = shared.clock.now().plus_ms(FAULT_RETRY_MS);
+                shared.timers.add(at, super::timers::TimerJob::Start(id));
+                drop(guard);
+                return;
             }
         }
     }
-    shared.leave_resident(&id, activation, None);
+}
+
+/// How long an instance waits after a host fault before it is activated again.
+const FAULT_RETRY_MS: u64 = 1_000;
+
+/// A host fault, with what the activation must not drop on its way out.
+struct Fault {
+    message: String,
+    mailbox: Option<mpsc::UnboundedReceiver<Msg>>,
+    unwritten: Vec<(crate::journal::QueuedActivity, crate::model::Outcome)>,
+    guard: Option<WorkGuard>,
+}
+
+impl Fault {
+    fn of(message: String, state: &mut HostState) -> Fault {
+        let (_, empty) = mpsc::unbounded_channel();
+        Fault {
+            message,
+            mailbox: Some(std::mem::replace(&mut state.mailbox, empty)),
+            unwritten: std::mem::take(&mut state.unwritten),
+            guard: state.work.take(),
+        }
+    }
 }
 
 enum Next {
@@ -61,6 +108,8 @@ enum Next {
         Option<WorkGuard>,
     ),
     Done(Option<mpsc::UnboundedReceiver<Msg>>, Option<WorkGuard>),
+    /// The journal refused its write: the instance moved on without it.
+    Fenced(mpsc::UnboundedReceiver<Msg>, Option<WorkGuard>),
 }
 
 async fn run_generation(
@@ -68,49 +117,50 @@ async fn run_generation(
     id: &InstanceId,
     mailbox: mpsc::UnboundedReceiver<Msg>,
     work: Option<WorkGuard>,
-) -> Result<Next, String> {
-    let record = match shared.journal.instance(id).map_err(|e| e.to_string())? {
-        Some(record) if record.status == crate::model::RuntimeStatus::Running => record,
-        _ => return Ok(Next::Done(Some(mailbox), work)),
+) -> Result<Next, Fault> {
+    let fault = |message: String, mailbox, work| Fault {
+        message,
+        mailbox: Some(mailbox),
+        unwritten: Vec::new(),
+        guard: work,
+    };
+    let record = match shared.journal.instance(id) {
+        Ok(Some(record)) if record.status.runs() => record,
+        Ok(_) => return Ok(Next::Done(Some(mailbox), work)),
+        Err(e) => return Err(fault(e.to_string(), mailbox, work)),
     };
     // Woken before its start time (by an event, say): what woke it is journaled, and the
     // start timer brings it back when the time comes.
     if record.generation == 0 && record.start_at.is_some_and(|at| at > shared.clock.now()) {
         return Ok(Next::Done(Some(mailbox), work));
     }
-    let history = shared
-        .journal
-        .generation_history(id, record.generation)
-        .map_err(|e| e.to_string())?;
+    let history = match shared.journal.generation_history(id, record.generation) {
+        Ok(history) => history,
+        Err(e) => return Err(fault(e.to_string(), mailbox, work)),
+    };
     let mut state = HostState::new(
         Arc::clone(shared),
         id.clone(),
         record.workflow.clone(),
+        record.component.clone(),
         record.generation,
         mailbox,
         work,
     );
     state.custom_status = record.custom_status.clone();
     if let Err(e) = state.load(history) {
-        return Err(e.to_string());
+        return Err(Fault::of(e.to_string(), &mut state));
     }
     let Some(pre) = shared.orchestrator_pre(&record.component) else {
         let reason = format!(
             "the component this instance runs on ({}) is not deployed; deploy it again to resume",
             record.component.short()
         );
-        let (mailbox, work) = finish(
-            shared,
-            id,
-            record.generation,
-            state,
-            Finish::Stalled(reason),
-        )
-        .await?;
-        return Ok(Next::Done(Some(mailbox), work));
+        return finish(shared, id, state, Finish::Stalled(reason)).await;
     };
 
     let limits = state.limits.clone();
+    let clock = Arc::clone(&state.clock);
     let mut store = Store::new(shared.sandbox.engine(), state);
     super::limits::meter(&mut store, limits.fuel_per_run, limits.step_wall_clock_ms);
     // Failing to instantiate is the host's problem (out of memory, say), not the
@@ -126,13 +176,21 @@ async fn run_generation(
                 tracing::debug!(instance = %id, error = %e, "instantiation failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
-            Err(e) => return Err(format!("cannot instantiate the workflow: {e:#}")),
+            Err(e) => {
+                let message = format!("cannot instantiate the workflow: {e:#}");
+                return Err(Fault::of(message, store.data_mut()));
+            }
         }
     };
-    let result = instance
-        .steadfast_workflow_workflows()
-        .call_run(&mut store, &record.workflow, &record.input)
-        .await;
+    let result = super::limits::timed(
+        &clock,
+        instance.steadfast_workflow_workflows().call_run(
+            &mut store,
+            &record.workflow,
+            &record.input,
+        ),
+    )
+    .await;
     let mut state = store.into_data();
 
     let outcome = match result {
@@ -144,8 +202,14 @@ async fn run_generation(
                     state.work.take(),
                 ));
             }
-            Some(Interrupt::HostFault(message)) => return Err(message.clone()),
-            Some(Interrupt::Frontier) => return Err("a live run reached a dry-run frontier".into()),
+            Some(Interrupt::HostFault(message)) => {
+                return Err(Fault::of(message.clone(), &mut state));
+            }
+            Some(Interrupt::Fenced(why)) => return Ok(fenced(shared, id, why, state)),
+            Some(Interrupt::Frontier | Interrupt::Inspecting(_)) => {
+                let message = format!("a live run stopped as a dry run would: {error:#}");
+                return Err(Fault::of(message, &mut state));
+            }
             Some(divergence @ Interrupt::Nondeterminism { .. }) => {
                 Finish::Stalled(divergence.to_string())
             }
@@ -165,14 +229,10 @@ async fn run_generation(
             }
         },
         Ok(returned) => {
-            if let Some((input, keep)) = state.continue_as_new.take() {
-                let keep_events = if keep {
-                    state.unconsumed_events()
-                } else {
-                    Vec::new()
-                };
-                Finish::ContinueAsNew { input, keep_events }
-            } else if state.replaying() {
+            // The replay check comes first: a workflow that returns (or continues as new)
+            // before it has replayed its whole journal diverged, and acting on it would
+            // rewind the generation.
+            if state.replaying() {
                 let seq = state.next_seq;
                 let recorded = state.recorded[seq as usize].describe();
                 Finish::Stalled(
@@ -183,6 +243,12 @@ async fn run_generation(
                     }
                     .to_string(),
                 )
+            } else if let Some((input, keep_events)) = state.continue_as_new.take() {
+                Finish::ContinueAsNew {
+                    input,
+                    keep_events,
+                    consumed: state.consumed_events(),
+                }
             } else {
                 match returned {
                     Ok(output) => match check_payload("the workflow output", &output, &limits) {
@@ -196,28 +262,29 @@ async fn run_generation(
             }
         }
     };
-    let next_generation = matches!(outcome, Finish::ContinueAsNew { .. });
-    let generation = state.generation;
-    let (mailbox, work) = finish(shared, id, generation, state, outcome).await?;
-    if next_generation {
-        // The next generation starts right away: it keeps the work guard.
-        let work = work.unwrap_or_else(|| shared.work.guard());
-        return Ok(Next::Generation(mailbox, work));
+    finish(shared, id, state, outcome).await
+}
+
+/// The journal refused the activation's write because the instance moved on (it was
+/// terminated, suspended, continued, migrated or purged): leave without acting on
+/// anything. Results that travelled unwritten are journaled on their own (a suspended
+/// instance keeps them; for an ended one the write finds nothing to complete).
+fn fenced(shared: &Arc<Shared>, id: &InstanceId, why: &str, mut state: HostState) -> Next {
+    tracing::info!(instance = %id, "activation leaves without writing: {why}");
+    for (job, result) in std::mem::take(&mut state.unwritten) {
+        shared.write_unwritten(job, result);
     }
-    Ok(Next::Done(Some(mailbox), work))
+    Next::Fenced(state.mailbox, state.work.take())
 }
 
 /// Writes the end of a generation and tells whoever waits on it.
 async fn finish(
     shared: &Arc<Shared>,
     id: &InstanceId,
-    generation: u32,
     mut state: HostState,
     outcome: Finish,
-) -> Result<(mpsc::UnboundedReceiver<Msg>, Option<WorkGuard>), String> {
-    if let Finish::Stalled(reason) = &outcome {
-        tracing::warn!(instance = %id, "instance stalled: {reason}");
-    }
+) -> Result<Next, Fault> {
+    let next_generation = matches!(outcome, Finish::ContinueAsNew { .. });
     // Requests made after the last write are kept for the record, but started: no.
     let last = std::mem::take(&mut state.pending.events);
     let custom_status = if state.custom_status_dirty {
@@ -226,11 +293,23 @@ async fn finish(
         None
     };
     let now = shared.clock.now();
-    let notice = shared
+    let stalled = match &outcome {
+        Finish::Stalled(reason) => Some(reason.clone()),
+        _ => None,
+    };
+    let notice = match shared
         .journal
-        .finish(id.clone(), generation, last, custom_status, outcome, now)
+        .finish(id.clone(), state.fence(), last, custom_status, outcome, now)
         .await
-        .map_err(|e| e.to_string())?;
+    {
+        Ok(notice) => notice,
+        Err(JournalError::Fenced { why, .. }) => return Ok(fenced(shared, id, &why, state)),
+        Err(e) => return Err(Fault::of(e.to_string(), &mut state)),
+    };
+    state.unwritten.clear();
+    if let Some(reason) = stalled {
+        tracing::warn!(instance = %id, "instance stalled: {reason}");
+    }
     shared.timers.cancel_instance(id);
     if let Some(notice) = notice {
         let guard = shared.work.guard();
@@ -243,5 +322,11 @@ async fn finish(
         );
     }
     shared.status_changed(id);
-    Ok((state.mailbox, state.work.take()))
+    let work = state.work.take();
+    if next_generation {
+        // The next generation starts right away: it keeps the work guard.
+        let work = work.unwrap_or_else(|| shared.work.guard());
+        return Ok(Next::Generation(state.mailbox, work));
+    }
+    Ok(Next::Done(Some(state.mailbox), work))
 }

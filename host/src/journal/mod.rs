@@ -29,6 +29,7 @@ mod writes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use rusqlite::Connection;
@@ -39,7 +40,7 @@ use crate::model::{InstanceId, RuntimeStatus};
 pub use reads::{
     InstanceFilter, InstanceRecord, QueuedActivity, StoredComponent, StoredEvent, TokenRecord,
 };
-pub use writes::{Finish, NewInstance, ParentNotice, StepWrite};
+pub use writes::{Fence, Finish, NewInstance, ParentNotice, StepWrite};
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -70,6 +71,15 @@ pub enum JournalError {
     StillRunning {
         id: InstanceId,
         status: RuntimeStatus,
+    },
+    /// An activation's write, refused because the instance moved on without it.
+    #[error("instance '{id}' takes no more writes from this activation: {why}")]
+    Fenced { id: InstanceId, why: String },
+    /// A status change the lifecycle state machine forbids.
+    #[error("instance '{id}': {refused}")]
+    Refused {
+        id: InstanceId,
+        refused: crate::model::Refused,
     },
     #[error("the journal is corrupt or from an incompatible version: {0}")]
     Corrupt(String),
@@ -107,6 +117,10 @@ pub struct Journal {
     reader: Mutex<Connection>,
     path: PathBuf,
     stats: std::sync::Arc<WriterStats>,
+    /// Set by [`Journal::crash`]: the writer commits nothing more.
+    abandoned: std::sync::Arc<AtomicBool>,
+    /// Injected faults: this many of the next activation writes fail (tests only).
+    faults: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Counters of the writer thread: how well group commit batches.
@@ -127,10 +141,12 @@ impl Journal {
         let (tx, rx) = mpsc::channel::<WriteJob>();
         let stats = std::sync::Arc::new(WriterStats::default());
         let writer_stats = std::sync::Arc::clone(&stats);
+        let abandoned = std::sync::Arc::new(AtomicBool::new(false));
+        let writer_abandoned = std::sync::Arc::clone(&abandoned);
         std::thread::Builder::new()
             .name("steadfast-journal".into())
             .spawn(move || {
-                writer_loop(write_conn, rx, &writer_stats);
+                writer_loop(write_conn, rx, &writer_stats, &writer_abandoned);
                 // Released only now, when everything queued before the drop is committed.
                 drop(lock);
             })
@@ -140,7 +156,36 @@ impl Journal {
             reader: Mutex::new(reader),
             path: path.to_owned(),
             stats,
+            abandoned,
+            faults: std::sync::Arc::default(),
         })
+    }
+
+    /// Makes the next `n` writes of activations (steps and generation ends) fail as a
+    /// storage error would, to test how the engine survives host faults.
+    pub fn inject_faults(&self, n: u32) {
+        self.faults.store(n, Ordering::SeqCst);
+    }
+
+    /// Takes one injected fault, if any is left.
+    fn injected_fault(&self) -> Result<(), JournalError> {
+        let took = self
+            .faults
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match took {
+            Ok(_) => Err(JournalError::Storage("injected fault".into())),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Simulates a crash of the host, for crash tests and the simulation: every write
+    /// not yet committed is abandoned (its caller hears [`JournalError::WriterGone`]),
+    /// the batch in progress, if any, is rolled back, and nothing is committed again.
+    /// The lock is released once the writer thread has let go of the file.
+    pub fn crash(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        // Wake the writer if it waits for work, so it sees the flag and exits.
+        let _ = self.writer.send(Box::new(|_| (false, Box::new(|_| {}))));
     }
 
     pub fn path(&self) -> &Path {
@@ -247,8 +292,17 @@ fn lock_journal(path: &Path) -> Result<std::fs::File, JournalError> {
 
 /// Group commit: block for the first job, take whatever else is queued, run all in one
 /// transaction, commit, answer everyone.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>, stats: &WriterStats) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<WriteJob>,
+    stats: &WriterStats,
+    abandoned: &AtomicBool,
+) {
     while let Ok(first) = rx.recv() {
+        if abandoned.load(Ordering::SeqCst) {
+            // A simulated crash: what is queued is lost, as in a real one.
+            return;
+        }
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -271,6 +325,10 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>, stats: &WriterSta
                 let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
             }
             callbacks.push(reply);
+        }
+        if abandoned.load(Ordering::SeqCst) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return;
         }
         let commit = conn.execute_batch("COMMIT").map_err(JournalError::from);
         stats

@@ -285,7 +285,41 @@ impl Journal {
         })
     }
 
-    /// Activities queued and not finished.
+    /// The tenant's live-instance counter (kept by triggers) and its running or suspended
+    /// instances counted.
+    pub fn tenant_load(&self, tenant: &Tenant) -> Result<(u64, u64), JournalError> {
+        self.read(|conn| {
+            let counter: i64 = conn
+                .prepare_cached("SELECT live FROM tenant_load WHERE tenant = ?1")?
+                .query_row([tenant.as_str()], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let counted: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM instances
+                     WHERE tenant = ?1 AND status IN ('RUNNING', 'SUSPENDED')",
+                )?
+                .query_row([tenant.as_str()], |r| r.get(0))?;
+            Ok((counter.max(0) as u64, counted.max(0) as u64))
+        })
+    }
+
+    /// Whether this attempt's activity is still queued: false once its instance ended,
+    /// moved to another generation or was purged (so the activity must not start).
+    pub fn activity_queued(&self, job: &QueuedActivity) -> Result<bool, JournalError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM activity_queue WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                )?
+                .query_row(params![job.instance.as_str(), job.generation, job.seq], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+    }
+
+    /// Activities queued and not finished. A row that cannot be read is logged and
+    /// skipped, so one bad row cannot keep the engine from opening.
     pub fn pending_activities(&self) -> Result<Vec<QueuedActivity>, JournalError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -305,21 +339,31 @@ impl Journal {
                     r.get(8)?,
                 ))
             })?;
-            rows.map(|row| {
-                let (id, generation, seq, name, input, retry, attempt, due, first) = row?;
-                Ok(QueuedActivity {
-                    instance: InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
-                    generation,
-                    seq,
-                    name,
-                    input,
-                    retry: retry.map(|r| serde_json::from_str(&r)).transpose()?,
-                    attempt,
-                    due_at: due,
-                    first_at: first,
-                })
-            })
-            .collect()
+            let mut queued = Vec::new();
+            for row in rows {
+                let parsed = row.map_err(JournalError::from).and_then(
+                    |(id, generation, seq, name, input, retry, attempt, due, first)| {
+                        Ok(QueuedActivity {
+                            instance: InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
+                            generation,
+                            seq,
+                            name,
+                            input,
+                            retry: retry.map(|r| serde_json::from_str(&r)).transpose()?,
+                            attempt,
+                            due_at: due,
+                            first_at: first,
+                        })
+                    },
+                );
+                match parsed {
+                    Ok(job) => queued.push(job),
+                    Err(e) => {
+                        tracing::error!(error = %e, "skipping an unreadable activity queue row")
+                    }
+                }
+            }
+            Ok(queued)
         })
     }
 

@@ -7,9 +7,11 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use std::collections::HashMap;
+
 use super::{Journal, JournalError, QueuedActivity};
 use crate::model::{
-    Digest, ErrorInfo, Event, InstanceId, Outcome, RuntimeStatus, Tenant, Timestamp,
+    Digest, ErrorInfo, Event, InstanceId, Outcome, RuntimeStatus, Tenant, Timestamp, Transition,
 };
 
 /// A new top-level or child instance.
@@ -42,12 +44,26 @@ pub enum Finish {
     Completed(String),
     Failed(ErrorInfo),
     Stalled(String),
-    /// Start the next generation with `input`, carrying over the raised events at
-    /// these positions (the ones the workflow never consumed).
+    /// Start the next generation with `input`. With `keep_events`, the raised events the
+    /// workflow never consumed move to it: every event of the generation in the journal
+    /// (also those still on their way to the activation) except the first `consumed[name]`
+    /// of each name, which the workflow took.
     ContinueAsNew {
         input: String,
-        keep_events: Vec<u64>,
+        keep_events: bool,
+        consumed: HashMap<String, u32>,
     },
+}
+
+/// What an activation believes about its instance, checked in the same transaction as
+/// each of its writes: the instance is RUNNING, in this generation, on this component.
+/// Anything else means the instance moved on (terminated, suspended, continued, migrated
+/// or purged) and the write is refused with [`JournalError::Fenced`]: nothing of it is
+/// journaled, so nothing it asked for is dispatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub generation: u32,
+    pub component: Digest,
 }
 
 /// A child's result, appended to its parent's history when the child ends.
@@ -72,15 +88,21 @@ impl Journal {
 
     /// Appends a step's events (and the rows they imply). Returns the completions the
     /// write itself produced (a child that could not be created), with their positions.
+    /// Refused with [`JournalError::Fenced`] when the instance is no longer what `fence`
+    /// says.
     pub async fn append_step(
         &self,
         id: InstanceId,
-        generation: u32,
+        fence: Fence,
         step: StepWrite,
         now: Timestamp,
     ) -> Result<Vec<(u64, Event)>, JournalError> {
-        self.write(move |conn| append_step(conn, &id, generation, step, now))
-            .await
+        self.injected_fault()?;
+        self.write(move |conn| {
+            check_fence(conn, &id, &fence)?;
+            append_step(conn, &id, fence.generation, step, now)
+        })
+        .await
     }
 
     /// Records a failed attempt and when the next one is due. `None` if the activity is no
@@ -185,7 +207,7 @@ impl Journal {
                 return Err(JournalError::InstanceNotFound(id));
             };
             let status: RuntimeStatus = status.parse().map_err(JournalError::Corrupt)?;
-            if status.is_terminal() {
+            if !status.accepts_deliveries() {
                 return Err(JournalError::NotRunning { id, status });
             }
             let event = Event::EventRaised { name, payload };
@@ -196,18 +218,29 @@ impl Journal {
     }
 
     /// Ends a generation: appends the workflow's last events and either finishes the
-    /// instance (telling its parent, if any) or starts its next generation.
+    /// instance (telling its parent, if any) or starts its next generation. Refused with
+    /// [`JournalError::Fenced`] when the instance is no longer what `fence` says.
     pub async fn finish(
         &self,
         id: InstanceId,
-        generation: u32,
+        fence: Fence,
         last: Vec<Event>,
         custom_status: Option<String>,
         finish: Finish,
         now: Timestamp,
     ) -> Result<Option<ParentNotice>, JournalError> {
+        self.injected_fault()?;
         self.write(move |conn| {
-            finish_generation(conn, &id, generation, last, custom_status, finish, now)
+            check_fence(conn, &id, &fence)?;
+            finish_generation(
+                conn,
+                &id,
+                fence.generation,
+                last,
+                custom_status,
+                finish,
+                now,
+            )
         })
         .await
     }
@@ -276,21 +309,20 @@ impl Journal {
         now: Timestamp,
     ) -> Result<(), JournalError> {
         self.write(move |conn| {
-            let (from, to) = if suspend {
-                (RuntimeStatus::Running, RuntimeStatus::Suspended)
+            let transition = if suspend {
+                Transition::Suspend
             } else {
-                (RuntimeStatus::Suspended, RuntimeStatus::Running)
+                Transition::Resume
             };
             let (status, generation) = status_of(conn, &id)?;
-            if status != from {
+            if transition.apply(status).is_err() {
                 return Err(JournalError::WrongStatus {
                     id,
                     status,
-                    wanted: from,
+                    wanted: transition.sources()[0],
                 });
             }
-            conn.prepare_cached("UPDATE instances SET status = ?2, updated_at = ?3 WHERE id = ?1")?
-                .execute(params![id.as_str(), to.as_str(), now])?;
+            apply_transition(conn, &id, transition, now)?;
             let event = if suspend {
                 Event::Suspended { reason }
             } else {
@@ -369,6 +401,40 @@ impl Journal {
         .await
     }
 
+    /// Moves a live instance from component `from` to `to`, but only if its journal is
+    /// still exactly what a compatibility check replayed: the same generation, and no
+    /// entry after position `checked_upto`. Returns whether it moved. The activation
+    /// running on `from` is fenced off by the same change, so no step of the old code
+    /// lands after the check.
+    pub async fn migrate_instance(
+        &self,
+        id: InstanceId,
+        from: Digest,
+        generation: u32,
+        checked_upto: u64,
+        to: Digest,
+    ) -> Result<bool, JournalError> {
+        self.write(move |conn| {
+            let last: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT max(pos) FROM history WHERE instance = ?1 AND generation = ?2",
+                )?
+                .query_row(params![id.as_str(), generation], |r| r.get(0))?;
+            if last.and_then(|p| u64::try_from(p).ok()).unwrap_or(0) != checked_upto {
+                return Ok(false);
+            }
+            let n = conn
+                .prepare_cached(
+                    "UPDATE instances SET component = ?2
+                     WHERE id = ?1 AND component = ?3 AND generation = ?4
+                       AND status IN ('RUNNING', 'SUSPENDED')",
+                )?
+                .execute(params![id.as_str(), to.as_str(), from.as_str(), generation])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     /// Pins an instance to another component (a migration, or tests of divergence).
     pub async fn set_instance_component(
         &self,
@@ -400,6 +466,62 @@ fn status_of(conn: &Connection, id: &InstanceId) -> Result<(RuntimeStatus, u32),
     Ok((status.parse().map_err(JournalError::Corrupt)?, generation))
 }
 
+/// Refuses a write of an activation whose view of the instance is out of date.
+fn check_fence(conn: &Connection, id: &InstanceId, fence: &Fence) -> Result<(), JournalError> {
+    let row: Option<(String, u32, String)> = conn
+        .prepare_cached("SELECT status, generation, component FROM instances WHERE id = ?1")?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let why = match row {
+        None => "it was purged".to_owned(),
+        Some((status, generation, component)) => {
+            let status: RuntimeStatus = status.parse().map_err(JournalError::Corrupt)?;
+            if !status.runs() {
+                format!("it is {status}")
+            } else if generation != fence.generation {
+                format!("it moved on to generation {generation}")
+            } else if component != fence.component.as_str() {
+                "it was migrated to another version".to_owned()
+            } else {
+                return Ok(());
+            }
+        }
+    };
+    Err(JournalError::Fenced {
+        id: id.clone(),
+        why,
+    })
+}
+
+/// Moves an instance's status through `transition`, as the state machine decides, with a
+/// write conditional on the status it was read in. Refused if the machine forbids it.
+fn apply_transition(
+    conn: &Connection,
+    id: &InstanceId,
+    transition: Transition,
+    now: Timestamp,
+) -> Result<RuntimeStatus, JournalError> {
+    let (from, _) = status_of(conn, id)?;
+    let to = transition
+        .apply(from)
+        .map_err(|refused| JournalError::Refused {
+            id: id.clone(),
+            refused,
+        })?;
+    let n = conn
+        .prepare_cached(
+            "UPDATE instances SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = ?4",
+        )?
+        .execute(params![id.as_str(), to.as_str(), now, from.as_str()])?;
+    if n != 1 {
+        return Err(JournalError::Refused {
+            id: id.clone(),
+            refused: crate::model::Refused { from, transition },
+        });
+    }
+    Ok(to)
+}
+
 fn children_of(conn: &Connection, id: &InstanceId) -> Result<Vec<InstanceId>, JournalError> {
     let mut stmt = conn.prepare_cached("SELECT id FROM instances WHERE parent_id = ?1")?;
     let rows = stmt.query_map([id.as_str()], |r| r.get::<_, String>(0))?;
@@ -415,14 +537,13 @@ fn terminate_tree(
     done: &mut Vec<InstanceId>,
 ) -> Result<(), JournalError> {
     let (status, generation) = status_of(conn, id)?;
-    if status.is_terminal() {
+    if Transition::Terminate.apply(status).is_err() {
         return Ok(());
     }
+    apply_transition(conn, id, Transition::Terminate, now)?;
     let error = ErrorInfo::new("terminated", reason);
-    conn.prepare_cached(
-        "UPDATE instances SET status = 'TERMINATED', error = ?2, updated_at = ?3 WHERE id = ?1",
-    )?
-    .execute(params![id.as_str(), serde_json::to_string(&error)?, now])?;
+    conn.prepare_cached("UPDATE instances SET error = ?2 WHERE id = ?1")?
+        .execute(params![id.as_str(), serde_json::to_string(&error)?])?;
     conn.prepare_cached("DELETE FROM timers WHERE instance = ?1")?
         .execute([id.as_str()])?;
     conn.prepare_cached("DELETE FROM activity_queue WHERE instance = ?1")?
@@ -661,27 +782,37 @@ fn finish_generation(
     conn.prepare_cached("DELETE FROM activity_queue WHERE instance = ?1")?
         .execute([id.as_str()])?;
 
-    let (status, output, error, result, event) = match finish {
-        Finish::ContinueAsNew { input, keep_events } => {
-            start_next_generation(conn, id, generation, &input, &keep_events, now)?;
+    let (transition, output, error, result, event) = match finish {
+        Finish::ContinueAsNew {
+            input,
+            keep_events,
+            consumed,
+        } => {
+            apply_transition(conn, id, Transition::ContinueAsNew, now)?;
+            let keep = if keep_events {
+                unconsumed_events(conn, id, generation, &consumed)?
+            } else {
+                Vec::new()
+            };
+            start_next_generation(conn, id, generation, &input, &keep, now)?;
             return Ok(None);
         }
         Finish::Completed(output) => (
-            RuntimeStatus::Completed,
+            Transition::Complete,
             Some(output.clone()),
             None,
             Some(Ok(output.clone())),
             Event::WorkflowCompleted { output },
         ),
         Finish::Failed(error) => (
-            RuntimeStatus::Failed,
+            Transition::Fail,
             None,
             Some(serde_json::to_string(&error)?),
             Some(Err(error.clone())),
             Event::WorkflowFailed { error },
         ),
         Finish::Stalled(reason) => (
-            RuntimeStatus::Stalled,
+            Transition::Stall,
             None,
             Some(serde_json::to_string(&ErrorInfo::new(
                 "stalled",
@@ -692,10 +823,9 @@ fn finish_generation(
         ),
     };
     insert_event(conn, id, generation, &event, now)?;
-    conn.prepare_cached(
-        "UPDATE instances SET status = ?2, output = ?3, error = ?4, updated_at = ?5 WHERE id = ?1",
-    )?
-    .execute(params![id.as_str(), status.as_str(), output, error, now])?;
+    apply_transition(conn, id, transition, now)?;
+    conn.prepare_cached("UPDATE instances SET output = ?2, error = ?3 WHERE id = ?1")?
+        .execute(params![id.as_str(), output, error])?;
 
     let Some(result) = result else {
         return Ok(None);
@@ -712,8 +842,14 @@ fn finish_generation(
         .prepare_cached("SELECT generation, status FROM instances WHERE id = ?1")?
         .query_row([parent.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
+    // A suspended parent keeps its child's result too: it is delivered on resume.
+    let accepts = |status: &str| {
+        status
+            .parse::<RuntimeStatus>()
+            .is_ok_and(RuntimeStatus::accepts_deliveries)
+    };
     match current {
-        Some((g, status)) if g == parent_gen && status == RuntimeStatus::Running.as_str() => {
+        Some((g, status)) if g == parent_gen && accepts(&status) => {
             let event = Event::ChildCompleted {
                 seq: parent_seq,
                 result,
@@ -728,6 +864,42 @@ fn finish_generation(
         }
         _ => Ok(None),
     }
+}
+
+/// The positions of the generation's raised events that the workflow did not consume:
+/// per name, all but the first `consumed[name]` in journal order (consumption is
+/// first-in, first-out per name). Read from the journal, so events committed but not yet
+/// delivered to the activation are kept too.
+fn unconsumed_events(
+    conn: &Connection,
+    id: &InstanceId,
+    generation: u32,
+    consumed: &HashMap<String, u32>,
+) -> Result<Vec<u64>, JournalError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT pos, data FROM history
+         WHERE instance = ?1 AND generation = ?2 AND kind = 'event_raised' ORDER BY pos",
+    )?;
+    let rows = stmt.query_map(params![id.as_str(), generation], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut taken: HashMap<String, u32> = HashMap::new();
+    let mut keep = Vec::new();
+    for row in rows {
+        let (pos, data) = row?;
+        let Event::EventRaised { name, .. } = serde_json::from_str(&data)? else {
+            return Err(JournalError::Corrupt(format!(
+                "history row {pos} is not a raised event"
+            )));
+        };
+        let seen = taken.entry(name.clone()).or_default();
+        if *seen < consumed.get(&name).copied().unwrap_or(0) {
+            *seen += 1;
+        } else {
+            keep.push(pos as u64);
+        }
+    }
+    Ok(keep)
 }
 
 fn start_next_generation(

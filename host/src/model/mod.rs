@@ -9,4 +9,4 @@ mod status;
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use event::{ErrorInfo, Event, Outcome, RetryPolicy};
 pub use ids::{Digest, InstanceId, Tenant, Timestamp};
-pub use status::RuntimeStatus;
+pub use status::{Refused, RuntimeStatus, Transition};

@@ -1,4 +1,9 @@
-//! The runtime status of an instance.
+//! The runtime status of an instance and the one state machine that moves it.
+//!
+//! Every status change in the journal is a conditional update against the source states
+//! [`Transition::sources`] allows, so a racing writer loses cleanly instead of undoing a
+//! terminal state: once COMPLETED, FAILED, TERMINATED or STALLED is committed, nothing
+//! changes the instance again.
 
 use std::fmt;
 use std::str::FromStr;
@@ -44,6 +49,107 @@ impl RuntimeStatus {
     }
 }
 
+/// What can happen to an instance's status. [`Transition::apply`] is the only place that
+/// decides whether it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transition {
+    /// An operator suspends it: it stops running; what arrives meanwhile is kept.
+    Suspend,
+    /// An operator resumes it.
+    Resume,
+    /// Its workflow returned a value.
+    Complete,
+    /// Its workflow returned an error, trapped, or went over a limit.
+    Fail,
+    /// Its code no longer matches its journal (or trapped while replaying).
+    Stall,
+    /// An operator (or a parent's termination) ends it.
+    Terminate,
+    /// It ends a generation and starts the next one: it stays RUNNING.
+    ContinueAsNew,
+}
+
+/// The table of allowed transitions: (transition, from, to).
+const TRANSITIONS: &[(Transition, RuntimeStatus, RuntimeStatus)] = {
+    use RuntimeStatus::*;
+    use Transition as T;
+    &[
+        (T::Suspend, Running, Suspended),
+        (T::Resume, Suspended, Running),
+        (T::Complete, Running, Completed),
+        (T::Fail, Running, Failed),
+        (T::Stall, Running, Stalled),
+        (T::ContinueAsNew, Running, Running),
+        (T::Terminate, Running, Terminated),
+        (T::Terminate, Suspended, Terminated),
+    ]
+};
+
+/// A transition the state machine does not allow from the instance's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an instance that is {from} cannot {transition}")]
+pub struct Refused {
+    pub from: RuntimeStatus,
+    pub transition: Transition,
+}
+
+impl Transition {
+    /// The status an instance in `from` moves to, or why it may not.
+    pub fn apply(self, from: RuntimeStatus) -> Result<RuntimeStatus, Refused> {
+        TRANSITIONS
+            .iter()
+            .find(|(t, f, _)| *t == self && *f == from)
+            .map(|(_, _, to)| *to)
+            .ok_or(Refused {
+                from,
+                transition: self,
+            })
+    }
+
+    /// Every status this transition may start from, for conditional writes
+    /// (`... WHERE status IN (sources)`).
+    pub fn sources(self) -> Vec<RuntimeStatus> {
+        TRANSITIONS
+            .iter()
+            .filter(|(t, _, _)| *t == self)
+            .map(|(_, from, _)| *from)
+            .collect()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Suspend => "suspend",
+            Transition::Resume => "resume",
+            Transition::Complete => "complete",
+            Transition::Fail => "fail",
+            Transition::Stall => "stall",
+            Transition::Terminate => "terminate",
+            Transition::ContinueAsNew => "continue as new",
+        }
+    }
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RuntimeStatus {
+    /// Whether its workflow may journal steps and have work dispatched: only while
+    /// RUNNING. A SUSPENDED instance still has completions and events journaled for it
+    /// (see [`RuntimeStatus::accepts_deliveries`]), delivered when it resumes.
+    pub fn runs(self) -> bool {
+        self == RuntimeStatus::Running
+    }
+
+    /// Whether completions (activity, timer and child results) and raised events are
+    /// journaled for it: while it lives, suspended or not.
+    pub fn accepts_deliveries(self) -> bool {
+        matches!(self, RuntimeStatus::Running | RuntimeStatus::Suspended)
+    }
+}
+
 impl fmt::Display for RuntimeStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -69,5 +175,80 @@ impl FromStr for RuntimeStatus {
                 ));
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [RuntimeStatus; 7] = [
+        RuntimeStatus::Running,
+        RuntimeStatus::Completed,
+        RuntimeStatus::Failed,
+        RuntimeStatus::Terminated,
+        RuntimeStatus::Suspended,
+        RuntimeStatus::Stalled,
+        RuntimeStatus::ContinuedAsNew,
+    ];
+    const TRANSITIONS: [Transition; 7] = [
+        Transition::Suspend,
+        Transition::Resume,
+        Transition::Complete,
+        Transition::Fail,
+        Transition::Stall,
+        Transition::Terminate,
+        Transition::ContinueAsNew,
+    ];
+
+    #[test]
+    fn terminal_means_terminal() {
+        for from in ALL.into_iter().filter(|s| s.is_terminal()) {
+            for t in TRANSITIONS {
+                assert_eq!(
+                    t.apply(from),
+                    Err(Refused {
+                        from,
+                        transition: t
+                    }),
+                    "{t} from {from}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_running_instance_ends_or_suspends() {
+        for t in [
+            Transition::Complete,
+            Transition::Fail,
+            Transition::Stall,
+            Transition::ContinueAsNew,
+            Transition::Suspend,
+        ] {
+            assert_eq!(t.sources(), vec![RuntimeStatus::Running], "{t}");
+        }
+        assert_eq!(
+            Transition::Terminate.apply(RuntimeStatus::Suspended),
+            Ok(RuntimeStatus::Terminated)
+        );
+        assert_eq!(
+            Transition::Resume.apply(RuntimeStatus::Suspended),
+            Ok(RuntimeStatus::Running)
+        );
+        assert!(Transition::Resume.apply(RuntimeStatus::Running).is_err());
+    }
+
+    #[test]
+    fn every_transition_lands_on_a_known_state_and_sources_agree_with_apply() {
+        for t in TRANSITIONS {
+            for from in ALL {
+                assert_eq!(
+                    t.apply(from).is_ok(),
+                    t.sources().contains(&from),
+                    "{t} {from}"
+                );
+            }
+        }
     }
 }

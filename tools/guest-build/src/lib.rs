@@ -137,9 +137,27 @@ fn ensure_target_installed(target: &str) {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(sysroot) = &sysroot
-        && sysroot.join("lib/rustlib").join(target).is_dir()
-    {
+    let installed = || {
+        sysroot
+            .as_ref()
+            .is_some_and(|s| s.join("lib/rustlib").join(target).is_dir())
+    };
+    if installed() {
+        return;
+    }
+    // Several build scripts (the host's, the tests') may get here at once, and two
+    // `rustup target add` of the same target in parallel fail on each other's files:
+    // take turns, and look again once it is our turn.
+    let lock_path = std::env::temp_dir().join(format!("steadfast-rustup-{target}.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
+    if installed() {
         return;
     }
     let status = Command::new("rustup")

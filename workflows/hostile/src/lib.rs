@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 use steadfast_sdk::{Context, Error};
 
+#[cfg(not(feature = "effectful_names"))]
 steadfast_sdk::workflows! {
     "spin" => spin,
     "allocate_forever" => allocate_forever,
@@ -13,6 +14,10 @@ steadfast_sdk::workflows! {
     "trap_on_replay" => trap_on_replay,
     "timer_storm" => timer_storm,
     "log_flood" => log_flood,
+    "nan_backoff" => nan_backoff,
+    "far_timer" => far_timer,
+    "history_probe" => history_probe,
+    "burn" => burn,
 }
 
 /// An infinite loop.
@@ -77,4 +82,83 @@ fn log_flood(ctx: &Context, _: Value) -> Result<Value, Error> {
         .wait()?;
     ctx.log("still heard after the timer");
     Ok(json!("done"))
+}
+
+/// Schedules an activity whose retry policy has a NaN backoff coefficient.
+fn nan_backoff(_: &Context, _: Value) -> Result<Value, Error> {
+    use steadfast_sdk::bindings::steadfast::workflow::{context, types};
+    let policy = types::RetryPolicy {
+        first_retry_interval_ms: 1000,
+        backoff_coefficient: f64::NAN,
+        max_retry_interval_ms: 10_000,
+        max_attempts: 3,
+        retry_timeout_ms: None,
+        non_retryable_kinds: Vec::new(),
+    };
+    let options = types::ActivityOptions {
+        retry: Some(policy),
+    };
+    let task = context::call_activity("nothing", "null", &options);
+    let _ = context::await_(&task);
+    Ok(json!("scheduled"))
+}
+
+/// A timer at the largest time a u64 can name.
+fn far_timer(ctx: &Context, _: Value) -> Result<Value, Error> {
+    ctx.create_timer_at(u64::MAX).wait()?;
+    Ok(json!("fired"))
+}
+
+/// Reads the time until the host says to continue as new; returns how often it read.
+fn history_probe(ctx: &Context, _: Value) -> Result<Value, Error> {
+    let mut reads = 0u64;
+    while !ctx.should_continue_as_new() {
+        ctx.now_ms();
+        reads += 1;
+    }
+    Ok(json!(reads))
+}
+
+/// Computes for `input` rounds (a busy step), calls activity `after_burn`, waits for
+/// event `go`, computes again, and returns all three results.
+fn burn(ctx: &Context, rounds: u64) -> Result<Value, Error> {
+    let spin = |seed: u64| {
+        let mut x = seed;
+        for _ in 0..rounds {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        x
+    };
+    let first = spin(1);
+    let called: Value = ctx.call_activity("after_burn", &first).get()?;
+    ctx.wait_for_external_event("go").wait()?;
+    Ok(json!([first, called, spin(first)]))
+}
+
+/// With `effectful_names`, `names` tries to call an activity and start a child: the host
+/// must refuse both at deploy time, whoever deploys it.
+#[cfg(feature = "effectful_names")]
+mod effectful_names {
+    use steadfast_sdk::bindings::exports::steadfast::workflow::workflows::Guest;
+    use steadfast_sdk::bindings::steadfast::workflow::{context, types};
+
+    struct Names;
+
+    impl Guest for Names {
+        fn names() -> Vec<String> {
+            let options = types::ActivityOptions { retry: None };
+            let child = context::call_child_workflow("spin", "null", None);
+            let activity = context::call_activity("launch_missiles", "null", &options);
+            // Waiting is what made the old host write and dispatch what was asked.
+            let _ = context::await_(&activity);
+            drop(child);
+            vec!["innocent".to_owned()]
+        }
+
+        fn run(_: String, _: String) -> Result<String, types::ErrorInfo> {
+            Ok("null".to_owned())
+        }
+    }
+
+    steadfast_sdk::bindings::export_orchestrator!(Names with_types_in steadfast_sdk::bindings);
 }

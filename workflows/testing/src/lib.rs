@@ -19,6 +19,12 @@ steadfast_sdk::workflows! {
     "counter" => counter,
     "entropy" => entropy,
     "call" => call,
+    "collector" => collector,
+    "fan_out" => fan_out,
+    "parent_of" => parent_of,
+    "wait_go" => wait_go,
+    "looper" => looper,
+    "pair" => pair,
 }
 
 /// Races event `e` against a one-hour timer, then waits for `e` once more.
@@ -118,4 +124,92 @@ fn entropy(ctx: &Context, _: Value) -> Result<Value, Error> {
 fn call(ctx: &Context, input: Value) -> Result<Value, Error> {
     let name = input["activity"].as_str().unwrap_or_default();
     ctx.call_activity(name, &input["input"]).get()
+}
+
+/// Collects the payloads of `item` events in order, continuing as new after every two
+/// (keeping the events not yet consumed), until an item `"stop"` arrives: returns every
+/// item before it. Its output proves that no raised event was lost or taken twice across
+/// generations.
+fn collector(ctx: &Context, input: Value) -> Result<Value, Error> {
+    let mut items: Vec<Value> = serde_json::from_value(input["items"].clone()).unwrap_or_default();
+    for _ in 0..2 {
+        let item: Value = ctx.wait_for_external_event("item").get()?;
+        if item == json!("stop") {
+            return Ok(json!(items));
+        }
+        items.push(item);
+    }
+    // `burn` rounds of work before continuing: events raised meanwhile are journaled but
+    // not yet seen by this generation, and must still be carried over.
+    let mut x = 1u64;
+    for _ in 0..input["burn"].as_u64().unwrap_or(0) {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    std::hint::black_box(x);
+    ctx.continue_as_new(&json!({ "items": items }))
+}
+
+/// Counts to `input.limit`: each round calls `tick` and sleeps a minute, and the
+/// generation continues as new whenever the host says its history is long enough. The
+/// output is the count reached, which a replay that rewound a generation would get wrong.
+fn looper(ctx: &Context, input: Value) -> Result<Value, Error> {
+    let mut n = input["n"].as_u64().unwrap_or(0);
+    let limit = input["limit"].as_u64().unwrap_or(0);
+    loop {
+        if ctx.should_continue_as_new() {
+            return ctx.continue_as_new(&json!({ "n": n, "limit": limit }));
+        }
+        if n >= limit {
+            return Ok(json!(n));
+        }
+        n += 1;
+        let tick = ctx.call_activity("tick", &n);
+        let sleep = ctx.create_timer(Duration::from_secs(60));
+        tick.wait()?;
+        sleep.wait()?;
+    }
+}
+
+/// v1 schedules `step_a` and `step_b` before waiting for either; v2 waits for `step_a`
+/// before it schedules `step_c`. A v1 journal with both scheduled is not v2's.
+#[cfg(not(feature = "v2"))]
+fn pair(ctx: &Context, _: Value) -> Result<Value, Error> {
+    let a = ctx.call_activity("step_a", &1);
+    let b = ctx.call_activity("step_b", &2);
+    a.wait()?;
+    b.wait()?;
+    Ok(json!("v1"))
+}
+
+#[cfg(feature = "v2")]
+fn pair(ctx: &Context, _: Value) -> Result<Value, Error> {
+    ctx.call_activity("step_a", &1).wait()?;
+    ctx.call_activity("step_c", &3).wait()?;
+    Ok(json!("v2"))
+}
+
+/// Calls `double` on each of `input` (a list of numbers) at once, waits for all, and
+/// returns the sum of the results.
+fn fan_out(ctx: &Context, input: Vec<u64>) -> Result<u64, Error> {
+    let tasks: Vec<_> = input
+        .iter()
+        .map(|n| ctx.call_activity("double", n))
+        .collect();
+    let refs: Vec<&steadfast_sdk::Task> = tasks.iter().collect();
+    let mut sum = 0;
+    for result in ctx.when_all(&refs) {
+        sum += result?.as_u64().unwrap_or(0);
+    }
+    Ok(sum)
+}
+
+/// Runs `input.workflow` as a child with `input.input` and returns its result.
+fn parent_of(ctx: &Context, input: Value) -> Result<Value, Error> {
+    let name = input["workflow"].as_str().unwrap_or_default();
+    ctx.call_child_workflow(name, &input["input"], None).get()
+}
+
+/// Waits for event `go` and returns its payload.
+fn wait_go(ctx: &Context, _: Value) -> Result<Value, Error> {
+    ctx.wait_for_external_event("go").get()
 }

@@ -28,14 +28,20 @@ impl context::Host for HostState {
     ) -> wasmtime::Result<Resource<TaskRep>> {
         check_payload("the activity input", &input, &self.limits)?;
         let seq = self.next_seq;
-        let retry = options.retry.map(|p| RetryPolicy {
-            first_retry_interval_ms: p.first_retry_interval_ms,
-            backoff_coefficient: p.backoff_coefficient,
-            max_retry_interval_ms: p.max_retry_interval_ms,
-            max_attempts: p.max_attempts.max(1),
-            retry_timeout_ms: p.retry_timeout_ms,
-            non_retryable_kinds: p.non_retryable_kinds,
-        });
+        let retry = options
+            .retry
+            .map(|p| {
+                let policy = RetryPolicy {
+                    first_retry_interval_ms: p.first_retry_interval_ms,
+                    backoff_coefficient: p.backoff_coefficient,
+                    max_retry_interval_ms: p.max_retry_interval_ms,
+                    max_attempts: p.max_attempts.max(1),
+                    retry_timeout_ms: p.retry_timeout_ms,
+                    non_retryable_kinds: p.non_retryable_kinds,
+                };
+                check_retry_policy(&name, &policy).map(|()| policy)
+            })
+            .transpose()?;
         self.request(Event::ActivityScheduled {
             seq,
             name,
@@ -113,6 +119,15 @@ impl context::Host for HostState {
                 after_ms: Some(ms),
             },
         };
+        if let Event::TimerCreated { fire_at, .. } = &asked
+            && *fire_at > LATEST
+        {
+            return Err(wasmtime::Error::new(LimitExceeded::Invalid(format!(
+                "a timer firing at {} ms since the epoch is past the latest time the host \
+                 keeps ({} ms, the end of year 9999)",
+                fire_at.0, LATEST.0
+            ))));
+        }
         self.request(asked)?;
         self.new_task(seq, TaskKind::Completable)
     }
@@ -294,7 +309,9 @@ impl context::Host for HostState {
     }
 
     async fn should_continue_as_new(&mut self) -> wasmtime::Result<bool> {
-        Ok(self.limits.should_continue_as_new(self.recorded.len()))
+        // From the position the workflow has reached, not the journal's length: a replay
+        // must see the answer the live run saw at the same point.
+        Ok(self.limits.should_continue_as_new(self.next_seq as usize))
     }
 
     async fn set_custom_status(&mut self, status: String) -> wasmtime::Result<()> {
@@ -313,4 +330,41 @@ impl context::Host for HostState {
         self.log.line(level.into(), &message);
         Ok(())
     }
+}
+
+/// The latest time the host keeps (the end of year 9999, in ms since the Unix epoch):
+/// timers and retries beyond it are refused rather than journaled.
+const LATEST: Timestamp = Timestamp(253_402_300_799_999);
+
+/// The longest delay a retry policy may name: 100 years.
+const MAX_DELAY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Refuses a retry policy the host could not journal or follow: a backoff coefficient
+/// that is not a finite number of at least 1, or intervals beyond [`MAX_DELAY_MS`].
+fn check_retry_policy(activity: &str, p: &RetryPolicy) -> Result<(), LimitExceeded> {
+    let invalid = |why: String| {
+        Err(LimitExceeded::Invalid(format!(
+            "the retry policy of activity '{activity}' {why}"
+        )))
+    };
+    if !p.backoff_coefficient.is_finite() || p.backoff_coefficient < 1.0 {
+        return invalid(format!(
+            "has backoff coefficient {}; it must be a finite number of at least 1.0",
+            p.backoff_coefficient
+        ));
+    }
+    for (what, ms) in [
+        ("first retry interval", Some(p.first_retry_interval_ms)),
+        ("max retry interval", Some(p.max_retry_interval_ms)),
+        ("retry timeout", p.retry_timeout_ms),
+    ] {
+        if let Some(ms) = ms
+            && ms > MAX_DELAY_MS
+        {
+            return invalid(format!(
+                "has a {what} of {ms} ms; the most is {MAX_DELAY_MS} ms (100 years)"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -32,7 +32,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use super::limits::LimitExceeded;
 use super::work::WorkGuard;
 use super::{Shared, random::SplitMix64};
-use crate::journal::{QueuedActivity, StepWrite, StoredEvent};
+use crate::journal::{Fence, JournalError, QueuedActivity, StepWrite, StoredEvent};
 use crate::model::{Digest, Event, InstanceId, Outcome, Tenant, Timestamp};
 
 /// The host-side value behind a guest's `task` handle.
@@ -85,6 +85,16 @@ pub(crate) enum Interrupt {
     Evicted,
     #[error("host fault: {0}")]
     HostFault(String),
+    /// The journal refused the activation's write: the instance moved on (terminated,
+    /// suspended, migrated, purged) and this activation must leave without acting.
+    #[error("the instance moved on: {0}")]
+    Fenced(String),
+    /// Deploy-time inspection (`names`) asked the host for something with an effect.
+    #[error(
+        "a component's `names` export may only return names, but it called {0}; \
+         move that call into the workflow"
+    )]
+    Inspecting(String),
     /// A dry run (a compatibility check) replayed the whole journal.
     #[error("replay reached the end of the journal")]
     Frontier,
@@ -96,6 +106,8 @@ pub(crate) struct HostState {
     shared: Arc<Shared>,
     id: InstanceId,
     pub(crate) generation: u32,
+    /// The component this activation runs, checked with each of its writes.
+    component: Digest,
     /// Requests and decisions by seq: from the journal, then appended live.
     pub(crate) recorded: Vec<Event>,
     pub(crate) next_seq: u32,
@@ -103,6 +115,11 @@ pub(crate) struct HostState {
     results: HashMap<u32, (u64, Outcome)>,
     /// Raised events not yet consumed, per name, in journal order.
     inbox: HashMap<String, VecDeque<(u64, String)>>,
+    /// Raised events consumed in this generation, per name (the first n of that name).
+    consumed: HashMap<String, u32>,
+    /// Activity results delivered before they were journaled, travelling with the next
+    /// write; if that write does not happen they are journaled on their own.
+    pub(crate) unwritten: Vec<(QueuedActivity, Outcome)>,
     /// Deliveries at or below this position were already in the loaded journal.
     loaded_upto: u64,
     pub(crate) pending: StepWrite,
@@ -116,20 +133,23 @@ pub(crate) struct HostState {
     pub(crate) evicted_by: Option<tokio::sync::oneshot::Sender<()>>,
     /// A compatibility check: replay only, never write, stop at the end of the journal.
     pub(crate) dry_run: bool,
+    /// Deploy-time inspection: any request with an effect is refused.
+    inspecting: bool,
     /// Count of completions received but not yet journaled.
     provisional: u64,
     pub(crate) limits: Arc<super::Limits>,
     meter: super::limits::GuestMeter,
-    /// When the workflow last resumed (for the per-step wall-clock limit).
-    step_started: std::time::Instant,
+    /// The time the workflow has run since it last resumed (for the per-step limit).
+    pub(crate) clock: Arc<super::limits::StepClock>,
     timers_created: usize,
     /// Where its `log` calls go, within a budget per step.
     pub(crate) log: super::guest_log::GuestLog,
 }
 
 impl super::limits::Metered for HostState {
-    fn step_started(&self) -> std::time::Instant {
-        self.step_started
+    fn step_time(&self) -> Option<std::time::Duration> {
+        // Replay is bounded by fuel; counting it would stall big journals on slow hosts.
+        (!self.replaying()).then(|| self.clock.elapsed())
     }
 
     fn meter(&mut self) -> &mut super::limits::GuestMeter {
@@ -141,23 +161,29 @@ impl super::limits::Metered for HostState {
 const PROVISIONAL_POS: u64 = 1 << 62;
 
 impl HostState {
-    /// A store for calling `names` on a freshly deployed component: nothing is loaded.
+    /// A store for calling `names` on a freshly deployed component: nothing is loaded,
+    /// and any request with an effect traps ([`Interrupt::Inspecting`]).
     pub(crate) fn inert(shared: Arc<Shared>) -> HostState {
         let (_tx, rx) = mpsc::unbounded_channel();
-        Self::new(
+        let mut state = Self::new(
             shared,
             InstanceId::new("inspect").expect("valid id"),
             String::new(),
+            Digest::of(b""),
             0,
             rx,
             None,
-        )
+        );
+        state.inspecting = true;
+        state.dry_run = true;
+        state
     }
 
     pub(crate) fn new(
         shared: Arc<Shared>,
         id: InstanceId,
         workflow: String,
+        component: Digest,
         generation: u32,
         mailbox: mpsc::UnboundedReceiver<Msg>,
         work: Option<WorkGuard>,
@@ -171,10 +197,13 @@ impl HostState {
             shared,
             id,
             generation,
+            component,
             recorded: Vec::new(),
             next_seq: 0,
             results: HashMap::new(),
             inbox: HashMap::new(),
+            consumed: HashMap::new(),
+            unwritten: Vec::new(),
             loaded_upto: 0,
             pending: StepWrite::default(),
             custom_status_dirty: false,
@@ -185,10 +214,11 @@ impl HostState {
             rng,
             evicted_by: None,
             dry_run: false,
+            inspecting: false,
             provisional: 0,
             limits,
             meter,
-            step_started: std::time::Instant::now(),
+            clock: Arc::default(),
             timers_created: 0,
             log,
         }
@@ -225,10 +255,11 @@ impl HostState {
                     .or_insert((pos, Ok("null".to_owned())));
             }
             Event::EventRaised { name, payload } => {
-                self.inbox
-                    .entry(name)
-                    .or_default()
-                    .push_back((pos, payload));
+                // Kept in journal order whatever order deliveries arrive in, so live
+                // consumption matches what a replay of the journal sees.
+                let queue = self.inbox.entry(name).or_default();
+                let at = queue.partition_point(|(p, _)| *p < pos);
+                queue.insert(at, (pos, payload));
             }
             _ => {}
         }
@@ -250,12 +281,21 @@ impl HostState {
     /// while replaying, buffered for the next write when live. Returns the request as the
     /// journal holds it (a replayed timer keeps its recorded fire time).
     fn request(&mut self, asked: Event) -> wasmtime::Result<Event> {
+        if self.inspecting {
+            return Err(wasmtime::Error::new(Interrupt::Inspecting(
+                asked.describe(),
+            )));
+        }
         let seq = self.next_seq;
         debug_assert_eq!(asked.command_seq(), Some(seq));
         self.next_seq += 1;
         if let Some(recorded) = self.recorded.get(seq as usize) {
             if !same_request(recorded, &asked) {
                 return Err(self.diverged(seq, recorded.describe(), asked.describe()));
+            }
+            if !self.replaying() {
+                // Replay just reached the live end: the step's time starts now.
+                self.clock.restart();
             }
             return Ok(recorded.clone());
         }
@@ -300,6 +340,7 @@ impl HostState {
                     .and_then(VecDeque::pop_front)
                 {
                     Some((_, payload)) => {
+                        *self.consumed.entry(name.clone()).or_default() += 1;
                         *taken = Some(payload.clone());
                         Ok(Some(Ok(payload)))
                     }
@@ -342,9 +383,14 @@ impl HostState {
         let extra = self
             .shared
             .journal
-            .append_step(self.id.clone(), self.generation, step, now)
+            .append_step(self.id.clone(), self.fence(), step, now)
             .await
-            .map_err(|e| wasmtime::Error::new(Interrupt::HostFault(e.to_string())))?;
+            .map_err(|e| match e {
+                JournalError::Fenced { why, .. } => wasmtime::Error::new(Interrupt::Fenced(why)),
+                other => wasmtime::Error::new(Interrupt::HostFault(other.to_string())),
+            })?;
+        // The results that travelled with the step are journaled now.
+        self.unwritten.clear();
         for event in events {
             match event {
                 Event::ActivityScheduled {
@@ -393,7 +439,21 @@ impl HostState {
     /// first; between the write and the delivery this instance holds no work guard.
     /// An eviction request is honoured only if nothing was delivered with it.
     async fn block(&mut self) -> wasmtime::Result<()> {
+        if self.inspecting {
+            return Err(wasmtime::Error::new(Interrupt::Inspecting(
+                "a blocking wait".into(),
+            )));
+        }
         if self.dry_run {
+            if self.replaying() {
+                // The new code waits where the journal goes on: requests it never made.
+                let seq = self.next_seq;
+                return Err(self.diverged(
+                    seq,
+                    self.recorded[seq as usize].describe(),
+                    "to wait for a task the journal has no result for".into(),
+                ));
+            }
             return Err(wasmtime::Error::new(Interrupt::Frontier));
         }
         if self.flush().await? {
@@ -422,10 +482,13 @@ impl HostState {
                     self.work = Some(work);
                     if generation != self.generation {
                         // For a generation that has ended: its work was abandoned with it.
-                    } else if unwritten.is_some() {
+                    } else if let Some(job) = unwritten {
                         // Ordered after everything journaled, until it is written.
                         self.provisional += 1;
                         self.apply(PROVISIONAL_POS + self.provisional, event.clone());
+                        if let Event::ActivityCompleted { result, .. } = &event {
+                            self.unwritten.push((*job, result.clone()));
+                        }
                         self.pending.events.push(event);
                     } else if self.is_new(pos, &event) {
                         self.apply(pos, event);
@@ -445,7 +508,7 @@ impl HostState {
             self.evicted_by = ack;
             return Err(wasmtime::Error::new(Interrupt::Evicted));
         }
-        self.step_started = std::time::Instant::now();
+        self.clock.restart();
         self.log.next_step();
         Ok(())
     }
@@ -466,15 +529,18 @@ impl HostState {
         }
     }
 
-    /// The positions of raised events nobody consumed (carried over by continue-as-new).
-    pub(crate) fn unconsumed_events(&self) -> Vec<u64> {
-        let mut positions: Vec<u64> = self
-            .inbox
-            .values()
-            .flat_map(|q| q.iter().map(|(pos, _)| *pos))
-            .collect();
-        positions.sort_unstable();
-        positions
+    /// How many raised events of each name the workflow consumed in this generation;
+    /// continue-as-new carries the rest of the journal's events over.
+    pub(crate) fn consumed_events(&self) -> HashMap<String, u32> {
+        self.consumed.clone()
+    }
+
+    /// What the journal must still hold for this activation's writes to be accepted.
+    pub(crate) fn fence(&self) -> Fence {
+        Fence {
+            generation: self.generation,
+            component: self.component.clone(),
+        }
     }
 }
 
