@@ -289,17 +289,20 @@ impl Journal {
     /// instances counted.
     pub fn tenant_load(&self, tenant: &Tenant) -> Result<(u64, u64), JournalError> {
         self.read(|conn| {
-            let counter: i64 = conn
+            // One snapshot for both counts.
+            let tx = conn.unchecked_transaction()?;
+            let counter: i64 = tx
                 .prepare_cached("SELECT live FROM tenant_load WHERE tenant = ?1")?
                 .query_row([tenant.as_str()], |r| r.get(0))
                 .optional()?
                 .unwrap_or(0);
-            let counted: i64 = conn
+            let counted: i64 = tx
                 .prepare_cached(
                     "SELECT count(*) FROM instances
                      WHERE tenant = ?1 AND status IN ('RUNNING', 'SUSPENDED')",
                 )?
                 .query_row([tenant.as_str()], |r| r.get(0))?;
+            tx.finish()?;
             Ok((counter.max(0) as u64, counted.max(0) as u64))
         })
     }
