@@ -33,3 +33,8 @@ fuzz SECS="60":
     find fuzz/target -path '*/out/*' -name '*.wasm' -exec cp {} fuzz/corpus/upload/ \;
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run upload -s none -- -max_total_time={{SECS}} -rss_limit_mb=4096
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run payloads -s none -- -max_total_time={{SECS}}
+
+# Run a deterministic-simulation campaign of N seeds (release build), starting at seed FIRST.
+# A failing seed prints the one command that reruns it.
+sim N="20000" FIRST="1":
+    STEADFAST_SIM_SEEDS={{N}} STEADFAST_SIM_FIRST={{FIRST}} cargo test --release -p steadfast-tests --test simulation -- --nocapture

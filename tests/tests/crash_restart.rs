@@ -1,6 +1,8 @@
-//! Crash and restart: a host is dropped mid-flight (its tokio runtime shut down, nothing
-//! flushed on the way out), a new host opens the same SQLite file, and every instance
-//! finishes with nothing lost and no completed activity run twice.
+//! Crash and restart: a host crashes mid-flight (`Engine::crash` abandons every journal
+//! write not yet committed, then its tokio runtime is dropped with every task where it
+//! is), a new host opens the same SQLite file, and every instance finishes with nothing
+//! lost and no completed activity run twice. `kill_restart.rs` (host crate) does the same
+//! to a real `steadfast serve` process with SIGKILL.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -89,6 +91,7 @@ fn a_saga_resumes_after_a_crash_without_rerunning_completed_activities() {
             .await
             .unwrap();
         reached.recv().await.expect("activity 3 starts");
+        engine.crash();
     });
     drop(first);
 
@@ -138,6 +141,7 @@ fn a_timer_created_before_a_restart_fires_after_it() {
             .await
             .unwrap();
         engine.settle().await;
+        engine.crash();
     });
     drop(first);
 
@@ -176,6 +180,7 @@ fn an_event_acknowledged_just_before_a_crash_is_delivered_after_it() {
             .await
             .expect("the raise is acknowledged");
         // Crash right after the acknowledgement, before the instance could act on it.
+        engine.crash();
     });
     drop(first);
 

@@ -34,7 +34,7 @@ use steadfast::{
 use steadfast_tests::{START, TESTING_V1_WASM, TESTING_V2_WASM};
 
 /// Seeds `cargo test` runs, and operations per seed.
-const SEEDS: u64 = 24;
+const SEEDS: u64 = 100;
 const OPS: usize = 120;
 
 #[test]

@@ -3,9 +3,10 @@
 //! - **CPU:** fuel per workflow run (deterministic: a replay burns the same fuel) and per
 //!   activity call; a time limit per step (from the workflow resuming until it next
 //!   blocks) as the backstop, checked on epoch ticks, which also yield to the runtime so a
-//!   busy guest cannot starve others. The step's time is what the guest's store spent
-//!   being run ([`StepClock`]), not the wall clock: time spent waiting for a CPU while
-//!   other guests ran does not count, and neither does replay (fuel bounds that), so a
+//!   busy guest cannot starve others. The step's time is the CPU time the guest used
+//!   while it was being run ([`StepClock`]), not the wall clock: time spent waiting for a
+//!   CPU — behind other guests on the runtime's threads, or behind other processes on the
+//!   machine's cores — does not count, and neither does replay (fuel bounds that), so a
 //!   busy host never fails a healthy instance.
 //! - **Memory:** linear memory growth beyond the limit traps with a clear reason.
 //! - **Size:** payloads (inputs, outputs, event data, activity results, custom status),
@@ -206,18 +207,20 @@ pub(crate) trait Metered: Send + 'static {
     fn meter(&mut self) -> &mut GuestMeter;
 }
 
-/// How long a guest has run in its current step: the time its store spent inside
-/// `poll`, summed over polls. Waiting for a CPU, for the journal or for a delivery is
-/// not running. Shared between the store's data (which reads and restarts it) and the
-/// [`timed`] future that drives the guest (which starts and stops it).
+/// How long a guest has run in its current step: the CPU time of the thread polling its
+/// store, summed over polls. A guest runs only inside `poll` (on a fiber, on the polling
+/// thread), so waiting for a CPU, for the journal or for a delivery is not counted.
+/// Shared between the store's data (which reads and restarts it) and the [`timed`]
+/// future that drives the guest (which starts and stops it). Read from the epoch
+/// callback, which runs inside the poll, on the same thread.
 #[derive(Debug, Default)]
 pub(crate) struct StepClock(std::sync::Mutex<StepTimes>);
 
 #[derive(Debug, Default)]
 struct StepTimes {
     used: std::time::Duration,
-    /// Set while the guest is being polled.
-    polled_since: Option<std::time::Instant>,
+    /// The polling thread's CPU clock when this poll began; set while being polled.
+    polled_since: Option<std::time::Duration>,
 }
 
 impl StepClock {
@@ -230,7 +233,7 @@ impl StepClock {
         let t = self.times();
         t.used
             + t.polled_since
-                .map_or_else(Default::default, |s| s.elapsed())
+                .map_or_else(Default::default, |since| thread_cpu().saturating_sub(since))
     }
 
     /// A new step begins now (the guest resumed, or replay reached the live end).
@@ -238,20 +241,43 @@ impl StepClock {
         let mut t = self.times();
         t.used = std::time::Duration::ZERO;
         if t.polled_since.is_some() {
-            t.polled_since = Some(std::time::Instant::now());
+            t.polled_since = Some(thread_cpu());
         }
     }
 
     fn poll_started(&self) {
-        self.times().polled_since = Some(std::time::Instant::now());
+        self.times().polled_since = Some(thread_cpu());
     }
 
     fn poll_ended(&self) {
         let mut t = self.times();
         if let Some(since) = t.polled_since.take() {
-            t.used += since.elapsed();
+            t.used += thread_cpu().saturating_sub(since);
         }
     }
+}
+
+/// The CPU time the calling thread has used.
+#[cfg(unix)]
+fn thread_cpu() -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec. On failure it stays zero and time
+    // stands still for the limit (fuel still bounds the guest).
+    let _ = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    std::time::Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Elsewhere, the wall clock since an arbitrary start: waiting inside a poll counts.
+#[cfg(not(unix))]
+fn thread_cpu() -> std::time::Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// Drives `fut` (a call into a guest) and counts the time spent polling it on `clock`.

@@ -120,19 +120,27 @@ fn history_probe(ctx: &Context, _: Value) -> Result<Value, Error> {
 }
 
 /// Computes for `input` rounds (a busy step), calls activity `after_burn`, waits for
-/// event `go`, computes again, and returns all three results.
-fn burn(ctx: &Context, rounds: u64) -> Result<Value, Error> {
-    let spin = |seed: u64| {
+/// event `go`, computes again, and returns all three results. The input is a number of
+/// rounds for both computations, or `{"first": n, "then": m}`.
+fn burn(ctx: &Context, input: Value) -> Result<Value, Error> {
+    let (first_rounds, then_rounds) = match input.as_u64() {
+        Some(n) => (n, n),
+        None => (
+            input["first"].as_u64().unwrap_or(0),
+            input["then"].as_u64().unwrap_or(0),
+        ),
+    };
+    let spin = |seed: u64, rounds: u64| {
         let mut x = seed;
         for _ in 0..rounds {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
         x
     };
-    let first = spin(1);
+    let first = spin(1, first_rounds);
     let called: Value = ctx.call_activity("after_burn", &first).get()?;
     ctx.wait_for_external_event("go").wait()?;
-    Ok(json!([first, called, spin(first)]))
+    Ok(json!([first, called, spin(first, then_rounds)]))
 }
 
 /// With `effectful_names`, `names` tries to call an activity and start a child: the host
