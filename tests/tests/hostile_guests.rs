@@ -19,8 +19,12 @@ fn limits() -> Limits {
 }
 
 async fn engine(dir: &std::path::Path) -> Engine {
+    engine_with(dir, limits()).await
+}
+
+async fn engine_with(dir: &std::path::Path, limits: Limits) -> Engine {
     let mut config = config(dir, &clock());
-    config.limits = limits();
+    config.limits = limits;
     let engine = Engine::open(config).await.unwrap();
     examples::install(&engine).await.unwrap();
     engine.deploy(HOSTILE_WASM.to_vec()).await.unwrap();
@@ -307,4 +311,110 @@ async fn a_workflow_flooding_the_log_is_cut_to_its_budget_each_step() {
         .find("still heard after the timer")
         .expect("the next step has a fresh budget");
     assert!(dropped < after);
+}
+
+/// The per-step time limit: a guest that computes past it fails with `time_limit`
+/// (fuel is set high enough that only the time limit can stop it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_runs_past_its_time_limit_fails_with_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(
+        dir.path(),
+        Limits {
+            fuel_per_run: 1 << 50,
+            step_wall_clock_ms: 200,
+            ..limits()
+        },
+    )
+    .await;
+    let spin = engine.start("spin", "null", named("spin")).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), engine.settle())
+        .await
+        .expect("the time limit stops the guest");
+    let record = engine.status(&spin).unwrap();
+    assert_eq!(record.status, RuntimeStatus::Failed, "{record:?}");
+    let error = record.error.unwrap();
+    assert_eq!(error.kind, "time_limit", "{}", error.message);
+    assert!(
+        error
+            .message
+            .contains("one step computed for more than 200 ms of CPU time"),
+        "{}",
+        error.message
+    );
+}
+
+/// Epoch yields: on a single thread, a guest computing in a loop still lets the other
+/// instances run between its ticks (without the yield, the thread would be its own until
+/// the time limit ended it).
+#[tokio::test]
+async fn a_busy_guest_yields_so_other_instances_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(
+        dir.path(),
+        Limits {
+            fuel_per_run: 1 << 50,
+            step_wall_clock_ms: 3_000,
+            ..limits()
+        },
+    )
+    .await;
+    let spin = engine.start("spin", "null", named("spin")).await.unwrap();
+    let quick = engine.start("panic", "null", named("quick")).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let quick_status = engine.status(&quick).unwrap().status;
+        if quick_status.is_terminal() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quick instance never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        engine.status(&spin).unwrap().status,
+        RuntimeStatus::Running,
+        "the other instance finished while the spinning guest was still in its step"
+    );
+    engine.settle().await;
+    let error = engine.status(&spin).unwrap().error.unwrap();
+    assert_eq!(error.kind, "time_limit", "{}", error.message);
+}
+
+/// The history limit: a generation that keeps journaling is told to continue as new at
+/// 80 % of the limit and fails with `history_limit` when it reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_is_told_to_continue_as_new_and_stopped_at_its_history_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(
+        dir.path(),
+        Limits {
+            max_history_per_generation: 50,
+            max_timers_per_generation: 10_000,
+            ..limits()
+        },
+    )
+    .await;
+    let storm = engine
+        .start("timer_storm", "null", named("storm"))
+        .await
+        .unwrap();
+    let probe = engine
+        .start("history_probe", "null", named("probe"))
+        .await
+        .unwrap();
+    engine.settle().await;
+    let record = engine.status(&storm).unwrap();
+    assert_eq!(record.status, RuntimeStatus::Failed, "{record:?}");
+    let error = record.error.unwrap();
+    assert_eq!(error.kind, "history_limit", "{}", error.message);
+    assert!(
+        error.message.contains("reached 50 entries"),
+        "{}",
+        error.message
+    );
+    // Asked before each of its journaled reads: told at 40 of 50 entries.
+    assert_eq!(output(&engine, &probe), json!(40));
 }

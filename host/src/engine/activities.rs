@@ -123,7 +123,7 @@ impl Shared {
                 });
                 // Epochs stop a guest that computes too long; this stops one that waits
                 // too long in the host (a slow HTTP response).
-                let deadline = std::time::Duration::from_millis(limits.step_wall_clock_ms);
+                let deadline = std::time::Duration::from_millis(limits.activity_timeout_ms);
                 let outcome = tokio::time::timeout(deadline, run).await;
                 if let Some(why) = store.data_mut().egress.denied.take() {
                     // Whatever the guest made of the refusal, the call did not do its job.
@@ -133,8 +133,9 @@ impl Shared {
                     Err(_elapsed) => Err(ErrorInfo::new(
                         "time_limit",
                         format!(
-                            "activity '{}' ran longer than {} ms",
-                            job.name, limits.step_wall_clock_ms
+                            "activity '{}' ran longer than {} ms of wall-clock time \
+                             (limits.activity_timeout_ms)",
+                            job.name, limits.activity_timeout_ms
                         ),
                     )),
                     Ok(Ok(Ok(output))) => Ok(output),

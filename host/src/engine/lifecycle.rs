@@ -176,7 +176,12 @@ impl Engine {
     ) -> Result<Option<InstanceCheck>, EngineError> {
         let mut tries = 0;
         loop {
-            let record = self.status(id)?;
+            let record = match self.status(id) {
+                Ok(record) => record,
+                // Purged while the check ran: nothing left to check.
+                Err(EngineError::InstanceNotFound(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
             if record.component == *digest {
                 return Ok(None);
             }
@@ -299,11 +304,9 @@ impl Engine {
             Err(JournalError::InstanceExists(_))
                 if options.reuse == ReusePolicy::TerminateExisting =>
             {
-                if !self.status(&id)?.status.is_terminal() {
-                    self.terminate(&id, "replaced by a new start with the same id")
-                        .await?;
-                }
-                self.shared.journal.purge(id.clone(), true).await?;
+                self.terminate_if_live(&id, "replaced by a new start with the same id")
+                    .await?;
+                self.purge(&id, true).await?;
                 self.shared
                     .journal
                     .create_instance(new, self.shared.clock.now())
@@ -365,10 +368,28 @@ impl Engine {
     /// Deletes an ended instance (and its children) from the journal; `force` terminates
     /// a live one first.
     pub async fn purge(&self, id: &InstanceId, force: bool) -> Result<u64, EngineError> {
-        if force && !self.status(id)?.status.is_terminal() {
-            self.terminate(id, "purged").await?;
+        if force {
+            self.terminate_if_live(id, "purged").await?;
         }
-        Ok(self.shared.journal.purge(id.clone(), force).await?)
+        let purged = self.shared.journal.purge(id.clone(), force).await?;
+        // Whatever of them is still in memory leaves; its writes are fenced off already.
+        for instance in &purged {
+            self.shared.timers.cancel_instance(instance);
+            self.request_eviction(instance);
+            self.shared.status_changed(instance);
+        }
+        Ok(purged.len() as u64)
+    }
+
+    /// Terminates the instance unless it has ended (also if it ends while we ask).
+    async fn terminate_if_live(&self, id: &InstanceId, reason: &str) -> Result<(), EngineError> {
+        if self.status(id)?.status.is_terminal() {
+            return Ok(());
+        }
+        match self.terminate(id, reason).await {
+            Ok(_) | Err(EngineError::NotRunning { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// A page of a tenant's instances.

@@ -34,8 +34,13 @@ pub struct Limits {
     pub fuel_per_run: u64,
     /// Fuel for one activity call.
     pub fuel_per_activity: u64,
-    /// Wall-clock limit for one step of a workflow (or one activity call), in ms.
+    /// Time limit for one step of a workflow (from resuming to its next wait) or one
+    /// activity call, in ms of the CPU time the guest used: waiting for a core, for the
+    /// journal or for the network does not count. (The name predates the CPU clock.)
     pub step_wall_clock_ms: u64,
+    /// Wall-clock limit for one activity call, in ms, waiting included: what stops an
+    /// activity stuck on a slow HTTP response.
+    pub activity_timeout_ms: u64,
     /// Largest linear memory of a guest, in bytes (at most 64 MiB).
     pub max_memory_bytes: usize,
     /// Largest payload: input, output, event data, activity result, custom status.
@@ -64,6 +69,7 @@ impl Default for Limits {
             fuel_per_run: 5_000_000_000,
             fuel_per_activity: 5_000_000_000,
             step_wall_clock_ms: 10_000,
+            activity_timeout_ms: 60_000,
             max_memory_bytes: crate::sandbox::MAX_MEMORY_BYTES,
             max_payload_bytes: 1024 * 1024,
             max_history_per_generation: 50_000,
@@ -121,7 +127,10 @@ pub(crate) enum LimitExceeded {
     History(usize),
     #[error("the generation created {0} timers, the limit")]
     Timers(usize),
-    #[error("one step ran longer than {0} ms")]
+    #[error(
+        "one step computed for more than {0} ms of CPU time (limits.step_wall_clock_ms); \
+         split the work into activities, or raise the limit"
+    )]
     StepTime(u64),
     /// A value the host cannot journal or act on (a NaN backoff, a time past year 9999).
     #[error("{0}")]

@@ -273,6 +273,9 @@ pub struct Engine {
 
 pub(crate) struct Shared {
     journal: Journal,
+    /// The runtime the engine was opened on: activations are spawned there, also from the
+    /// journal's writer thread.
+    runtime: tokio::runtime::Handle,
     sandbox: Sandbox,
     clock: Arc<dyn Clock>,
     linker: Linker<HostState>,
@@ -298,6 +301,9 @@ pub(crate) struct Shared {
 struct Resident {
     tx: mpsc::UnboundedSender<Msg>,
     activation: u64,
+    /// Someone asked for the instance to be active while this activation was already in
+    /// the map (it may be on its way out): activate it again once it has left.
+    wake_on_leave: bool,
 }
 
 impl Engine {
@@ -350,6 +356,7 @@ impl Engine {
         }
         let shared = Arc::new(Shared {
             journal,
+            runtime: tokio::runtime::Handle::current(),
             sandbox,
             clock: config.clock,
             linker,
@@ -467,14 +474,25 @@ impl Engine {
         check_json("the event payload", payload)?;
         self.check_payload(id.tenant(), "the event payload", payload)?;
         let now = self.shared.clock.now();
-        let (generation, pos, event) = self
-            .shared
-            .journal
-            .raise_event(id.clone(), name.to_owned(), payload.to_owned(), now)
-            .await?;
+        // Delivered from the writer thread right after the commit, so two events raised
+        // at once reach the instance in the order the journal holds them: what a live
+        // wait consumes is what a replay's wait consumes.
         let guard = self.shared.work.guard();
+        let shared = Arc::clone(&self.shared);
+        let target = id.clone();
+        let deliver = move |(generation, pos, event): &(u32, u64, crate::model::Event)| {
+            shared.deliver(target, *generation, *pos, event.clone(), guard);
+        };
         self.shared
-            .deliver(id.clone(), generation, pos, event, guard);
+            .journal
+            .raise_event(
+                id.clone(),
+                name.to_owned(),
+                payload.to_owned(),
+                now,
+                deliver,
+            )
+            .await?;
         Ok(())
     }
 

@@ -21,9 +21,15 @@ impl Shared {
     /// Makes sure the instance is resident (activating it if not).
     pub(crate) fn activate(self: &Arc<Self>, id: InstanceId) {
         let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
-        if !resident.contains_key(&id) {
-            let guard = self.work.guard();
-            self.spawn_activation(&mut resident, id, guard);
+        match resident.get_mut(&id) {
+            // It may be leaving (terminated, evicted, replaced by a new start with the
+            // same id): make sure it comes back, as it exits at once if there is nothing
+            // to do.
+            Some(r) => r.wake_on_leave = true,
+            None => {
+                let guard = self.work.guard();
+                self.spawn_activation(&mut resident, id, guard);
+            }
         }
     }
 
@@ -77,8 +83,16 @@ impl Shared {
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let activation = self.next_activation.fetch_add(1, Ordering::Relaxed);
-        resident.insert(id.clone(), Resident { tx, activation });
-        tokio::spawn(super::run::run(Arc::clone(self), id, activation, rx, work));
+        resident.insert(
+            id.clone(),
+            Resident {
+                tx,
+                activation,
+                wake_on_leave: false,
+            },
+        );
+        self.runtime
+            .spawn(super::run::run(Arc::clone(self), id, activation, rx, work));
     }
 
     /// Called by an activation as it ends. Deliveries that raced with its end are not
@@ -90,8 +104,13 @@ impl Shared {
         leftover: Option<mpsc::UnboundedReceiver<Msg>>,
     ) {
         let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wake = false;
         if resident.get(id).is_some_and(|r| r.activation == activation) {
-            resident.remove(id);
+            wake = resident.remove(id).is_some_and(|r| r.wake_on_leave);
+        }
+        if wake {
+            let guard = self.work.guard();
+            self.spawn_activation(&mut resident, id.clone(), guard);
         }
         let Some(mut rx) = leftover else { return };
         rx.close();
@@ -263,10 +282,17 @@ async fn write_completion(
         Ok(Some((pos, event))) => shared.deliver(job.instance, job.generation, pos, event, work),
         Ok(None) => {}
         Err(e) => {
-            tracing::error!(instance = %job.instance, activity = %job.name, error = %e, "cannot journal an activity result; it runs again on restart")
+            // Its queue row is still there: run it again later (at least once) rather
+            // than leave its instance waiting for a restart.
+            let at = shared.clock.now().plus_ms(RESULT_RETRY_MS);
+            tracing::error!(instance = %job.instance, activity = %job.name, error = %e, "cannot journal an activity result; the activity runs again at {at}");
+            shared.timers.add(at, TimerJob::Activity(job));
         }
     }
 }
+
+/// How long after a failed write of its result an activity runs again.
+const RESULT_RETRY_MS: u64 = 1_000;
 
 pub(crate) async fn timer_loop(shared: Weak<Shared>, timers: Arc<Timers>, clock: Arc<dyn Clock>) {
     loop {

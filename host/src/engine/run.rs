@@ -148,8 +148,9 @@ async fn run_generation(
         work,
     );
     state.custom_status = record.custom_status.clone();
+    state.incarnation = record.incarnation;
     if let Err(e) = state.load(history) {
-        return Err(Fault::of(e.to_string(), &mut state));
+        return finish(shared, id, state, Finish::Stalled(e.to_string())).await;
     }
     let Some(pre) = shared.orchestrator_pre(&record.component) else {
         let reason = format!(
@@ -210,8 +211,8 @@ async fn run_generation(
                 let message = format!("a live run stopped as a dry run would: {error:#}");
                 return Err(Fault::of(message, &mut state));
             }
-            Some(divergence @ Interrupt::Nondeterminism { .. }) => {
-                Finish::Stalled(divergence.to_string())
+            Some(stop @ (Interrupt::Nondeterminism { .. } | Interrupt::BrokenJournal(_))) => {
+                Finish::Stalled(stop.to_string())
             }
             None if state.replaying() => {
                 // It ran fine live but fails on its own journal: nondeterministic code.

@@ -218,12 +218,28 @@ impl Journal {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
     {
+        self.write_then(f, |_: &T| {}).await
+    }
+
+    /// Like [`Journal::write`], and runs `on_commit` with the result on the writer
+    /// thread once the transaction is durable, before any later transaction commits: the
+    /// hooks of successive writes run in commit order.
+    async fn write_then<T, F, H>(&self, f: F, on_commit: H) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+        H: FnOnce(&T) + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
             let result = f(conn);
             let ok = result.is_ok();
             let reply: Reply = Box::new(move |commit| {
-                let _ = tx.send(commit.and(result));
+                let outcome = commit.and(result);
+                if let Ok(value) = &outcome {
+                    on_commit(value);
+                }
+                let _ = tx.send(outcome);
             });
             (ok, reply)
         });

@@ -25,6 +25,8 @@ pub struct InstanceRecord {
     pub updated_at: Timestamp,
     /// When the workflow first runs, for an instance started with a later start time.
     pub start_at: Option<Timestamp>,
+    /// Which life of this id the row is (ids can be reused after a purge).
+    pub incarnation: i64,
 }
 
 /// One journal entry with its position.
@@ -49,6 +51,8 @@ pub struct QueuedActivity {
     pub attempt: u32,
     pub due_at: Timestamp,
     pub first_at: Timestamp,
+    /// The life of the instance id that scheduled it.
+    pub incarnation: i64,
 }
 
 /// A deployed component's bytes.
@@ -93,7 +97,7 @@ impl Journal {
                 .map(|local| format!("{tenant}/{local}"));
             let mut stmt = conn.prepare_cached(
                 "SELECT id, workflow, component, status, generation, input, output, error,
-                        custom_status, parent_id, created_at, updated_at, start_at
+                        custom_status, parent_id, created_at, updated_at, start_at, incarnation
                  FROM instances
                  WHERE tenant = ?1
                    AND (?2 IS NULL OR workflow = ?2)
@@ -189,7 +193,7 @@ impl Journal {
         self.read(|conn| {
             conn.prepare_cached(
                 "SELECT id, workflow, component, status, generation, input, output, error,
-                        custom_status, parent_id, created_at, updated_at, start_at
+                        custom_status, parent_id, created_at, updated_at, start_at, incarnation
                  FROM instances WHERE id = ?1",
             )?
             .query_row([id.as_str()], instance_from_row)
@@ -313,9 +317,18 @@ impl Journal {
         self.read(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT 1 FROM activity_queue WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                    "SELECT 1 FROM activity_queue
+                     WHERE instance = ?1 AND generation = ?2 AND seq = ?3 AND incarnation = ?4",
                 )?
-                .query_row(params![job.instance.as_str(), job.generation, job.seq], |_| Ok(()))
+                .query_row(
+                    params![
+                        job.instance.as_str(),
+                        job.generation,
+                        job.seq,
+                        job.incarnation
+                    ],
+                    |_| Ok(()),
+                )
                 .optional()?
                 .is_some())
         })
@@ -326,7 +339,8 @@ impl Journal {
     pub fn pending_activities(&self) -> Result<Vec<QueuedActivity>, JournalError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT instance, generation, seq, name, input, retry, attempt, due_at, first_at
+                "SELECT instance, generation, seq, name, input, retry, attempt, due_at, first_at,
+                        incarnation
                  FROM activity_queue",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -340,12 +354,24 @@ impl Journal {
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    r.get::<_, i64>(9)?,
                 ))
             })?;
             let mut queued = Vec::new();
             for row in rows {
                 let parsed = row.map_err(JournalError::from).and_then(
-                    |(id, generation, seq, name, input, retry, attempt, due, first)| {
+                    |(
+                        id,
+                        generation,
+                        seq,
+                        name,
+                        input,
+                        retry,
+                        attempt,
+                        due,
+                        first,
+                        incarnation,
+                    )| {
                         Ok(QueuedActivity {
                             instance: InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
                             generation,
@@ -356,6 +382,7 @@ impl Journal {
                             attempt,
                             due_at: due,
                             first_at: first,
+                            incarnation,
                         })
                     },
                 );
@@ -410,6 +437,7 @@ fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, Jou
             created_at: r.get::<_, Timestamp>(10)?,
             updated_at: r.get::<_, Timestamp>(11)?,
             start_at: r.get::<_, Option<Timestamp>>(12)?,
+            incarnation: r.get(13)?,
         })
     };
     Ok(build())

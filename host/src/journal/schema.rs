@@ -146,6 +146,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE instances ADD COLUMN start_at INTEGER;
     "#,
+    // 5: which life of an instance id a row belongs to. An id can be reused (purge, or a
+    // start that replaces the instance); writes of the old life's activations and
+    // activities are fenced by it.
+    r#"
+    ALTER TABLE instances ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE activity_queue ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Brings the database to the newest schema, one transaction per migration.

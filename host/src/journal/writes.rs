@@ -64,6 +64,7 @@ pub enum Finish {
 pub struct Fence {
     pub generation: u32,
     pub component: Digest,
+    pub incarnation: i64,
 }
 
 /// A child's result, appended to its parent's history when the child ends.
@@ -100,7 +101,7 @@ impl Journal {
         self.injected_fault()?;
         self.write(move |conn| {
             check_fence(conn, &id, &fence)?;
-            append_step(conn, &id, fence.generation, step, now)
+            append_step(conn, &id, &fence, step, now)
         })
         .await
     }
@@ -118,14 +119,15 @@ impl Journal {
             let updated = conn
                 .prepare_cached(
                     "UPDATE activity_queue SET attempt = ?4, due_at = ?5
-                     WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                     WHERE instance = ?1 AND generation = ?2 AND seq = ?3 AND incarnation = ?6",
                 )?
                 .execute(params![
                     job.instance.as_str(),
                     job.generation,
                     job.seq,
                     job.attempt + 1,
-                    retry_at
+                    retry_at,
+                    job.incarnation
                 ])?;
             if updated == 0 {
                 return Ok(None);
@@ -148,18 +150,28 @@ impl Journal {
         result: Outcome,
         now: Timestamp,
     ) -> Result<Option<(u64, Event)>, JournalError> {
-        let (id, generation, seq, attempts) =
-            (job.instance.clone(), job.generation, job.seq, job.attempt);
+        let (id, generation, seq, attempts, incarnation) = (
+            job.instance.clone(),
+            job.generation,
+            job.seq,
+            job.attempt,
+            job.incarnation,
+        );
         self.write(move |conn| {
             let deleted = conn
                 .prepare_cached(
-                    "DELETE FROM activity_queue WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                    "DELETE FROM activity_queue
+                     WHERE instance = ?1 AND generation = ?2 AND seq = ?3 AND incarnation = ?4",
                 )?
-                .execute(params![id.as_str(), generation, seq])?;
+                .execute(params![id.as_str(), generation, seq, incarnation])?;
             if deleted == 0 {
                 return Ok(None);
             }
-            let event = Event::ActivityCompleted { seq, attempts, result };
+            let event = Event::ActivityCompleted {
+                seq,
+                attempts,
+                result,
+            };
             let pos = insert_event(conn, &id, generation, &event, now)?;
             Ok(Some((pos, event)))
         })
@@ -190,30 +202,36 @@ impl Journal {
         .await
     }
 
-    /// Appends a raised event to a running instance; returns its generation and position.
+    /// Appends a raised event to a live instance; returns its generation and position.
+    /// `on_commit` gets them on the writer thread as soon as the event is durable, in
+    /// commit order: deliveries made there reach an instance in journal order.
     pub async fn raise_event(
         &self,
         id: InstanceId,
         name: String,
         payload: String,
         now: Timestamp,
+        on_commit: impl FnOnce(&(u32, u64, Event)) + Send + 'static,
     ) -> Result<(u32, u64, Event), JournalError> {
-        self.write(move |conn| {
-            let row: Option<(String, u32)> = conn
-                .prepare_cached("SELECT status, generation FROM instances WHERE id = ?1")?
-                .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((status, generation)) = row else {
-                return Err(JournalError::InstanceNotFound(id));
-            };
-            let status: RuntimeStatus = status.parse().map_err(JournalError::Corrupt)?;
-            if !status.accepts_deliveries() {
-                return Err(JournalError::NotRunning { id, status });
-            }
-            let event = Event::EventRaised { name, payload };
-            let pos = insert_event(conn, &id, generation, &event, now)?;
-            Ok((generation, pos, event))
-        })
+        self.write_then(
+            move |conn| {
+                let row: Option<(String, u32)> = conn
+                    .prepare_cached("SELECT status, generation FROM instances WHERE id = ?1")?
+                    .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((status, generation)) = row else {
+                    return Err(JournalError::InstanceNotFound(id));
+                };
+                let status: RuntimeStatus = status.parse().map_err(JournalError::Corrupt)?;
+                if !status.accepts_deliveries() {
+                    return Err(JournalError::NotRunning { id, status });
+                }
+                let event = Event::EventRaised { name, payload };
+                let pos = insert_event(conn, &id, generation, &event, now)?;
+                Ok((generation, pos, event))
+            },
+            on_commit,
+        )
         .await
     }
 
@@ -356,13 +374,24 @@ impl Journal {
 
     /// Deletes an instance and everything it owns in the journal (its children too).
     /// Refused for an instance that has not ended unless `force`.
-    pub async fn purge(&self, id: InstanceId, force: bool) -> Result<u64, JournalError> {
+    /// Without `force`, an instance with a child that still runs is refused too. Returns
+    /// every instance deleted.
+    pub async fn purge(
+        &self,
+        id: InstanceId,
+        force: bool,
+    ) -> Result<Vec<InstanceId>, JournalError> {
         self.write(move |conn| {
             let (status, _) = status_of(conn, &id)?;
             if !status.is_terminal() && !force {
                 return Err(JournalError::StillRunning { id, status });
             }
-            purge_tree(conn, &id)
+            if !force && let Some((child, status)) = live_descendant(conn, &id)? {
+                return Err(JournalError::StillRunning { id: child, status });
+            }
+            let mut purged = Vec::new();
+            purge_tree(conn, &id, &mut purged)?;
+            Ok(purged)
         })
         .await
     }
@@ -435,7 +464,8 @@ impl Journal {
         .await
     }
 
-    /// Pins an instance to another component (a migration, or tests of divergence).
+    /// Pins a live instance to another component (tests of divergence; migrations go
+    /// through [`Journal::migrate_instance`]).
     pub async fn set_instance_component(
         &self,
         id: InstanceId,
@@ -443,13 +473,16 @@ impl Journal {
     ) -> Result<(), JournalError> {
         self.write(move |conn| {
             let n = conn
-                .prepare_cached("UPDATE instances SET component = ?2 WHERE id = ?1")?
+                .prepare_cached(
+                    "UPDATE instances SET component = ?2
+                     WHERE id = ?1 AND status IN ('RUNNING', 'SUSPENDED')",
+                )?
                 .execute(params![id.as_str(), digest.as_str()])?;
-            if n == 0 {
-                Err(JournalError::InstanceNotFound(id))
-            } else {
-                Ok(())
+            if n == 1 {
+                return Ok(());
             }
+            let (status, _) = status_of(conn, &id)?;
+            Err(JournalError::NotRunning { id, status })
         })
         .await
     }
@@ -468,13 +501,20 @@ fn status_of(conn: &Connection, id: &InstanceId) -> Result<(RuntimeStatus, u32),
 
 /// Refuses a write of an activation whose view of the instance is out of date.
 fn check_fence(conn: &Connection, id: &InstanceId, fence: &Fence) -> Result<(), JournalError> {
-    let row: Option<(String, u32, String)> = conn
-        .prepare_cached("SELECT status, generation, component FROM instances WHERE id = ?1")?
-        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    let row: Option<(String, u32, String, i64)> = conn
+        .prepare_cached(
+            "SELECT status, generation, component, incarnation FROM instances WHERE id = ?1",
+        )?
+        .query_row([id.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
     let why = match row {
         None => "it was purged".to_owned(),
-        Some((status, generation, component)) => {
+        Some((_, _, _, incarnation)) if incarnation != fence.incarnation => {
+            "it was purged and its id reused".to_owned()
+        }
+        Some((status, generation, component, _)) => {
             let status: RuntimeStatus = status.parse().map_err(JournalError::Corrupt)?;
             if !status.runs() {
                 format!("it is {status}")
@@ -564,10 +604,30 @@ fn terminate_tree(
     Ok(())
 }
 
-fn purge_tree(conn: &Connection, id: &InstanceId) -> Result<u64, JournalError> {
-    let mut purged = 0;
+/// A child (or grandchild, ...) of `id` that has not ended, if any.
+fn live_descendant(
+    conn: &Connection,
+    id: &InstanceId,
+) -> Result<Option<(InstanceId, RuntimeStatus)>, JournalError> {
     for child in children_of(conn, id)? {
-        purged += purge_tree(conn, &child)?;
+        let (status, _) = status_of(conn, &child)?;
+        if !status.is_terminal() {
+            return Ok(Some((child, status)));
+        }
+        if let Some(live) = live_descendant(conn, &child)? {
+            return Ok(Some(live));
+        }
+    }
+    Ok(None)
+}
+
+fn purge_tree(
+    conn: &Connection,
+    id: &InstanceId,
+    purged: &mut Vec<InstanceId>,
+) -> Result<(), JournalError> {
+    for child in children_of(conn, id)? {
+        purge_tree(conn, &child, purged)?;
     }
     for sql in [
         "DELETE FROM history WHERE instance = ?1",
@@ -576,10 +636,14 @@ fn purge_tree(conn: &Connection, id: &InstanceId) -> Result<u64, JournalError> {
     ] {
         conn.prepare_cached(sql)?.execute([id.as_str()])?;
     }
-    purged += conn
+    if conn
         .prepare_cached("DELETE FROM instances WHERE id = ?1")?
-        .execute([id.as_str()])? as u64;
-    Ok(purged)
+        .execute([id.as_str()])?
+        == 1
+    {
+        purged.push(id.clone());
+    }
+    Ok(())
 }
 
 fn insert_event(
@@ -615,12 +679,16 @@ fn insert_instance(
             limit: new.max_live,
         });
     }
+    // A new life for the id, unlike any before it (ids can be reused after a purge).
+    let incarnation = getrandom::u64()
+        .map_err(|e| JournalError::Storage(format!("no system randomness: {e}")))?
+        as i64;
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO instances
              (id, workflow, component, status, generation, input, parent_id, parent_gen, parent_seq,
-              created_at, updated_at, tenant, start_at)
-             VALUES (?1, ?2, ?3, 'RUNNING', 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
+              created_at, updated_at, tenant, start_at, incarnation)
+             VALUES (?1, ?2, ?3, 'RUNNING', 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             new.id.as_str(),
@@ -632,7 +700,8 @@ fn insert_instance(
             parent.map(|p| p.2),
             now,
             new.id.tenant(),
-            new.start_at
+            new.start_at,
+            incarnation
         ])?;
     if inserted == 0 {
         return Err(JournalError::InstanceExists(new.id.clone()));
@@ -648,10 +717,11 @@ fn insert_instance(
 fn append_step(
     conn: &Connection,
     id: &InstanceId,
-    generation: u32,
+    fence: &Fence,
     step: StepWrite,
     now: Timestamp,
 ) -> Result<Vec<(u64, Event)>, JournalError> {
+    let generation = fence.generation;
     let mut extra = Vec::new();
     for event in &step.events {
         insert_event(conn, id, generation, event, now)?;
@@ -665,8 +735,9 @@ fn append_step(
                 let retry = retry.as_ref().map(serde_json::to_string).transpose()?;
                 conn.prepare_cached(
                     "INSERT INTO activity_queue
-                     (instance, generation, seq, name, input, retry, attempt, due_at, first_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)",
+                     (instance, generation, seq, name, input, retry, attempt, due_at, first_at,
+                      incarnation)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8)",
                 )?
                 .execute(params![
                     id.as_str(),
@@ -675,7 +746,8 @@ fn append_step(
                     name,
                     input,
                     retry,
-                    now
+                    now,
+                    fence.incarnation
                 ])?;
             }
             Event::ActivityCompleted { seq, .. } => {

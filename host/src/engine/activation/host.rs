@@ -27,6 +27,7 @@ impl context::Host for HostState {
         options: types::ActivityOptions,
     ) -> wasmtime::Result<Resource<TaskRep>> {
         check_payload("the activity input", &input, &self.limits)?;
+        check_name("an activity name", &name)?;
         let seq = self.next_seq;
         let retry = options
             .retry
@@ -58,6 +59,7 @@ impl context::Host for HostState {
         instance_id: Option<String>,
     ) -> wasmtime::Result<Resource<TaskRep>> {
         check_payload("the child workflow input", &input, &self.limits)?;
+        check_name("a child workflow name", &name)?;
         let seq = self.next_seq;
         let tenant = self.tenant();
         let local =
@@ -136,6 +138,7 @@ impl context::Host for HostState {
         &mut self,
         name: String,
     ) -> wasmtime::Result<Resource<TaskRep>> {
+        check_name("an event name", &name)?;
         let seq = self.next_seq;
         self.request(Event::EventWaitStarted {
             seq,
@@ -189,7 +192,7 @@ impl context::Host for HostState {
                 ));
             };
             if self.take_ready(&tasks[index])?.is_none() {
-                return Err(wasmtime::Error::new(Interrupt::HostFault(format!(
+                return Err(wasmtime::Error::new(Interrupt::BrokenJournal(format!(
                     "journal of '{}' records task {winner} winning a when-any, but holds no result for it",
                     self.id
                 ))));
@@ -288,11 +291,16 @@ impl context::Host for HostState {
     }
 
     async fn patched(&mut self, name: String) -> wasmtime::Result<bool> {
+        check_name("a patch name", &name)?;
         let seq = self.next_seq;
         match self.recorded.get(seq as usize) {
             // The execution that wrote this journal ran the patched code here.
             Some(Event::Patched { name: recorded, .. }) if *recorded == name => {
                 self.next_seq += 1;
+                if !self.replaying() {
+                    // Replay just reached the live end: the step's time starts now.
+                    self.clock.restart();
+                }
                 Ok(true)
             }
             // It ran the code from before the patch: take the old path, consume nothing.
@@ -332,6 +340,19 @@ impl context::Host for HostState {
     }
 }
 
+/// The longest name (of an activity, workflow, event or patch) a guest may use.
+const MAX_NAME_BYTES: usize = 1024;
+
+fn check_name(what: &str, name: &str) -> Result<(), LimitExceeded> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(LimitExceeded::Invalid(format!(
+            "{what} is {} bytes long; names may have at most {MAX_NAME_BYTES}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The latest time the host keeps (the end of year 9999, in ms since the Unix epoch):
 /// timers and retries beyond it are refused rather than journaled.
 const LATEST: Timestamp = Timestamp(253_402_300_799_999);
@@ -347,6 +368,16 @@ fn check_retry_policy(activity: &str, p: &RetryPolicy) -> Result<(), LimitExceed
             "the retry policy of activity '{activity}' {why}"
         )))
     };
+    if p.non_retryable_kinds.len() > 64
+        || p.non_retryable_kinds
+            .iter()
+            .any(|k| k.len() > MAX_NAME_BYTES)
+    {
+        return invalid(format!(
+            "names {} non-retryable kinds; at most 64, each at most {MAX_NAME_BYTES} bytes",
+            p.non_retryable_kinds.len()
+        ));
+    }
     if !p.backoff_coefficient.is_finite() || p.backoff_coefficient < 1.0 {
         return invalid(format!(
             "has backoff coefficient {}; it must be a finite number of at least 1.0",

@@ -85,6 +85,10 @@ pub(crate) enum Interrupt {
     Evicted,
     #[error("host fault: {0}")]
     HostFault(String),
+    /// The journal contradicts itself: no run of any code could have written it.
+    /// Retrying cannot help, so the instance stalls for a person to look at.
+    #[error("the journal is inconsistent: {0}")]
+    BrokenJournal(String),
     /// The journal refused the activation's write: the instance moved on (terminated,
     /// suspended, migrated, purged) and this activation must leave without acting.
     #[error("the instance moved on: {0}")]
@@ -108,6 +112,8 @@ pub(crate) struct HostState {
     pub(crate) generation: u32,
     /// The component this activation runs, checked with each of its writes.
     component: Digest,
+    /// The life of the instance id it runs, checked with each of its writes.
+    pub(crate) incarnation: i64,
     /// Requests and decisions by seq: from the journal, then appended live.
     pub(crate) recorded: Vec<Event>,
     pub(crate) next_seq: u32,
@@ -198,6 +204,7 @@ impl HostState {
             id,
             generation,
             component,
+            incarnation: 0,
             recorded: Vec::new(),
             next_seq: 0,
             results: HashMap::new(),
@@ -229,7 +236,7 @@ impl HostState {
             self.loaded_upto = self.loaded_upto.max(stored.pos);
             if let Some(seq) = stored.event.command_seq() {
                 if seq as usize != self.recorded.len() {
-                    return Err(Interrupt::HostFault(format!(
+                    return Err(Interrupt::BrokenJournal(format!(
                         "journal of '{}' is out of order at position {}",
                         self.id, stored.pos
                     )));
@@ -409,6 +416,7 @@ impl HostState {
                         attempt: 1,
                         due_at: now,
                         first_at: now,
+                        incarnation: self.incarnation,
                     });
                 }
                 Event::TimerCreated { seq, fire_at, .. } => {
@@ -540,6 +548,7 @@ impl HostState {
         Fence {
             generation: self.generation,
             component: self.component.clone(),
+            incarnation: self.incarnation,
         }
     }
 }
