@@ -74,16 +74,21 @@ fn kinds_after_terminated(engine: &Engine, instance: &InstanceId) -> Vec<&'stati
 async fn terminating_a_busy_guest_is_final() {
     let dir = tempfile::tempdir().unwrap();
     let calls = Arc::new(AtomicU32::new(0));
-    let engine = open(counting(
+    let mut config = counting(
         config(dir.path(), &clock()),
         "after_burn",
         &calls,
         json!("ran"),
-    ))
-    .await;
-    // Half a second or so of computing before the guest asks for its activity.
+    );
+    config.limits = Limits {
+        fuel_per_run: 1 << 40,
+        ..Limits::default()
+    };
+    let engine = open(config).await;
+    // More than a second of computing (about 1.3 ns a round here) before the guest asks
+    // for its activity: the termination lands while it computes.
     let busy = engine
-        .start("burn", "100000000", named("busy"))
+        .start("burn", "1000000000", named("busy"))
         .await
         .unwrap();
     until("the guest to be running", || {
@@ -159,6 +164,42 @@ async fn an_event_raised_as_the_instance_is_terminated_does_not_revive_it() {
     assert_eq!(calls.load(Ordering::SeqCst), 0, "step_b never runs");
 }
 
+/// Two events raised at once reach a waiting instance in the order the journal holds
+/// them, so what a live wait consumes is what a replay's wait would consume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_raised_at_once_are_consumed_in_journal_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(config(dir.path(), &clock())).await;
+    for round in 0..40 {
+        let instance = engine
+            .start("two_events", "null", named(&format!("pair-{round}")))
+            .await
+            .unwrap();
+        engine.settle().await;
+        let (a, b) = tokio::join!(
+            engine.raise_event(&instance, "e", r#""a""#),
+            engine.raise_event(&instance, "e", r#""b""#)
+        );
+        a.unwrap();
+        b.unwrap();
+        engine.settle().await;
+        let journal_order: Vec<Value> = engine
+            .history(&instance)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Event::EventRaised { payload, .. } => serde_json::from_str(&payload).ok(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            output(&engine, &instance),
+            json!(journal_order),
+            "round {round}"
+        );
+    }
+}
+
 /// Defect 2: a child's result used to be dropped while its parent was suspended, so the
 /// parent waited forever after it resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +249,7 @@ async fn a_childs_result_reaches_its_parent_that_was_suspended_when_it_came() {
 async fn continue_as_new_keeps_events_journaled_while_the_generation_was_ending() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(config(dir.path(), &clock())).await;
-    // Generation 0 computes for about a second after its second item.
+    // Generation 0 computes for about 130 ms after its second item.
     let instance = engine
         .start(
             "collector",
@@ -428,10 +469,10 @@ fn a_busy_host_fails_no_healthy_instance() {
     };
     let runtime = steadfast_tests::runtime();
 
-    // A step of about 250 ms of computing, under a 500 ms limit, while six threads keep
-    // both cores busy: it takes far longer than 500 ms of wall-clock time to finish.
+    // A step of about 400 ms of computing, under a 1 s limit, while eight threads keep
+    // both cores busy: it takes far longer than 1 s of wall-clock time to finish.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hogs: Vec<_> = (0..6)
+    let hogs: Vec<_> = (0..8)
         .map(|_| {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
@@ -443,12 +484,12 @@ fn a_busy_host_fails_no_healthy_instance() {
         })
         .collect();
     let first = runtime.block_on(async {
-        let engine = open(engine_with(500)).await;
+        let engine = open(engine_with(1_000)).await;
         let started = std::time::Instant::now();
         let instance = engine
             .start(
                 "burn",
-                &json!({"first": 200_000_000u64, "then": 1_000_000u64}).to_string(),
+                &json!({"first": 300_000_000u64, "then": 1_000_000u64}).to_string(),
                 named("burn"),
             )
             .await
@@ -472,7 +513,7 @@ fn a_busy_host_fails_no_healthy_instance() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     drop(runtime);
 
-    // A new host replays those 250 ms under a 100 ms limit, then runs a short live step.
+    // A new host replays those 400 ms under a 100 ms limit, then runs a short live step.
     let runtime = steadfast_tests::runtime();
     runtime.block_on(async {
         let engine = Engine::open(engine_with(100)).await.unwrap();

@@ -1,7 +1,8 @@
 //! A deterministic simulation of the engine, in the manner of FoundationDB's and
 //! TigerBeetle's simulators: one seed chooses a random schedule of operations — starts,
-//! raised events, terminate, suspend, resume, purge, evictions, a compatible deploy with
-//! migration, clock jumps and **crashes** (the journal writer's queue is abandoned, the
+//! raised events, terminate, suspend, resume, purge, a start that replaces an instance
+//! with the same id, evictions, injected storage faults, a deploy with migration, clock
+//! jumps and **crashes** (the journal writer's queue is abandoned, the
 //! runtime with every task of the engine dropped mid-flight, and a new engine opened on
 //! the same file) — over a mix of real workflows on the virtual clock. After every
 //! operation the engine is checked against a reference model of what was acknowledged:
@@ -418,6 +419,12 @@ impl Sim {
                 self.crash();
             }
             84 => self.deploy_v2(),
+            85..=86 => self.replace(),
+            87 => {
+                let n = 1 + self.rng.below(2) as u32;
+                self.note(format!("inject {n} storage faults"));
+                self.engine().inject_journal_faults(n);
+            }
             _ => {
                 let engine = self.engine();
                 self.note("settle".into());
@@ -429,6 +436,24 @@ impl Sim {
     fn start(&mut self) {
         self.next_id += 1;
         let local = format!("i{}", self.next_id);
+        self.start_as(local, steadfast::ReusePolicy::Error);
+    }
+
+    /// Starts a new instance under the id of an existing one, which is terminated if it
+    /// still runs and purged first.
+    fn replace(&mut self) {
+        let candidates: Vec<String> = self
+            .model
+            .iter()
+            .filter(|(_, e)| !e.purged)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if let Some(local) = self.rng.pick(&candidates).cloned() {
+            self.start_as(local, steadfast::ReusePolicy::TerminateExisting);
+        }
+    }
+
+    fn start_as(&mut self, local: String, reuse: steadfast::ReusePolicy) {
         let (kind, workflow, input) = match self.rng.below(10) {
             0 | 1 => {
                 let fail = self.rng.chance(50);
@@ -475,11 +500,15 @@ impl Sim {
         let engine = self.engine();
         let options = StartOptions {
             instance_id: Some(local.clone()),
+            reuse,
             ..StartOptions::default()
         };
         let text = input.to_string();
         let started = self.block_on(async move { engine.start(workflow, &text, options).await });
-        self.note(format!("start {local} {workflow} -> {}", started.is_ok()));
+        self.note(format!(
+            "start {local} {workflow} ({reuse:?}) -> {}",
+            started.is_ok()
+        ));
         match started {
             Ok(_) => {
                 self.model.insert(
@@ -747,11 +776,20 @@ impl Sim {
             }
         }
         let engine = self.engine();
-        self.block_on(async move {
+        let idle = self.block_on(async move {
             engine.settle().await;
-            engine.run_until_idle().await.unwrap();
-            engine.settle().await;
+            // Bounded, so an instance that never stops asking for timers fails the seed
+            // instead of hanging it.
+            for _ in 0..10_000 {
+                if engine.advance_to_next_timer().await.unwrap().is_none() {
+                    return true;
+                }
+            }
+            false
         });
+        if !idle {
+            self.fail("timers kept firing after 10,000 advances");
+        }
     }
 
     /// The invariants that hold after every operation.

@@ -24,6 +24,7 @@ steadfast_sdk::workflows! {
     "parent_of" => parent_of,
     "wait_go" => wait_go,
     "looper" => looper,
+    "two_events" => two_events,
     "pair" => pair,
 }
 
@@ -207,6 +208,13 @@ fn fan_out(ctx: &Context, input: Vec<u64>) -> Result<u64, Error> {
 fn parent_of(ctx: &Context, input: Value) -> Result<Value, Error> {
     let name = input["workflow"].as_str().unwrap_or_default();
     ctx.call_child_workflow(name, &input["input"], None).get()
+}
+
+/// Waits for two `e` events and returns their payloads in the order it took them.
+fn two_events(ctx: &Context, _: Value) -> Result<Value, Error> {
+    let a: Value = ctx.wait_for_external_event("e").get()?;
+    let b: Value = ctx.wait_for_external_event("e").get()?;
+    Ok(json!([a, b]))
 }
 
 /// Waits for event `go` and returns its payload.
