@@ -74,7 +74,7 @@ async fn the_approval_scenario_through_the_cli() {
     let waiting = s
         .cli_json(&s.admin, &["workflow", "status", "request-later"])
         .await;
-    assert_eq!(waiting["runtime_status"], "RUNNING");
+    assert_eq!(waiting["runtime_status"], "PENDING");
     assert_eq!(waiting["custom_status"], Value::Null, "{waiting}");
     let created = s
         .engine

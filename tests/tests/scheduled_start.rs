@@ -13,7 +13,7 @@ const HOUR_MS: u64 = 3_600_000;
 /// The workflow's code has not run: nothing it asks for (no command) is journaled.
 fn not_yet_run(engine: &Engine, id: &InstanceId) {
     let record = engine.status(id).unwrap();
-    assert_eq!(record.status, RuntimeStatus::Running);
+    assert_eq!(record.status, RuntimeStatus::Pending);
     assert_eq!(record.start_at, Some(START.plus_ms(HOUR_MS)));
     assert_eq!(record.custom_status, None, "{record:?}");
     let history = engine.history(id).unwrap();

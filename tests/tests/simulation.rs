@@ -497,10 +497,14 @@ impl Sim {
             }
             _ => (Kind::Changing, "changing", json!(null)),
         };
+        // Some approvals are started for an hour later: PENDING until then.
+        let start_at = (kind == Kind::Approval && self.rng.chance(30))
+            .then(|| self.clock.now().plus_ms(3_600_000));
         let engine = self.engine();
         let options = StartOptions {
             instance_id: Some(local.clone()),
             reuse,
+            start_at,
             ..StartOptions::default()
         };
         let text = input.to_string();
@@ -759,7 +763,7 @@ impl Sim {
                     // The child exists once the parent's first step is journaled.
                     let engine = self.engine();
                     self.block_on(engine.settle());
-                    let child = InstanceId::new(&format!("{local}:0:0")).unwrap();
+                    let child = InstanceId::new(format!("{local}:0:0")).unwrap();
                     let engine = self.engine();
                     let raised = self.block_on(async move {
                         engine.raise_event(&child, "go", r#""final go""#).await

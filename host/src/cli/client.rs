@@ -91,7 +91,7 @@ pub(super) enum WorkflowCommand {
         /// Only this workflow.
         #[arg(long)]
         name: Option<String>,
-        /// Only this status (RUNNING, COMPLETED, ...).
+        /// Only this status (PENDING, RUNNING, SUSPENDED, COMPLETED, ...).
         #[arg(long)]
         status: Option<String>,
     },

@@ -248,8 +248,9 @@ pub struct StartOptions {
     /// What to do when an instance with `instance_id` already exists.
     pub reuse: ReusePolicy,
     /// Run the workflow first at this time instead of at once. The instance exists (and
-    /// is `RUNNING`, taking events, which wait in its inbox) from the start call on; its
-    /// code first runs when the engine's clock reaches this time, also across restarts.
+    /// is `PENDING`, taking events, which wait in its journal) from the start call on; it
+    /// becomes `RUNNING` and its code first runs when the engine's clock reaches this
+    /// time, also across restarts.
     pub start_at: Option<Timestamp>,
 }
 

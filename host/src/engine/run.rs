@@ -12,6 +12,7 @@ use super::activation::{HostState, Interrupt, Msg};
 use super::limits::check_payload;
 use super::work::WorkGuard;
 use crate::journal::{Finish, JournalError};
+use crate::model::RuntimeStatus;
 use crate::model::{ErrorInfo, InstanceId};
 
 /// Runs an instance until it ends, is evicted, or the host fails; then leaves the
@@ -124,15 +125,27 @@ async fn run_generation(
         unwritten: Vec::new(),
         guard: work,
     };
-    let record = match shared.journal.instance(id) {
+    let mut record = match shared.journal.instance(id) {
         Ok(Some(record)) if record.status.runs() => record,
+        Ok(Some(record)) if record.status == RuntimeStatus::Pending => record,
         Ok(_) => return Ok(Next::Done(Some(mailbox), work)),
         Err(e) => return Err(fault(e.to_string(), mailbox, work)),
     };
-    // Woken before its start time (by an event, say): what woke it is journaled, and the
-    // start timer brings it back when the time comes.
-    if record.generation == 0 && record.start_at.is_some_and(|at| at > shared.clock.now()) {
-        return Ok(Next::Done(Some(mailbox), work));
+    if record.status == RuntimeStatus::Pending {
+        // Woken before its start time (by an event, say): what woke it is journaled, and
+        // the start timer brings it back when the time comes.
+        if record.start_at.is_some_and(|at| at > shared.clock.now()) {
+            return Ok(Next::Done(Some(mailbox), work));
+        }
+        match shared
+            .journal
+            .start_pending(id.clone(), shared.clock.now())
+            .await
+        {
+            Ok(true) => record.status = RuntimeStatus::Running,
+            Ok(false) => return Ok(Next::Done(Some(mailbox), work)),
+            Err(e) => return Err(fault(e.to_string(), mailbox, work)),
+        }
     }
     let history = match shared.journal.generation_history(id, record.generation) {
         Ok(history) => history,

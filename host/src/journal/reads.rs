@@ -132,7 +132,7 @@ impl Journal {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id FROM instances WHERE tenant = ?1 AND workflow = ?2
-                 AND status IN ('RUNNING', 'SUSPENDED') ORDER BY id",
+                 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED') ORDER BY id",
             )?;
             let ids = stmt.query_map(params![tenant.as_str(), workflow], |r| {
                 r.get::<_, String>(0)
@@ -247,8 +247,9 @@ impl Journal {
     /// Running instances, each with its start time if it was started for later.
     pub fn running_instances(&self) -> Result<Vec<(InstanceId, Option<Timestamp>)>, JournalError> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT id, start_at FROM instances WHERE status = 'RUNNING'")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, start_at FROM instances WHERE status IN ('PENDING', 'RUNNING')",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, Option<Timestamp>>(1)?))
             })?;
@@ -303,7 +304,7 @@ impl Journal {
             let counted: i64 = tx
                 .prepare_cached(
                     "SELECT count(*) FROM instances
-                     WHERE tenant = ?1 AND status IN ('RUNNING', 'SUSPENDED')",
+                     WHERE tenant = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
                 )?
                 .query_row([tenant.as_str()], |r| r.get(0))?;
             tx.finish()?;

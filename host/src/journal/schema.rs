@@ -153,6 +153,44 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE activity_queue ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 6: PENDING (started for a later time) counts as live: instances started for later
+    // move to it, and the quota triggers count it.
+    r#"
+    UPDATE instances SET status = 'PENDING'
+        WHERE status = 'RUNNING' AND generation = 0 AND start_at IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM history h
+                          WHERE h.instance = instances.id AND h.seq IS NOT NULL);
+    DROP TRIGGER tenant_load_insert;
+    DROP TRIGGER tenant_load_update;
+    DROP TRIGGER tenant_load_delete;
+    DELETE FROM tenant_load;
+    INSERT INTO tenant_load (tenant, live)
+        SELECT tenant, COUNT(*) FROM instances
+        WHERE status IN ('PENDING', 'RUNNING', 'SUSPENDED') GROUP BY tenant;
+
+    CREATE TRIGGER tenant_load_insert AFTER INSERT ON instances
+    WHEN NEW.status IN ('PENDING', 'RUNNING', 'SUSPENDED')
+    BEGIN
+        INSERT INTO tenant_load (tenant, live) VALUES (NEW.tenant, 1)
+        ON CONFLICT (tenant) DO UPDATE SET live = live + 1;
+    END;
+
+    CREATE TRIGGER tenant_load_update AFTER UPDATE OF status ON instances
+    WHEN (OLD.status IN ('PENDING', 'RUNNING', 'SUSPENDED'))
+      != (NEW.status IN ('PENDING', 'RUNNING', 'SUSPENDED'))
+    BEGIN
+        INSERT INTO tenant_load (tenant, live)
+        VALUES (NEW.tenant,
+                CASE WHEN NEW.status IN ('PENDING', 'RUNNING', 'SUSPENDED') THEN 1 ELSE -1 END)
+        ON CONFLICT (tenant) DO UPDATE SET live = live + excluded.live;
+    END;
+
+    CREATE TRIGGER tenant_load_delete AFTER DELETE ON instances
+    WHEN OLD.status IN ('PENDING', 'RUNNING', 'SUSPENDED')
+    BEGIN
+        UPDATE tenant_load SET live = live - 1 WHERE tenant = OLD.tenant;
+    END;
+    "#,
 ];
 
 /// Brings the database to the newest schema, one transaction per migration.

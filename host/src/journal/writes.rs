@@ -318,6 +318,24 @@ impl Journal {
         .await
     }
 
+    /// A PENDING instance whose start time has come begins to run. Returns whether it
+    /// moved (false if it no longer is PENDING: it was terminated, or started already).
+    pub async fn start_pending(
+        &self,
+        id: InstanceId,
+        now: Timestamp,
+    ) -> Result<bool, JournalError> {
+        self.write(move |conn| {
+            let (status, _) = status_of(conn, &id)?;
+            if Transition::Start.apply(status).is_err() {
+                return Ok(false);
+            }
+            apply_transition(conn, &id, Transition::Start, now)?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// Moves an instance between RUNNING and SUSPENDED, journaling why.
     pub async fn set_suspended(
         &self,
@@ -456,7 +474,7 @@ impl Journal {
                 .prepare_cached(
                     "UPDATE instances SET component = ?2
                      WHERE id = ?1 AND component = ?3 AND generation = ?4
-                       AND status IN ('RUNNING', 'SUSPENDED')",
+                       AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
                 )?
                 .execute(params![id.as_str(), to.as_str(), from.as_str(), generation])?;
             Ok(n == 1)
@@ -475,7 +493,7 @@ impl Journal {
             let n = conn
                 .prepare_cached(
                     "UPDATE instances SET component = ?2
-                     WHERE id = ?1 AND status IN ('RUNNING', 'SUSPENDED')",
+                     WHERE id = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
                 )?
                 .execute(params![id.as_str(), digest.as_str()])?;
             if n == 1 {
@@ -679,6 +697,12 @@ fn insert_instance(
             limit: new.max_live,
         });
     }
+    // Started for later: PENDING until its start time (see `Journal::start_pending`).
+    let status = if new.start_at.is_some_and(|at| at > now) {
+        RuntimeStatus::Pending
+    } else {
+        RuntimeStatus::Running
+    };
     // A new life for the id, unlike any before it (ids can be reused after a purge).
     let incarnation = getrandom::u64()
         .map_err(|e| JournalError::Storage(format!("no system randomness: {e}")))?
@@ -688,7 +712,7 @@ fn insert_instance(
             "INSERT OR IGNORE INTO instances
              (id, workflow, component, status, generation, input, parent_id, parent_gen, parent_seq,
               created_at, updated_at, tenant, start_at, incarnation)
-             VALUES (?1, ?2, ?3, 'RUNNING', 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11)",
+             VALUES (?1, ?2, ?3, ?12, 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             new.id.as_str(),
@@ -701,7 +725,8 @@ fn insert_instance(
             now,
             new.id.tenant(),
             new.start_at,
-            incarnation
+            incarnation,
+            status.as_str()
         ])?;
     if inserted == 0 {
         return Err(JournalError::InstanceExists(new.id.clone()));

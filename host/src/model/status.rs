@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RuntimeStatus {
+    /// Started for a later time not yet reached: it exists and takes events, which wait
+    /// in its journal; its code has not run.
+    Pending,
     Running,
     Completed,
     Failed,
@@ -27,6 +30,7 @@ pub enum RuntimeStatus {
 impl RuntimeStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            RuntimeStatus::Pending => "PENDING",
             RuntimeStatus::Running => "RUNNING",
             RuntimeStatus::Completed => "COMPLETED",
             RuntimeStatus::Failed => "FAILED",
@@ -53,6 +57,8 @@ impl RuntimeStatus {
 /// decides whether it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transition {
+    /// Its start time came: a PENDING instance begins to run.
+    Start,
     /// An operator suspends it: it stops running; what arrives meanwhile is kept.
     Suspend,
     /// An operator resumes it.
@@ -74,6 +80,7 @@ const TRANSITIONS: &[(Transition, RuntimeStatus, RuntimeStatus)] = {
     use RuntimeStatus::*;
     use Transition as T;
     &[
+        (T::Start, Pending, Running),
         (T::Suspend, Running, Suspended),
         (T::Resume, Suspended, Running),
         (T::Complete, Running, Completed),
@@ -82,6 +89,7 @@ const TRANSITIONS: &[(Transition, RuntimeStatus, RuntimeStatus)] = {
         (T::ContinueAsNew, Running, Running),
         (T::Terminate, Running, Terminated),
         (T::Terminate, Suspended, Terminated),
+        (T::Terminate, Pending, Terminated),
     ]
 };
 
@@ -118,6 +126,7 @@ impl Transition {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Transition::Start => "start",
             Transition::Suspend => "suspend",
             Transition::Resume => "resume",
             Transition::Complete => "complete",
@@ -146,7 +155,16 @@ impl RuntimeStatus {
     /// Whether completions (activity, timer and child results) and raised events are
     /// journaled for it: while it lives, suspended or not.
     pub fn accepts_deliveries(self) -> bool {
-        matches!(self, RuntimeStatus::Running | RuntimeStatus::Suspended)
+        matches!(
+            self,
+            RuntimeStatus::Pending | RuntimeStatus::Running | RuntimeStatus::Suspended
+        )
+    }
+
+    /// Whether it counts against its tenant's live-instance limit: every state that is
+    /// not terminal (kept so by triggers in the journal).
+    pub fn is_live(self) -> bool {
+        !self.is_terminal() && self != RuntimeStatus::ContinuedAsNew
     }
 }
 
@@ -161,6 +179,7 @@ impl FromStr for RuntimeStatus {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s.to_ascii_uppercase().as_str() {
+            "PENDING" => RuntimeStatus::Pending,
             "RUNNING" => RuntimeStatus::Running,
             "COMPLETED" => RuntimeStatus::Completed,
             "FAILED" => RuntimeStatus::Failed,
@@ -170,8 +189,8 @@ impl FromStr for RuntimeStatus {
             "CONTINUED_AS_NEW" => RuntimeStatus::ContinuedAsNew,
             other => {
                 return Err(format!(
-                    "unknown status '{other}'; expected RUNNING, COMPLETED, FAILED, TERMINATED, \
-                     SUSPENDED, STALLED or CONTINUED_AS_NEW"
+                    "unknown status '{other}'; expected PENDING, RUNNING, COMPLETED, FAILED, \
+                     TERMINATED, SUSPENDED, STALLED or CONTINUED_AS_NEW"
                 ));
             }
         })
@@ -182,7 +201,8 @@ impl FromStr for RuntimeStatus {
 mod tests {
     use super::*;
 
-    const ALL: [RuntimeStatus; 7] = [
+    const ALL: [RuntimeStatus; 8] = [
+        RuntimeStatus::Pending,
         RuntimeStatus::Running,
         RuntimeStatus::Completed,
         RuntimeStatus::Failed,
@@ -191,7 +211,8 @@ mod tests {
         RuntimeStatus::Stalled,
         RuntimeStatus::ContinuedAsNew,
     ];
-    const TRANSITIONS: [Transition; 7] = [
+    const TRANSITIONS: [Transition; 8] = [
+        Transition::Start,
         Transition::Suspend,
         Transition::Resume,
         Transition::Complete,
@@ -237,6 +258,25 @@ mod tests {
             Ok(RuntimeStatus::Running)
         );
         assert!(Transition::Resume.apply(RuntimeStatus::Running).is_err());
+    }
+
+    #[test]
+    fn a_pending_instance_starts_or_is_terminated_and_nothing_else() {
+        assert_eq!(
+            Transition::Start.apply(RuntimeStatus::Pending),
+            Ok(RuntimeStatus::Running)
+        );
+        assert_eq!(
+            Transition::Terminate.apply(RuntimeStatus::Pending),
+            Ok(RuntimeStatus::Terminated)
+        );
+        for t in TRANSITIONS {
+            if !matches!(t, Transition::Start | Transition::Terminate) {
+                assert!(t.apply(RuntimeStatus::Pending).is_err(), "{t}");
+            }
+        }
+        assert!(!RuntimeStatus::Pending.runs());
+        assert!(RuntimeStatus::Pending.accepts_deliveries());
     }
 
     #[test]
