@@ -5,8 +5,8 @@ use std::time::Duration;
 /// How the host retries a failed activity; the fields of Dapr's `RetryPolicy`.
 ///
 /// The delay before retry `n` (1-based) is `first_retry_interval * backoff_coefficient^(n-1)`,
-/// capped at `max_retry_interval`. Every attempt is journaled, and the delays run on the
-/// host's clock, so they survive restarts.
+/// capped at `max_retry_interval` and never below 10 ms. Every attempt is journaled, and the
+/// delays run on the host's clock, so they survive restarts.
 ///
 /// ```
 /// use std::time::Duration;

@@ -43,6 +43,9 @@ pub struct RetryPolicy {
     pub non_retryable_kinds: Vec<String>,
 }
 
+/// The shortest wait before an activity's next attempt.
+pub const MIN_RETRY_DELAY_MS: u64 = 10;
+
 impl RetryPolicy {
     /// The delay before attempt `next_attempt` (2 = the first retry), or `None` when the
     /// policy allows no further attempt for this error at this time.
@@ -66,6 +69,9 @@ impl RetryPolicy {
         };
         let delay = (self.first_retry_interval_ms as f64) * coefficient.powi(exponent);
         let delay = delay.min(self.max_retry_interval_ms as f64) as u64;
+        // A failing activity is not retried in a tight loop, whatever the policy says:
+        // each failed attempt is a journal write.
+        let delay = delay.max(MIN_RETRY_DELAY_MS);
         match self.retry_timeout_ms {
             Some(limit) if elapsed_ms.saturating_add(delay) > limit => None,
             _ => Some(delay),
@@ -255,6 +261,18 @@ mod tests {
         assert_eq!(p.delay_before(3, "x", 0), Some(20_000));
         assert_eq!(p.delay_before(4, "x", 0), Some(30_000));
         assert_eq!(p.delay_before(5, "x", 0), None, "max attempts reached");
+    }
+
+    #[test]
+    fn no_policy_retries_in_a_tight_loop() {
+        let p = RetryPolicy {
+            first_retry_interval_ms: 0,
+            max_retry_interval_ms: 0,
+            max_attempts: u32::MAX,
+            ..policy()
+        };
+        assert_eq!(p.delay_before(2, "x", 0), Some(MIN_RETRY_DELAY_MS));
+        assert_eq!(p.delay_before(1_000_000, "x", 0), Some(MIN_RETRY_DELAY_MS));
     }
 
     #[test]
