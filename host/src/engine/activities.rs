@@ -40,12 +40,22 @@ pub(crate) type NativeActivity = Arc<
 impl Shared {
     /// Runs `job` now, or parks it on the timer queue until it is due.
     pub(crate) fn dispatch_activity(self: &Arc<Self>, job: QueuedActivity) {
+        self.dispatch_activity_seen(job, None);
+    }
+
+    /// Like [`Shared::dispatch_activity`], for an activity just queued by a step that
+    /// saw `stops` terminations and purges (see [`crate::journal::Journal::stops`]).
+    pub(crate) fn dispatch_activity_seen(
+        self: &Arc<Self>,
+        job: QueuedActivity,
+        stops: Option<u64>,
+    ) {
         if job.due_at > self.clock.now() {
             self.timers.add(job.due_at, TimerJob::Activity(job));
             return;
         }
         let guard = self.work.guard();
-        tokio::spawn(run_activity(Arc::clone(self), job, guard));
+        tokio::spawn(run_activity(Arc::clone(self), job, guard, stops));
     }
 
     async fn execute_activity(&self, job: &QueuedActivity) -> Result<String, ErrorInfo> {
@@ -154,14 +164,26 @@ impl Shared {
     }
 }
 
-async fn run_activity(shared: Arc<Shared>, job: QueuedActivity, work: WorkGuard) {
+async fn run_activity(
+    shared: Arc<Shared>,
+    job: QueuedActivity,
+    work: WorkGuard,
+    stops: Option<u64>,
+) {
     let result = {
         // Bounded: a burst of scheduled activities queues here instead of instantiating
         // thousands of components at once.
         let _slot = shared.activity_slots.acquire().await;
         // Started only while its instance still wants it: an activity of an instance
-        // terminated (or continued as new) since it was queued never starts.
-        match shared.journal.activity_queued(&job) {
+        // terminated or purged since it was queued never starts. Without any termination
+        // or purge since the step that queued it, there is nothing to look up.
+        let unchanged = stops.is_some_and(|seen| seen == shared.journal.stops());
+        let queued = if unchanged {
+            Ok(true)
+        } else {
+            shared.journal.activity_queued(&job)
+        };
+        match queued {
             Ok(true) => {}
             Ok(false) => {
                 tracing::debug!(instance = %job.instance, activity = %job.name, "not started: its instance no longer waits for it");

@@ -119,6 +119,9 @@ pub struct Journal {
     stats: std::sync::Arc<WriterStats>,
     /// Set by [`Journal::crash`]: the writer commits nothing more.
     abandoned: std::sync::Arc<AtomicBool>,
+    /// Terminations and purges begun, counted on the writer thread inside their
+    /// transactions (see [`Journal::stops`]).
+    stops: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Injected faults: this many of the next activation writes fail (tests only).
     faults: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
@@ -157,8 +160,17 @@ impl Journal {
             path: path.to_owned(),
             stats,
             abandoned,
+            stops: std::sync::Arc::default(),
             faults: std::sync::Arc::default(),
         })
+    }
+
+    /// How many terminations and purges have been written so far (counted inside their
+    /// transactions, so a write ordered after one sees it counted). An activity queued by
+    /// a step that saw count `n` needs no look at the queue before it starts while the
+    /// count is still `n`: nothing can have cancelled it.
+    pub fn stops(&self) -> u64 {
+        self.stops.load(Ordering::SeqCst)
     }
 
     /// Makes the next `n` writes of activations (steps and generation ends) fail as a

@@ -90,18 +90,20 @@ impl Journal {
     /// Appends a step's events (and the rows they imply). Returns the completions the
     /// write itself produced (a child that could not be created), with their positions.
     /// Refused with [`JournalError::Fenced`] when the instance is no longer what `fence`
-    /// says.
+    /// says. Also returns [`Journal::stops`] as the step saw it.
     pub async fn append_step(
         &self,
         id: InstanceId,
         fence: Fence,
         step: StepWrite,
         now: Timestamp,
-    ) -> Result<Vec<(u64, Event)>, JournalError> {
+    ) -> Result<(Vec<(u64, Event)>, u64), JournalError> {
         self.injected_fault()?;
+        let stops = std::sync::Arc::clone(&self.stops);
         self.write(move |conn| {
+            let seen = stops.load(std::sync::atomic::Ordering::SeqCst);
             check_fence(conn, &id, &fence)?;
-            append_step(conn, &id, &fence, step, now)
+            append_step(conn, &id, &fence, step, now).map(|derived| (derived, seen))
         })
         .await
     }
@@ -378,7 +380,9 @@ impl Journal {
         reason: String,
         now: Timestamp,
     ) -> Result<Vec<InstanceId>, JournalError> {
+        let stops = std::sync::Arc::clone(&self.stops);
         self.write(move |conn| {
+            stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let (status, _) = status_of(conn, &id)?;
             if status.is_terminal() {
                 return Err(JournalError::NotRunning { id, status });
@@ -399,7 +403,9 @@ impl Journal {
         id: InstanceId,
         force: bool,
     ) -> Result<Vec<InstanceId>, JournalError> {
+        let stops = std::sync::Arc::clone(&self.stops);
         self.write(move |conn| {
+            stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let (status, _) = status_of(conn, &id)?;
             if !status.is_terminal() && !force {
                 return Err(JournalError::StillRunning { id, status });

@@ -387,7 +387,7 @@ impl HostState {
         self.custom_status_dirty = false;
         let events = step.events.clone();
         let now = self.clock_now();
-        let extra = self
+        let (extra, stops) = self
             .shared
             .journal
             .append_step(self.id.clone(), self.fence(), step, now)
@@ -406,18 +406,21 @@ impl HostState {
                     input,
                     retry,
                 } => {
-                    self.shared.dispatch_activity(QueuedActivity {
-                        instance: self.id.clone(),
-                        generation: self.generation,
-                        seq,
-                        name,
-                        input,
-                        retry,
-                        attempt: 1,
-                        due_at: now,
-                        first_at: now,
-                        incarnation: self.incarnation,
-                    });
+                    self.shared.dispatch_activity_seen(
+                        QueuedActivity {
+                            instance: self.id.clone(),
+                            generation: self.generation,
+                            seq,
+                            name,
+                            input,
+                            retry,
+                            attempt: 1,
+                            due_at: now,
+                            first_at: now,
+                            incarnation: self.incarnation,
+                        },
+                        Some(stops),
+                    );
                 }
                 Event::TimerCreated { seq, fire_at, .. } => {
                     self.shared
