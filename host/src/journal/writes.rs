@@ -102,7 +102,6 @@ impl Journal {
         let stops = std::sync::Arc::clone(&self.stops);
         self.write(move |conn| {
             let seen = stops.load(std::sync::atomic::Ordering::SeqCst);
-            check_fence(conn, &id, &fence)?;
             append_step(conn, &id, &fence, step, now).map(|derived| (derived, seen))
         })
         .await
@@ -251,16 +250,7 @@ impl Journal {
     ) -> Result<Option<ParentNotice>, JournalError> {
         self.injected_fault()?;
         self.write(move |conn| {
-            check_fence(conn, &id, &fence)?;
-            finish_generation(
-                conn,
-                &id,
-                fence.generation,
-                last,
-                custom_status,
-                finish,
-                now,
-            )
+            finish_generation(conn, &id, &fence, last, custom_status, finish, now)
         })
         .await
     }
@@ -523,7 +513,74 @@ fn status_of(conn: &Connection, id: &InstanceId) -> Result<(RuntimeStatus, u32),
     Ok((status.parse().map_err(JournalError::Corrupt)?, generation))
 }
 
-/// Refuses a write of an activation whose view of the instance is out of date.
+/// The write every activation write starts with: the instance's row is updated (a step:
+/// `updated_at` and the custom status; the end of a generation: also its status, output
+/// and error) only if the instance is still RUNNING in the fence's generation, component
+/// and incarnation — one conditional update, so a racing terminate, suspend, migration or
+/// purge wins cleanly. Refused with [`JournalError::Fenced`], naming why, otherwise.
+fn fenced_update(
+    conn: &Connection,
+    id: &InstanceId,
+    fence: &Fence,
+    end: Option<(Transition, Option<&str>, Option<&str>)>,
+    custom_status: Option<&str>,
+    now: Timestamp,
+) -> Result<(), JournalError> {
+    let from = RuntimeStatus::Running;
+    let n = match end {
+        None => conn
+            .prepare_cached(
+                "UPDATE instances SET custom_status = coalesce(?2, custom_status), updated_at = ?3
+                 WHERE id = ?1 AND status = ?4 AND generation = ?5 AND component = ?6
+                   AND incarnation = ?7",
+            )?
+            .execute(params![
+                id.as_str(),
+                custom_status,
+                now,
+                from.as_str(),
+                fence.generation,
+                fence.component.as_str(),
+                fence.incarnation
+            ])?,
+        Some((transition, output, error)) => {
+            let to = transition
+                .apply(from)
+                .map_err(|refused| JournalError::Refused {
+                    id: id.clone(),
+                    refused,
+                })?;
+            conn.prepare_cached(
+                "UPDATE instances SET status = ?8, output = ?9, error = ?10,
+                        custom_status = coalesce(?2, custom_status), updated_at = ?3
+                 WHERE id = ?1 AND status = ?4 AND generation = ?5 AND component = ?6
+                   AND incarnation = ?7",
+            )?
+            .execute(params![
+                id.as_str(),
+                custom_status,
+                now,
+                from.as_str(),
+                fence.generation,
+                fence.component.as_str(),
+                fence.incarnation,
+                to.as_str(),
+                output,
+                error
+            ])?
+        }
+    };
+    if n == 1 {
+        return Ok(());
+    }
+    check_fence(conn, id, fence)?;
+    Err(JournalError::Fenced {
+        id: id.clone(),
+        why: "its row did not match".into(),
+    })
+}
+
+/// Why an activation's view of the instance is out of date, as a [`JournalError::Fenced`].
 fn check_fence(conn: &Connection, id: &InstanceId, fence: &Fence) -> Result<(), JournalError> {
     let row: Option<(String, u32, String, i64)> = conn
         .prepare_cached(
@@ -753,6 +810,7 @@ fn append_step(
     now: Timestamp,
 ) -> Result<Vec<(u64, Event)>, JournalError> {
     let generation = fence.generation;
+    fenced_update(conn, id, fence, None, step.custom_status.as_deref(), now)?;
     let mut extra = Vec::new();
     for event in &step.events {
         insert_event(conn, id, generation, event, now)?;
@@ -843,42 +901,23 @@ fn append_step(
     for event in extra {
         derived.push((insert_event(conn, id, generation, &event, now)?, event));
     }
-    touch_instance(conn, id, step.custom_status.as_deref(), now)?;
     Ok(derived)
-}
-
-fn touch_instance(
-    conn: &Connection,
-    id: &InstanceId,
-    custom_status: Option<&str>,
-    now: Timestamp,
-) -> Result<(), JournalError> {
-    match custom_status {
-        Some(status) => conn
-            .prepare_cached(
-                "UPDATE instances SET custom_status = ?2, updated_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![id.as_str(), status, now])?,
-        None => conn
-            .prepare_cached("UPDATE instances SET updated_at = ?2 WHERE id = ?1")?
-            .execute(params![id.as_str(), now])?,
-    };
-    Ok(())
 }
 
 fn finish_generation(
     conn: &Connection,
     id: &InstanceId,
-    generation: u32,
+    fence: &Fence,
     last: Vec<Event>,
     custom_status: Option<String>,
     finish: Finish,
     now: Timestamp,
 ) -> Result<Option<ParentNotice>, JournalError> {
+    let generation = fence.generation;
+    let custom_status = custom_status.as_deref();
     for event in &last {
         insert_event(conn, id, generation, event, now)?;
     }
-    touch_instance(conn, id, custom_status.as_deref(), now)?;
     // Work the ended generation scheduled but never awaited is abandoned with it.
     conn.prepare_cached("DELETE FROM timers WHERE instance = ?1")?
         .execute([id.as_str()])?;
@@ -891,7 +930,8 @@ fn finish_generation(
             keep_events,
             consumed,
         } => {
-            apply_transition(conn, id, Transition::ContinueAsNew, now)?;
+            let end = (Transition::ContinueAsNew, None, None);
+            fenced_update(conn, id, fence, Some(end), custom_status, now)?;
             let keep = if keep_events {
                 unconsumed_events(conn, id, generation, &consumed)?
             } else {
@@ -926,9 +966,8 @@ fn finish_generation(
         ),
     };
     insert_event(conn, id, generation, &event, now)?;
-    apply_transition(conn, id, transition, now)?;
-    conn.prepare_cached("UPDATE instances SET output = ?2, error = ?3 WHERE id = ?1")?
-        .execute(params![id.as_str(), output, error])?;
+    let end = (transition, output.as_deref(), error.as_deref());
+    fenced_update(conn, id, fence, Some(end), custom_status, now)?;
 
     let Some(result) = result else {
         return Ok(None);
