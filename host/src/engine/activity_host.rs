@@ -82,8 +82,8 @@ impl WasiHttpView for ActivityState {
 }
 
 impl super::limits::Metered for ActivityState {
-    fn step_time(&self) -> Option<std::time::Duration> {
-        Some(self.clock.elapsed())
+    fn step_clock(&self) -> Option<&super::limits::StepClock> {
+        Some(&self.clock)
     }
 
     fn meter(&mut self) -> &mut super::limits::GuestMeter {

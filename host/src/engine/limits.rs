@@ -210,26 +210,64 @@ pub(crate) fn classify_trap(error: &wasmtime::Error, limits: &Limits, who: &str)
 
 /// Store data that the limits apply to.
 pub(crate) trait Metered: Send + 'static {
-    /// The time the current step (or activity call) has run, or `None` while the time
-    /// limit does not apply (a workflow replaying its journal).
-    fn step_time(&self) -> Option<std::time::Duration>;
+    /// The clock of the current step (or activity call), or `None` while the time limit
+    /// does not apply (a workflow replaying its journal).
+    fn step_clock(&self) -> Option<&StepClock>;
     fn meter(&mut self) -> &mut GuestMeter;
 }
 
 /// How long a guest has run in its current step: the CPU time of the thread polling its
 /// store, summed over polls. A guest runs only inside `poll` (on a fiber, on the polling
 /// thread), so waiting for a CPU, for the journal or for a delivery is not counted.
-/// Shared between the store's data (which reads and restarts it) and the [`timed`]
-/// future that drives the guest (which starts and stops it). Read from the epoch
-/// callback, which runs inside the poll, on the same thread.
+///
+/// Reading a thread's CPU clock is a system call, too dear for every poll of every
+/// instance (most polls run a guest for microseconds between two host calls). So a poll
+/// is timed with the cheap monotonic clock, and the CPU clock is read only for polls that
+/// run long enough for an epoch tick to reach them: from that tick on (or from the start
+/// of a poll that follows a yield on a tick) the poll counts CPU time; before it, the wall
+/// time, which is less than a tick. Shared between the store's data and the [`timed`]
+/// future that drives the guest; read from the epoch callback, which runs inside the
+/// poll, on the polling thread.
 #[derive(Debug, Default)]
 pub(crate) struct StepClock(std::sync::Mutex<StepTimes>);
 
 #[derive(Debug, Default)]
 struct StepTimes {
+    /// Time counted in this step by the polls that ended.
     used: std::time::Duration,
-    /// The polling thread's CPU clock when this poll began; set while being polled.
-    polled_since: Option<std::time::Duration>,
+    /// The poll under way, if any.
+    poll: Option<PollTimes>,
+    /// The last poll ended by yielding on a tick: the guest is computing, so time the
+    /// next poll by the CPU clock from its start.
+    measure_next: bool,
+}
+
+#[derive(Debug)]
+struct PollTimes {
+    started: std::time::Instant,
+    /// The thread's CPU clock when CPU timing of this poll began.
+    cpu_from: Option<std::time::Duration>,
+    /// Wall time of the poll before CPU timing began.
+    wall_before: std::time::Duration,
+    /// The first tick of the poll found the guest just resumed.
+    resumed: bool,
+}
+
+impl PollTimes {
+    fn elapsed(&self) -> std::time::Duration {
+        match self.cpu_from {
+            Some(from) => self.wall_before + thread_cpu().saturating_sub(from),
+            None => self.started.elapsed(),
+        }
+    }
+}
+
+/// What the epoch callback should do at a tick.
+pub(crate) enum Tick {
+    /// The step has run this long: yield to the runtime (or fail, if over the limit).
+    Ran(std::time::Duration),
+    /// The guest has only just been resumed: let it go on without yielding.
+    JustResumed,
 }
 
 impl StepClock {
@@ -237,34 +275,65 @@ impl StepClock {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The time run in this step so far.
-    pub(crate) fn elapsed(&self) -> std::time::Duration {
-        let t = self.times();
-        t.used
-            + t.polled_since
-                .map_or_else(Default::default, |since| thread_cpu().saturating_sub(since))
+    /// Called at an epoch tick while the guest runs.
+    pub(crate) fn tick(&self) -> Tick {
+        let mut t = self.times();
+        let used = t.used;
+        let Some(poll) = t.poll.as_mut() else {
+            return Tick::Ran(used);
+        };
+        if poll.cpu_from.is_none() {
+            let wall = poll.started.elapsed();
+            if wall < RESUMED_WITHIN && !poll.resumed {
+                // A parked guest's deadline passed long ago, so its first check after
+                // being resumed lands here: most such polls end before the next tick,
+                // and need no CPU clock at all.
+                poll.resumed = true;
+                return Tick::JustResumed;
+            }
+            poll.wall_before = wall;
+            poll.cpu_from = Some(thread_cpu());
+        }
+        let ran = used + poll.elapsed();
+        t.measure_next = true;
+        Tick::Ran(ran)
     }
 
     /// A new step begins now (the guest resumed, or replay reached the live end).
     pub(crate) fn restart(&self) {
         let mut t = self.times();
         t.used = std::time::Duration::ZERO;
-        if t.polled_since.is_some() {
-            t.polled_since = Some(thread_cpu());
+        if let Some(poll) = t.poll.as_mut() {
+            poll.started = std::time::Instant::now();
+            poll.wall_before = std::time::Duration::ZERO;
+            if poll.cpu_from.is_some() {
+                poll.cpu_from = Some(thread_cpu());
+            }
         }
     }
 
     fn poll_started(&self) {
-        self.times().polled_since = Some(thread_cpu());
+        let mut t = self.times();
+        let measure = std::mem::take(&mut t.measure_next);
+        t.poll = Some(PollTimes {
+            started: std::time::Instant::now(),
+            cpu_from: measure.then(thread_cpu),
+            wall_before: std::time::Duration::ZERO,
+            resumed: false,
+        });
     }
 
     fn poll_ended(&self) {
         let mut t = self.times();
-        if let Some(since) = t.polled_since.take() {
-            t.used += thread_cpu().saturating_sub(since);
+        if let Some(poll) = t.poll.take() {
+            t.used += poll.elapsed();
         }
     }
 }
+
+/// A poll whose first tick comes sooner than this after it began has just resumed a
+/// guest that was parked across ticks: no need to yield again at once.
+const RESUMED_WITHIN: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The CPU time the calling thread has used.
 #[cfg(unix)]
@@ -408,15 +477,17 @@ pub(crate) fn meter<T: Metered>(store: &mut wasmtime::Store<T>, fuel: u64, step_
     // Fuel is on for every store of the engine; this cannot fail.
     let _ = store.set_fuel(fuel);
     store.epoch_deadline_callback(move |ctx| {
-        if ctx
-            .data()
-            .step_time()
-            .is_some_and(|t| t.as_millis() as u64 > step_ms)
-        {
-            Err(wasmtime::Error::new(LimitExceeded::StepTime(step_ms)))
-        } else {
+        let tick = match ctx.data().step_clock() {
+            Some(clock) => clock.tick(),
+            None => Tick::Ran(std::time::Duration::ZERO),
+        };
+        match tick {
+            Tick::Ran(ran) if ran.as_millis() as u64 > step_ms => {
+                Err(wasmtime::Error::new(LimitExceeded::StepTime(step_ms)))
+            }
             // Let other instances run: a busy guest yields at every tick.
-            Ok(wasmtime::UpdateDeadline::Yield(1))
+            Tick::Ran(_) => Ok(wasmtime::UpdateDeadline::Yield(1)),
+            Tick::JustResumed => Ok(wasmtime::UpdateDeadline::Continue(1)),
         }
     });
     store.set_epoch_deadline(1);

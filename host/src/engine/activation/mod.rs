@@ -153,9 +153,9 @@ pub(crate) struct HostState {
 }
 
 impl super::limits::Metered for HostState {
-    fn step_time(&self) -> Option<std::time::Duration> {
+    fn step_clock(&self) -> Option<&super::limits::StepClock> {
         // Replay is bounded by fuel; counting it would stall big journals on slow hosts.
-        (!self.replaying()).then(|| self.clock.elapsed())
+        (!self.replaying()).then_some(&*self.clock)
     }
 
     fn meter(&mut self) -> &mut super::limits::GuestMeter {
