@@ -24,6 +24,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use steadfast_tests::Rng;
 
 /// The seed when `STEADFAST_TORTURE_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x5EED_F00D_CAFE_0001;
@@ -830,24 +831,7 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Seeded choices
-
-/// splitmix64: tiny, seedable, and plenty for picking moments and operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}
+// Seeded choices (`steadfast_tests::Rng`)
 
 /// A number from the environment (decimal, or hex with `0x`), or `default` when unset.
 fn env_u64(name: &str, default: u64) -> u64 {

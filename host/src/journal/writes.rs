@@ -527,49 +527,33 @@ fn fenced_update(
     now: Timestamp,
 ) -> Result<(), JournalError> {
     let from = RuntimeStatus::Running;
-    let n = match end {
-        None => conn
-            .prepare_cached(
-                "UPDATE instances SET custom_status = coalesce(?2, custom_status), updated_at = ?3
-                 WHERE id = ?1 AND status = ?4 AND generation = ?5 AND component = ?6
-                   AND incarnation = ?7",
-            )?
-            .execute(params![
-                id.as_str(),
-                custom_status,
-                now,
-                from.as_str(),
-                fence.generation,
-                fence.component.as_str(),
-                fence.incarnation
-            ])?,
-        Some((transition, output, error)) => {
-            let to = transition
-                .apply(from)
-                .map_err(|refused| JournalError::Refused {
-                    id: id.clone(),
-                    refused,
-                })?;
-            conn.prepare_cached(
-                "UPDATE instances SET status = ?8, output = ?9, error = ?10,
-                        custom_status = coalesce(?2, custom_status), updated_at = ?3
-                 WHERE id = ?1 AND status = ?4 AND generation = ?5 AND component = ?6
-                   AND incarnation = ?7",
-            )?
-            .execute(params![
-                id.as_str(),
-                custom_status,
-                now,
-                from.as_str(),
-                fence.generation,
-                fence.component.as_str(),
-                fence.incarnation,
-                to.as_str(),
-                output,
-                error
-            ])?
-        }
-    };
+    // A step keeps the instance RUNNING; its output and error are still NULL.
+    let (transition, output, error) = end.unwrap_or((Transition::Step, None, None));
+    let to = transition
+        .apply(from)
+        .map_err(|refused| JournalError::Refused {
+            id: id.clone(),
+            refused,
+        })?;
+    let n = conn
+        .prepare_cached(
+            "UPDATE instances SET status = ?8, output = ?9, error = ?10,
+                    custom_status = coalesce(?2, custom_status), updated_at = ?3
+             WHERE id = ?1 AND status = ?4 AND generation = ?5 AND component = ?6
+               AND incarnation = ?7",
+        )?
+        .execute(params![
+            id.as_str(),
+            custom_status,
+            now,
+            from.as_str(),
+            fence.generation,
+            fence.component.as_str(),
+            fence.incarnation,
+            to.as_str(),
+            output,
+            error
+        ])?;
     if n == 1 {
         return Ok(());
     }

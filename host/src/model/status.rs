@@ -59,6 +59,9 @@ impl RuntimeStatus {
 pub enum Transition {
     /// Its start time came: a PENDING instance begins to run.
     Start,
+    /// Its workflow journals a step: it stays RUNNING (the fence every step writes
+    /// through).
+    Step,
     /// An operator suspends it: it stops running; what arrives meanwhile is kept.
     Suspend,
     /// An operator resumes it.
@@ -81,6 +84,7 @@ const TRANSITIONS: &[(Transition, RuntimeStatus, RuntimeStatus)] = {
     use Transition as T;
     &[
         (T::Start, Pending, Running),
+        (T::Step, Running, Running),
         (T::Suspend, Running, Suspended),
         (T::Resume, Suspended, Running),
         (T::Complete, Running, Completed),
@@ -127,6 +131,7 @@ impl Transition {
     pub fn as_str(self) -> &'static str {
         match self {
             Transition::Start => "start",
+            Transition::Step => "journal a step",
             Transition::Suspend => "suspend",
             Transition::Resume => "resume",
             Transition::Complete => "complete",
@@ -211,8 +216,9 @@ mod tests {
         RuntimeStatus::Stalled,
         RuntimeStatus::ContinuedAsNew,
     ];
-    const TRANSITIONS: [Transition; 8] = [
+    const TRANSITIONS: [Transition; 9] = [
         Transition::Start,
+        Transition::Step,
         Transition::Suspend,
         Transition::Resume,
         Transition::Complete,
@@ -241,6 +247,7 @@ mod tests {
     #[test]
     fn only_a_running_instance_ends_or_suspends() {
         for t in [
+            Transition::Step,
             Transition::Complete,
             Transition::Fail,
             Transition::Stall,
