@@ -298,3 +298,48 @@ async fn an_activitys_stdout_and_stderr_reach_the_host_log_within_its_budget() {
         "{log}"
     );
 }
+
+/// An activity stuck on a server that accepts the connection and never answers fails with
+/// `time_limit` after `limits.activity_timeout_ms` of wall-clock time, instead of holding
+/// its instance forever (epoch ticks never reach a guest waiting inside a host call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_waiting_on_a_silent_server_fails_with_time_limit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slow", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &clock());
+    config.limits.http_allow = vec![format!("GET {url}")];
+    config.limits.activity_timeout_ms = 300;
+    let engine = Engine::open(config).await.unwrap();
+    examples::install(&engine).await.unwrap();
+    engine
+        .deploy(steadfast_tests::TESTING_V1_WASM.to_vec())
+        .await
+        .unwrap();
+    let input = json!({"activity": "http_get", "input": {"url": url}});
+    let id = engine
+        .start("call", &input.to_string(), named("stuck"))
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), engine.settle())
+        .await
+        .expect("the timeout ends the activity");
+    let status = engine.status(&id).unwrap();
+    assert_eq!(status.status, RuntimeStatus::Failed, "{status:?}");
+    let error = status.error.unwrap();
+    assert_eq!(error.kind, "time_limit", "{error:?}");
+    assert!(
+        error
+            .message
+            .contains("ran longer than 300 ms of wall-clock time (limits.activity_timeout_ms)"),
+        "{}",
+        error.message
+    );
+    held.abort();
+}

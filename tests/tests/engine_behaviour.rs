@@ -447,3 +447,24 @@ async fn idle_instances_beyond_the_resident_limit_wait_in_the_journal() {
     }
     assert!(engine.resident_count() <= 2);
 }
+
+/// NaN canonicalisation: a guest dividing zero by zero sees the same bits on every host
+/// (x86-64 hardware alone would give the negative NaN `0xFFC00000`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floats_are_the_same_on_every_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = steadfast_tests::open(dir.path(), &steadfast_tests::clock()).await;
+    engine
+        .deploy(steadfast_tests::TESTING_V1_WASM.to_vec())
+        .await
+        .unwrap();
+    let id = engine
+        .start("nan_bits", "null", steadfast::StartOptions::default())
+        .await
+        .unwrap();
+    engine.settle().await;
+    assert_eq!(
+        steadfast_tests::output(&engine, &id),
+        serde_json::json!([0x7FC0_0000u32, 0x7FF8_0000_0000_0000u64])
+    );
+}

@@ -25,6 +25,7 @@ steadfast_sdk::workflows! {
     "wait_go" => wait_go,
     "looper" => looper,
     "two_events" => two_events,
+    "nan_bits" => nan_bits,
     "pair" => pair,
 }
 
@@ -208,6 +209,14 @@ fn fan_out(ctx: &Context, input: Vec<u64>) -> Result<u64, Error> {
 fn parent_of(ctx: &Context, input: Value) -> Result<Value, Error> {
     let name = input["workflow"].as_str().unwrap_or_default();
     ctx.call_child_workflow(name, &input["input"], None).get()
+}
+
+/// The bits of `0.0 / 0.0` in f32 and f64: the same on every host only if the host
+/// canonicalises NaNs (x86-64 hardware makes a negative NaN here, others a positive one).
+fn nan_bits(_: &Context, _: Value) -> Result<Value, Error> {
+    let f32_nan = std::hint::black_box(0f32) / std::hint::black_box(0f32);
+    let f64_nan = std::hint::black_box(0f64) / std::hint::black_box(0f64);
+    Ok(json!([f32_nan.to_bits(), f64_nan.to_bits()]))
 }
 
 /// Waits for two `e` events and returns their payloads in the order it took them.
