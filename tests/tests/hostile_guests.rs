@@ -254,7 +254,7 @@ async fn a_tenant_at_its_live_instance_limit_starts_nothing_more() {
         .to_string();
     assert_eq!(
         refused,
-        "tenant 'default' already has 2 running or suspended instances, its max_live_instances \
+        "tenant 'default' already has 2 pending, running or suspended instances, its max_live_instances \
          limit; wait for some to finish, terminate some, or raise the limit"
     );
     assert!(

@@ -200,6 +200,73 @@ async fn events_raised_at_once_are_consumed_in_journal_order() {
     }
 }
 
+/// An activity its workflow never waited for is abandoned when the instance ends: if it
+/// had not started by then (all activity slots busy), it never starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_abandoned_by_its_ended_instance_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let never = Arc::new(AtomicU32::new(0));
+    let mut config = counting(config(dir.path(), &clock()), "never", &never, json!(null));
+    config.max_concurrent_activities = 1;
+    let engine = open(config).await;
+    let busy = Arc::new(AtomicU32::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    engine.register_activity("blocker", {
+        let busy = Arc::clone(&busy);
+        let release = Arc::clone(&release);
+        move |_, _| {
+            busy.fetch_add(1, Ordering::SeqCst);
+            let release = Arc::clone(&release);
+            async move {
+                release.notified().await;
+                Ok(json!("released"))
+            }
+        }
+    });
+    // The only activity slot is taken.
+    let blocking = engine
+        .start(
+            "call",
+            &json!({"activity": "blocker", "input": null}).to_string(),
+            named("blocking"),
+        )
+        .await
+        .unwrap();
+    until("the blocker to hold the slot", || {
+        busy.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // `never` is queued behind it; its instance ends meanwhile.
+    let forgetful = engine
+        .start("forget", "null", named("forgetful"))
+        .await
+        .unwrap();
+    until("never to be queued", || {
+        engine
+            .history(&forgetful)
+            .unwrap()
+            .iter()
+            .any(|e| matches!(&e.event, Event::ActivityScheduled { name, .. } if name == "never"))
+    })
+    .await;
+    engine.raise_event(&forgetful, "go", "1").await.unwrap();
+    until("the forgetful instance to end", || {
+        engine.status(&forgetful).unwrap().status == RuntimeStatus::Completed
+    })
+    .await;
+    release.notify_one();
+    engine.settle().await;
+    assert_eq!(
+        engine.status(&blocking).unwrap().status,
+        RuntimeStatus::Completed
+    );
+    assert_eq!(
+        never.load(Ordering::SeqCst),
+        0,
+        "an abandoned activity started"
+    );
+}
+
 /// Defect 2: a child's result used to be dropped while its parent was suspended, so the
 /// parent waited forever after it resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

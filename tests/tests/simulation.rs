@@ -9,7 +9,9 @@
 //!
 //! - every acknowledged start exists (until an acknowledged purge);
 //! - a terminal status never changes; no activity starts for an instance after its
-//!   termination committed;
+//!   termination committed, or after it was seen to end;
+//! - an instance started for later stays PENDING, with no request journaled, until its
+//!   start time;
 //! - the tenant's live-instance counter equals the live instances;
 //! - per generation, the journal's request positions are contiguous and no activity is
 //!   completed twice;
@@ -192,6 +194,10 @@ struct Expected {
     terminal: Option<RuntimeStatus>,
     /// The moment right after its termination was acknowledged.
     terminated_in: Option<u64>,
+    /// The moment its terminal status was first seen.
+    ended_at: Option<u64>,
+    /// When it was started for, if later than its start call.
+    start_at: Option<u64>,
     purged: bool,
 }
 
@@ -495,6 +501,8 @@ impl Sim {
                         child_events: Vec::new(),
                         terminal: None,
                         terminated_in: None,
+                        ended_at: None,
+                        start_at: start_at.map(|at| at.0),
                         purged: false,
                     },
                 );
@@ -824,8 +832,41 @@ impl Sim {
                     ));
                 }
             }
+            if let Some(ended) = expected.ended_at
+                && let Some((_, activity, at)) = executions
+                    .iter()
+                    .find(|(i, _, at)| *i == local && *at > ended)
+            {
+                self.fail(&format!(
+                    "activity '{activity}' of {local} started at moment {at}, after the \
+                     instance was seen {} at moment {ended}",
+                    record.status
+                ));
+            }
+            if let Some(at) = expected.start_at
+                && self.clock.now().0 < at
+                && expected.terminated_in.is_none()
+            {
+                let requests = engine
+                    .history(&id)
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e.event.command_seq().is_some())
+                    .count();
+                if record.status != RuntimeStatus::Pending || requests > 0 {
+                    self.fail(&format!(
+                        "{local} was started for {at} and is {} with {requests} requests \
+                         journaled at {}",
+                        record.status,
+                        self.clock.now().0
+                    ));
+                }
+            }
             if record.status.is_terminal() {
-                self.model.get_mut(&local).unwrap().terminal = Some(record.status);
+                let moment = self.effects.moment.load(Ordering::SeqCst);
+                let entry = self.model.get_mut(&local).unwrap();
+                entry.terminal = Some(record.status);
+                entry.ended_at.get_or_insert(moment);
             }
             if deep {
                 self.check_journal(&engine, &id);

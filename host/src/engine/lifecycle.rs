@@ -319,7 +319,7 @@ impl Engine {
         Ok(id)
     }
 
-    /// Terminates a running or suspended instance and its unfinished children.
+    /// Terminates a pending, running or suspended instance and its unfinished children.
     pub async fn terminate(
         &self,
         id: &InstanceId,

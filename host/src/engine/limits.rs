@@ -49,8 +49,9 @@ pub struct Limits {
     pub max_history_per_generation: usize,
     /// Timers one generation may create.
     pub max_timers_per_generation: usize,
-    /// Instances of the tenant that may be running or suspended at once, child workflows
-    /// included. A start beyond it is refused; a child beyond it fails in its parent.
+    /// Instances of the tenant that may be pending, running or suspended at once, child
+    /// workflows included. A start beyond it is refused; a child beyond it fails in its
+    /// parent.
     pub max_live_instances: u64,
     /// Outgoing HTTP that activity components may send, as rules
     /// `"[METHODS ]SCHEME://HOST[:PORT][/PATH-PREFIX]"` (see `engine::egress`). Empty: none.
@@ -266,8 +267,9 @@ impl PollTimes {
 pub(crate) enum Tick {
     /// The step has run this long: yield to the runtime (or fail, if over the limit).
     Ran(std::time::Duration),
-    /// The guest has only just been resumed: let it go on without yielding.
-    JustResumed,
+    /// The guest has only just been resumed, after this much time in the step: let it
+    /// go on without yielding (unless that is over the limit already).
+    JustResumed(std::time::Duration),
 }
 
 impl StepClock {
@@ -289,7 +291,7 @@ impl StepClock {
                 // being resumed lands here: most such polls end before the next tick,
                 // and need no CPU clock at all.
                 poll.resumed = true;
-                return Tick::JustResumed;
+                return Tick::JustResumed(used + wall);
             }
             poll.wall_before = wall;
             poll.cpu_from = Some(thread_cpu());
@@ -482,12 +484,12 @@ pub(crate) fn meter<T: Metered>(store: &mut wasmtime::Store<T>, fuel: u64, step_
             None => Tick::Ran(std::time::Duration::ZERO),
         };
         match tick {
-            Tick::Ran(ran) if ran.as_millis() as u64 > step_ms => {
+            Tick::Ran(ran) | Tick::JustResumed(ran) if ran.as_millis() as u64 > step_ms => {
                 Err(wasmtime::Error::new(LimitExceeded::StepTime(step_ms)))
             }
             // Let other instances run: a busy guest yields at every tick.
             Tick::Ran(_) => Ok(wasmtime::UpdateDeadline::Yield(1)),
-            Tick::JustResumed => Ok(wasmtime::UpdateDeadline::Continue(1)),
+            Tick::JustResumed(_) => Ok(wasmtime::UpdateDeadline::Continue(1)),
         }
     });
     store.set_epoch_deadline(1);

@@ -133,7 +133,7 @@ pub enum EngineError {
     #[error("no instance '{0}'")]
     InstanceNotFound(InstanceId),
     #[error(
-        "tenant '{tenant}' already has {limit} running or suspended instances, its \
+        "tenant '{tenant}' already has {limit} pending, running or suspended instances, its \
          max_live_instances limit; wait for some to finish, terminate some, or raise the limit"
     )]
     TooManyInstances { tenant: String, limit: u64 },

@@ -131,17 +131,19 @@ async fn run_generation(
         Ok(_) => return Ok(Next::Done(Some(mailbox), work)),
         Err(e) => return Err(fault(e.to_string(), mailbox, work)),
     };
+    // Woken before its start time (by an event, say): what woke it is journaled, and the
+    // start timer brings it back when the time comes. (Also for a RUNNING instance: one
+    // scheduled, suspended and resumed before PENDING existed is RUNNING with its start
+    // time still ahead.)
+    if record.generation == 0 && record.start_at.is_some_and(|at| at > shared.clock.now()) {
+        return Ok(Next::Done(Some(mailbox), work));
+    }
     if record.status == RuntimeStatus::Pending {
-        // Woken before its start time (by an event, say): what woke it is journaled, and
-        // the start timer brings it back when the time comes.
-        if record.start_at.is_some_and(|at| at > shared.clock.now()) {
-            return Ok(Next::Done(Some(mailbox), work));
-        }
-        match shared
+        let started = shared
             .journal
-            .start_pending(id.clone(), shared.clock.now())
-            .await
-        {
+            .start_pending(id.clone(), record.incarnation, shared.clock.now())
+            .await;
+        match started {
             Ok(true) => record.status = RuntimeStatus::Running,
             Ok(false) => return Ok(Next::Done(Some(mailbox), work)),
             Err(e) => return Err(fault(e.to_string(), mailbox, work)),

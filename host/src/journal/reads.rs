@@ -123,7 +123,7 @@ impl Journal {
         })
     }
 
-    /// Instances of a tenant's workflow that have not ended (running or suspended).
+    /// Instances of a tenant's workflow that have not ended (pending, running or suspended).
     pub fn live_instances(
         &self,
         tenant: &Tenant,
@@ -290,7 +290,7 @@ impl Journal {
         })
     }
 
-    /// The tenant's live-instance counter (kept by triggers) and its running or suspended
+    /// The tenant's live-instance counter (kept by triggers) and its pending, running or suspended
     /// instances counted.
     pub fn tenant_load(&self, tenant: &Tenant) -> Result<(u64, u64), JournalError> {
         self.read(|conn| {

@@ -21,7 +21,7 @@ pub struct NewInstance {
     pub workflow: String,
     pub component: Digest,
     pub input: String,
-    /// The tenant's running or suspended instances may not exceed this.
+    /// The tenant's pending, running or suspended instances may not exceed this.
     pub max_live: u64,
     /// When its workflow first runs; `None` for at once.
     pub start_at: Option<Timestamp>,
@@ -249,8 +249,15 @@ impl Journal {
         now: Timestamp,
     ) -> Result<Option<ParentNotice>, JournalError> {
         self.injected_fault()?;
+        let stops = std::sync::Arc::clone(&self.stops);
         self.write(move |conn| {
-            finish_generation(conn, &id, &fence, last, custom_status, finish, now)
+            let (notice, abandoned) =
+                finish_generation(conn, &id, &fence, last, custom_status, finish, now)?;
+            if abandoned {
+                // Queued activities were cancelled: they must not start now.
+                stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(notice)
         })
         .await
     }
@@ -315,15 +322,32 @@ impl Journal {
     pub async fn start_pending(
         &self,
         id: InstanceId,
+        incarnation: i64,
         now: Timestamp,
     ) -> Result<bool, JournalError> {
         self.write(move |conn| {
-            let (status, _) = status_of(conn, &id)?;
-            if Transition::Start.apply(status).is_err() {
-                return Ok(false);
-            }
-            apply_transition(conn, &id, Transition::Start, now)?;
-            Ok(true)
+            // One conditional write: this life of the id, still PENDING, and due.
+            let from = RuntimeStatus::Pending;
+            let to = Transition::Start
+                .apply(from)
+                .map_err(|refused| JournalError::Refused {
+                    id: id.clone(),
+                    refused,
+                })?;
+            let n = conn
+                .prepare_cached(
+                    "UPDATE instances SET status = ?2, updated_at = ?3
+                     WHERE id = ?1 AND status = ?4 AND incarnation = ?5
+                       AND (start_at IS NULL OR start_at <= ?3)",
+                )?
+                .execute(params![
+                    id.as_str(),
+                    to.as_str(),
+                    now,
+                    from.as_str(),
+                    incarnation
+                ])?;
+            Ok(n == 1)
         })
         .await
     }
@@ -896,7 +920,7 @@ fn finish_generation(
     custom_status: Option<String>,
     finish: Finish,
     now: Timestamp,
-) -> Result<Option<ParentNotice>, JournalError> {
+) -> Result<(Option<ParentNotice>, bool), JournalError> {
     let generation = fence.generation;
     let custom_status = custom_status.as_deref();
     for event in &last {
@@ -905,8 +929,10 @@ fn finish_generation(
     // Work the ended generation scheduled but never awaited is abandoned with it.
     conn.prepare_cached("DELETE FROM timers WHERE instance = ?1")?
         .execute([id.as_str()])?;
-    conn.prepare_cached("DELETE FROM activity_queue WHERE instance = ?1")?
-        .execute([id.as_str()])?;
+    let abandoned = conn
+        .prepare_cached("DELETE FROM activity_queue WHERE instance = ?1")?
+        .execute([id.as_str()])?
+        > 0;
 
     let (transition, output, error, result, event) = match finish {
         Finish::ContinueAsNew {
@@ -922,7 +948,7 @@ fn finish_generation(
                 Vec::new()
             };
             start_next_generation(conn, id, generation, &input, &keep, now)?;
-            return Ok(None);
+            return Ok((None, abandoned));
         }
         Finish::Completed(output) => (
             Transition::Complete,
@@ -954,14 +980,14 @@ fn finish_generation(
     fenced_update(conn, id, fence, Some(end), custom_status, now)?;
 
     let Some(result) = result else {
-        return Ok(None);
+        return Ok((None, abandoned));
     };
     let parent: Option<(Option<String>, Option<u32>, Option<u32>)> = conn
         .prepare_cached("SELECT parent_id, parent_gen, parent_seq FROM instances WHERE id = ?1")?
         .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let Some((Some(parent), Some(parent_gen), Some(parent_seq))) = parent else {
-        return Ok(None);
+        return Ok((None, abandoned));
     };
     let parent = InstanceId::from_key(parent).map_err(JournalError::Corrupt)?;
     let current: Option<(u32, String)> = conn
@@ -981,14 +1007,17 @@ fn finish_generation(
                 result,
             };
             let pos = insert_event(conn, &parent, parent_gen, &event, now)?;
-            Ok(Some(ParentNotice {
-                parent,
-                generation: parent_gen,
-                pos,
-                event,
-            }))
+            Ok((
+                Some(ParentNotice {
+                    parent,
+                    generation: parent_gen,
+                    pos,
+                    event,
+                }),
+                abandoned,
+            ))
         }
-        _ => Ok(None),
+        _ => Ok((None, abandoned)),
     }
 }
 

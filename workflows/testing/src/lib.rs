@@ -26,6 +26,7 @@ steadfast_sdk::workflows! {
     "looper" => looper,
     "two_events" => two_events,
     "nan_bits" => nan_bits,
+    "forget" => forget,
     "pair" => pair,
 }
 
@@ -217,6 +218,14 @@ fn nan_bits(_: &Context, _: Value) -> Result<Value, Error> {
     let f32_nan = std::hint::black_box(0f32) / std::hint::black_box(0f32);
     let f64_nan = std::hint::black_box(0f64) / std::hint::black_box(0f64);
     Ok(json!([f32_nan.to_bits(), f64_nan.to_bits()]))
+}
+
+/// Schedules activity `never` without ever waiting for it, waits for event `go`, and
+/// returns: the activity is abandoned with the instance.
+fn forget(ctx: &Context, _: Value) -> Result<Value, Error> {
+    let _never = ctx.call_activity("never", &json!(null));
+    ctx.wait_for_external_event("go").wait()?;
+    Ok(json!("done"))
 }
 
 /// Waits for two `e` events and returns their payloads in the order it took them.
