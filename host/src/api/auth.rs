@@ -56,10 +56,15 @@ impl FromRequestParts<AppState> for Principal {
             .or_else(|| header("dapr-api-token"))
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
+        let hash = crate::engine::token_hash(token);
         let record = state
-            .engine
-            .authenticate(token)?
+            .guard
+            .token(&hash, || Ok(state.engine.token_by_hash(&hash)?))?
             .ok_or_else(ApiError::unauthorized)?;
+        let per_second = state
+            .engine
+            .limit(record.tenant.as_str(), |l| l.requests_per_second);
+        state.guard.request(&hash, per_second)?;
         let scopes = record
             .scopes
             .iter()

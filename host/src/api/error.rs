@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds the client should wait before trying again (a 429's `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -52,7 +55,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -84,6 +93,9 @@ impl From<EngineError> for ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
             EngineError::UnknownTenant(_) => (StatusCode::NOT_FOUND, "unknown_tenant"),
+            EngineError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+            EngineError::TooManyEvents { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_events"),
+            EngineError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
             EngineError::NoVirtualClock
             | EngineError::InvalidLimits { .. }
             | EngineError::Journal(_) => {
@@ -91,10 +103,16 @@ impl From<EngineError> for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
+        let retry_after = match &e {
+            EngineError::Busy { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            EngineError::TooManyEvents { .. } => Some(1),
+            _ => None,
+        };
         ApiError {
             status,
             code,
             message,
+            retry_after,
         }
     }
 }

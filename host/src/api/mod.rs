@@ -10,10 +10,11 @@ mod auth;
 mod dapr;
 mod dto;
 mod error;
+mod guard;
 mod openapi;
+mod server;
 mod v1;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -35,8 +36,16 @@ pub struct ApiConfig {
     pub max_payload_bytes: usize,
     /// Largest component upload, in bytes.
     pub max_component_bytes: usize,
-    /// When false every caller acts as the default tenant's admin (loopback dev only).
+    /// When false every caller acts as the default tenant's admin (loopback dev only), and
+    /// only requests a web page cannot forge are answered.
     pub auth: bool,
+    /// How long a client may take to send a request's headers (and to send the next piece
+    /// of a request body).
+    pub header_read_timeout: std::time::Duration,
+    /// How long a keep-alive connection with no request in flight stays open.
+    pub idle_timeout: std::time::Duration,
+    /// Most client connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -45,6 +54,9 @@ impl Default for ApiConfig {
             max_payload_bytes: 1024 * 1024,
             max_component_bytes: 64 * 1024 * 1024,
             auth: true,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: 1_024,
         }
     }
 }
@@ -53,6 +65,7 @@ impl Default for ApiConfig {
 pub(crate) struct AppState {
     engine: Engine,
     config: Arc<ApiConfig>,
+    guard: Arc<guard::Guard>,
 }
 
 /// The router with every route.
@@ -60,11 +73,12 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
     let state = AppState {
         engine,
         config: Arc::new(config.clone()),
+        guard: Arc::default(),
     };
     let components = Router::new()
         .route("/v1/components", axum::routing::post(v1::deploy))
         .layer(DefaultBodyLimit::max(config.max_component_bytes));
-    Router::new()
+    let router = Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/v1/openapi.json", axum::routing::get(openapi::document))
         .merge(v1::routes())
@@ -73,8 +87,16 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
         .merge(components)
         .fallback(|| async {
             ApiError::not_found("no such route; the API is described at /v1/openapi.json")
-        })
-        .with_state(state)
+        });
+    let router = if config.auth {
+        router
+    } else {
+        router.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::loopback_only,
+        ))
+    };
+    router.with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; requests in flight finish.
@@ -84,13 +106,25 @@ pub async fn serve(
     config: ApiConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(engine, config);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let bounds = server::Bounds {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
+    server::run(listener, router(engine, config), bounds, shutdown).await
+}
+
+/// Runs a synchronous engine call (a journal read) on a blocking thread, so a slow read
+/// never holds up the async workers that answer every other request.
+pub(crate) async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    read: impl FnOnce(&Engine) -> Result<T, crate::engine::EngineError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || read(&engine))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 /// The raw body, or a clear error when it is over the limit.

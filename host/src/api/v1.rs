@@ -79,6 +79,10 @@ pub(super) async fn deploy(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Deploy)?;
+    let per_minute = state
+        .engine
+        .limit(principal.tenant.as_str(), |l| l.deploys_per_minute);
+    state.guard.deploy(principal.tenant.as_str(), per_minute)?;
     let bytes = body(raw, state.config.max_component_bytes)?.to_vec();
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
@@ -131,7 +135,7 @@ async fn limits(
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
-    let limits = state.engine.limits(principal.tenant.as_str());
+    let limits = state.engine.limits(principal.tenant.as_str()).redacted();
     Ok(Json(
         json!({ "tenant": principal.tenant.as_str(), "limits": limits }),
     ))
@@ -172,7 +176,11 @@ async fn start(
     let reuse = match request.reuse.as_deref() {
         None | Some("error") => ReusePolicy::Error,
         Some("ignore") => ReusePolicy::Ignore,
-        Some("terminate") => ReusePolicy::TerminateExisting,
+        Some("terminate") => {
+            // It terminates (and purges) the instance in the way: terminate's scope.
+            principal.require(Scope::Signal)?;
+            ReusePolicy::TerminateExisting
+        }
         Some(other) => {
             return Err(ApiError::bad_request(
                 "invalid_reuse",
@@ -229,14 +237,27 @@ async fn list_instances(
         after: query.cursor,
         limit,
     };
-    let records = state.engine.list_instances(&principal.tenant, &filter)?;
-    let next = (records.len() as u32 == limit)
-        .then(|| records.last().map(|r| r.id.local().to_owned()))
-        .flatten();
-    let instances: Vec<InstanceStatus> = records
-        .iter()
-        .map(|r| InstanceStatus::new(&state.engine, r))
-        .collect();
+    let tenant = principal.tenant.clone();
+    let records = super::blocking(&state, move |engine| engine.list_instances(&tenant, &filter)).await?;
+    // Bounded in bytes as well as in count: a page stops early once it holds
+    // MAX_PAGE_BYTES of inputs, outputs and statuses, and says where to go on.
+    let mut instances: Vec<InstanceStatus> = Vec::new();
+    let mut bytes = 0;
+    let mut cut = false;
+    for record in &records {
+        if bytes >= MAX_PAGE_BYTES {
+            cut = true;
+            break;
+        }
+        bytes += record.input.len()
+            + record.output.as_ref().map_or(0, String::len)
+            + record.custom_status.as_ref().map_or(0, String::len);
+        instances.push(InstanceStatus::new(&state.engine, record));
+    }
+    let next = (cut || records.len() as u32 == limit)
+        .then(|| instances.len().checked_sub(1).and_then(|last| records.get(last)))
+        .flatten()
+        .map(|r| r.id.local().to_owned());
     Ok(Json(json!({ "instances": instances, "next_cursor": next })))
 }
 
@@ -246,7 +267,8 @@ async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<InstanceStatus>, ApiError> {
     principal.require(Scope::Read)?;
-    let record = state.engine.status(&principal.instance(&id)?)?;
+    let id = principal.instance(&id)?;
+    let record = super::blocking(&state, move |engine| engine.status(&id)).await?;
     Ok(Json(InstanceStatus::new(&state.engine, &record)))
 }
 
@@ -265,22 +287,46 @@ async fn wait(
     principal.require(Scope::Read)?;
     let id = principal.instance(&id)?;
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000).min(300_000));
+    // The waiter is removed when this request ends: at the timeout, or when the client
+    // goes away and the future is dropped.
     let record = match tokio::time::timeout(timeout, state.engine.wait_for_completion(&id)).await {
         Ok(done) => done?,
-        Err(_) => state.engine.status(&id)?,
+        Err(_) => super::blocking(&state, move |engine| engine.status(&id)).await?,
     };
     Ok(Json(InstanceStatus::new(&state.engine, &record)))
 }
 
+/// Most bytes of inputs, outputs and payloads one page of a list or a history holds.
+const MAX_PAGE_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    /// Entries after this position (`next_after` of the previous page).
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// The journal, a page at a time: at most `limit` entries (100 by default, 1000 at
+/// most) and about [`MAX_PAGE_BYTES`]; `next_after` is where the next page starts.
 async fn history(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    Query(query): Query<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
-    let events = state.engine.history(&principal.instance(&id)?)?;
+    let instance = principal.instance(&id)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let after = query.after.unwrap_or(0);
+    let (events, more) = super::blocking(&state, move |engine| {
+        engine.history_page(&instance, after, limit, MAX_PAGE_BYTES)
+    })
+    .await?;
+    let next_after = if more { events.last().map(|e| e.pos) } else { None };
     let entries: Vec<HistoryEntry> = events.iter().map(HistoryEntry::from).collect();
-    Ok(Json(json!({ "instance_id": id, "history": entries })))
+    Ok(Json(
+        json!({ "instance_id": id, "history": entries, "next_after": next_after }),
+    ))
 }
 
 async fn raise_event(

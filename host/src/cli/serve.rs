@@ -21,8 +21,9 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// A TOML file with any of: listen, data_dir, max_payload_bytes, max_component_bytes,
-    /// max_resident, [limits], [tenant_limits.NAME] (limits include max_live_instances,
-    /// http_allow, activity_env and activity_dirs).
+    /// max_resident, header_read_timeout_ms, idle_timeout_ms, max_connections, [limits],
+    /// [tenant_limits.NAME] (a tenant's section overrides only the limits it names; see
+    /// `GET /v1/limits` for every limit).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Serve without authentication: only with `dev`, and only on a loopback address.
@@ -46,8 +47,32 @@ pub struct ServerConfig {
     pub max_resident: usize,
     /// Limits for every tenant's guests (`[limits]`).
     pub limits: crate::engine::Limits,
-    /// Per-tenant limits (`[tenant_limits.acme]`), replacing `[limits]` for that tenant.
-    pub tenant_limits: std::collections::HashMap<String, crate::engine::Limits>,
+    /// Per-tenant limits (`[tenant_limits.acme]`): each field named there replaces that
+    /// field of `[limits]` for the tenant; the others stay as `[limits]` sets them.
+    pub tenant_limits: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// How long a client may take to send a request's headers, in ms.
+    pub header_read_timeout_ms: u64,
+    /// How long an idle keep-alive connection stays open, in ms.
+    pub idle_timeout_ms: u64,
+    /// Most client connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// Each tenant's limits: its section layered over `[limits]`.
+    pub fn tenant_limits(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<String, crate::engine::Limits>> {
+        self.tenant_limits
+            .iter()
+            .map(|(tenant, overrides)| {
+                let limits = self.limits.layered(overrides).map_err(|why| {
+                    anyhow::anyhow!("[tenant_limits.{tenant}] is not valid: {why}")
+                })?;
+                Ok((tenant.clone(), limits))
+            })
+            .collect()
+    }
 }
 
 impl Default for ServerConfig {
@@ -61,6 +86,9 @@ impl Default for ServerConfig {
             max_resident: crate::engine::DEFAULT_MAX_RESIDENT,
             limits: crate::engine::Limits::default(),
             tenant_limits: std::collections::HashMap::new(),
+            header_read_timeout_ms: api.header_read_timeout.as_millis() as u64,
+            idle_timeout_ms: api.idle_timeout.as_millis() as u64,
+            max_connections: api.max_connections,
         }
     }
 }
@@ -96,7 +124,7 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
     let mut engine_config =
         EngineConfig::new(&config.data_dir).with_max_resident(config.max_resident);
     engine_config.limits = config.limits.clone();
-    engine_config.tenant_limits = config.tenant_limits.clone();
+    engine_config.tenant_limits = config.tenant_limits()?;
     let engine = Engine::open(engine_config)
         .await
         .context("opening the journal")?;
@@ -126,6 +154,9 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         max_payload_bytes: config.max_payload_bytes,
         max_component_bytes: config.max_component_bytes,
         auth,
+        header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
+        max_connections: config.max_connections.max(1),
     };
     api::serve(listener, engine, api, shutdown_signal())
         .await

@@ -443,7 +443,12 @@ impl Engine {
 
     /// The tenant and scopes of a bearer token, if it is one we issued.
     pub fn authenticate(&self, token: &str) -> Result<Option<TokenRecord>, EngineError> {
-        Ok(self.shared.journal.token(&token_hash(token))?)
+        self.token_by_hash(&token_hash(token))
+    }
+
+    /// The token whose [`token_hash`] is `hash`.
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, EngineError> {
+        Ok(self.shared.journal.token(hash)?)
     }
 
     fn require_tenant(&self, tenant: &Tenant) -> Result<(), EngineError> {
@@ -466,7 +471,8 @@ impl Engine {
     }
 }
 
-fn token_hash(token: &str) -> String {
+/// What the journal keeps of a token: its SHA-256, in hex.
+pub fn token_hash(token: &str) -> String {
     use sha2::Digest as _;
     hex(&sha2::Sha256::digest(token.as_bytes()))
 }

@@ -53,6 +53,19 @@ pub struct Limits {
     /// workflows included. A start beyond it is refused; a child beyond it fails in its
     /// parent.
     pub max_live_instances: u64,
+    /// Raised events an instance may hold that its workflow has not waited for yet (in
+    /// its current generation). A raise beyond it is refused with 429; nothing is lost.
+    pub max_pending_events: u64,
+    /// Bytes of raised events one generation of an instance may hold. A raise beyond it is
+    /// refused with 429; continuing as new starts the count again (carried events count).
+    pub max_event_bytes_per_generation: u64,
+    /// Instances of the tenant kept in memory at once. Beyond it the tenant's own idle
+    /// instances leave memory first, so one tenant cannot take every slot of the host.
+    pub max_resident_instances: usize,
+    /// Component uploads (deploys and checks) the tenant may make per minute.
+    pub deploys_per_minute: u32,
+    /// Requests one token may make per second, on average (bursts of twice that pass).
+    pub requests_per_second: u32,
     /// Outgoing HTTP that activity components may send, as rules
     /// `"[METHODS ]SCHEME://HOST[:PORT][/PATH-PREFIX]"` (see `engine::egress`). Empty: none.
     pub http_allow: Vec<String>,
@@ -75,7 +88,12 @@ impl Default for Limits {
             max_payload_bytes: 1024 * 1024,
             max_history_per_generation: 50_000,
             max_timers_per_generation: 10_000,
-            max_live_instances: 1_000_000,
+            max_live_instances: 10_000,
+            max_pending_events: 1_000,
+            max_event_bytes_per_generation: 32 << 20,
+            max_resident_instances: 1_024,
+            deploys_per_minute: 20,
+            requests_per_second: 500,
             http_allow: Vec::new(),
             activity_env: BTreeMap::new(),
             activity_dirs: BTreeMap::new(),
@@ -87,6 +105,37 @@ impl Limits {
     /// At 80 % of the history limit the workflow is told to continue as new.
     pub fn should_continue_as_new(&self, entries: usize) -> bool {
         entries.saturating_mul(5) >= self.max_history_per_generation.saturating_mul(4)
+    }
+
+    /// These limits with the fields `overrides` names replaced, the rest kept: how a
+    /// `[tenant_limits.NAME]` section layers over `[limits]`.
+    pub fn layered(&self, overrides: &serde_json::Map<String, serde_json::Value>) -> Result<Limits, String> {
+        let serde_json::Value::Object(mut fields) =
+            serde_json::to_value(self).map_err(|e| e.to_string())?
+        else {
+            unreachable!("limits serialise as a map");
+        };
+        for (name, value) in overrides {
+            fields.insert(name.clone(), value.clone());
+        }
+        serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| e.to_string())
+    }
+
+    /// What a tenant may see of its limits: everything but the values of granted
+    /// environment variables and the host paths of granted directories.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut view = serde_json::to_value(self).unwrap_or_default();
+        if let Some(env) = view.get_mut("activity_env").and_then(|v| v.as_object_mut()) {
+            for value in env.values_mut() {
+                *value = serde_json::Value::from("<redacted>");
+            }
+        }
+        if let Some(dirs) = view.get_mut("activity_dirs").and_then(|v| v.as_object_mut()) {
+            for value in dirs.values_mut() {
+                *value = serde_json::Value::from("<granted>");
+            }
+        }
+        view
     }
 
     /// Checks what cannot be checked by the type: the `http_allow` rules parse and each

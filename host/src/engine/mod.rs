@@ -46,14 +46,14 @@ use activity_host::ActivityState;
 use bindings::activity::ActivityWorker;
 use bindings::orchestrator::{Orchestrator, OrchestratorPre};
 pub use compat::Compatibility;
-pub use lifecycle::{InstanceCheck, Scope, WorkflowInfo, WorkflowVersion};
+pub use lifecycle::{InstanceCheck, Scope, WorkflowInfo, WorkflowVersion, token_hash};
 pub use limits::{GuestMemory, Limits};
 use registry::{Loaded, Registry};
 use timers::{TimerJob, Timers};
 use work::Work;
 
 pub use crate::journal::{InstanceFilter, InstanceRecord, StoredEvent, TokenRecord};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{EventBounds, Journal, JournalError};
 use crate::model::{
     Clock, Digest, ErrorInfo, InstanceId, RuntimeStatus, SystemClock, Tenant, Timestamp,
 };
@@ -171,6 +171,18 @@ pub enum EngineError {
         size: usize,
         limit: usize,
     },
+    #[error("the host is busy {what}; retry in {} s", retry_after.as_secs().max(1))]
+    Busy {
+        what: String,
+        retry_after: Duration,
+    },
+    #[error(
+        "instance '{id}' holds {why}; it takes more once its workflow waits for the events it \
+         has (or continues as new). Nothing was raised: retry later"
+    )]
+    TooManyEvents { id: InstanceId, why: String },
+    #[error("{0}")]
+    InvalidName(String),
     #[error("the limits for {tenant} are invalid: {why}")]
     InvalidLimits { tenant: String, why: String },
     #[error("this engine runs on the system clock; only a virtual clock can be advanced")]
@@ -196,6 +208,7 @@ impl From<JournalError> for EngineError {
                 EngineError::TooManyInstances { tenant, limit }
             }
             JournalError::NotRunning { id, status } => EngineError::NotRunning { id, status },
+            JournalError::TooManyEvents { id, why } => EngineError::TooManyEvents { id, why },
             JournalError::StillRunning { id, status } => EngineError::StillRunning { id, status },
             JournalError::WrongStatus { id, status, wanted } => EngineError::WrongStatus {
                 id,
@@ -288,7 +301,9 @@ pub(crate) struct Shared {
     timers: Arc<Timers>,
     work: Arc<Work>,
     /// Who waits for which instance to change status.
-    waiters: Mutex<HashMap<InstanceId, Vec<tokio::sync::oneshot::Sender<()>>>>,
+    /// Each waiter is removed when its wait ends, however it ends (see [`Waiter`]).
+    waiters: Mutex<HashMap<InstanceId, HashMap<u64, tokio::sync::oneshot::Sender<()>>>>,
+    next_waiter: AtomicU64,
     ids: Mutex<random::SplitMix64>,
     /// Activities executing at once.
     activity_slots: tokio::sync::Semaphore,
@@ -369,6 +384,7 @@ impl Engine {
             timers: Arc::new(Timers::default()),
             work: Arc::new(Work::default()),
             waiters: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(0),
             activity_slots: tokio::sync::Semaphore::new(config.max_concurrent_activities.max(1)),
             limits: Arc::new(config.limits.clone()),
             tenant_limits: config
@@ -472,8 +488,13 @@ impl Engine {
         name: &str,
         payload: &str,
     ) -> Result<(), EngineError> {
+        check_event_name(name)?;
         check_json("the event payload", payload)?;
         self.check_payload(id.tenant(), "the event payload", payload)?;
+        let bounds = self.limit(id.tenant(), |l| EventBounds {
+            max_pending: l.max_pending_events,
+            max_bytes: l.max_event_bytes_per_generation,
+        });
         let now = self.shared.clock.now();
         // Delivered from the writer thread right after the commit, so two events raised
         // at once reach the instance in the order the journal holds them: what a live
@@ -491,6 +512,7 @@ impl Engine {
                 name.to_owned(),
                 payload.to_owned(),
                 now,
+                bounds,
                 deliver,
             )
             .await?;
@@ -511,26 +533,33 @@ impl Engine {
         Ok(self.shared.journal.history(id)?)
     }
 
+    /// A page of the instance's journal: up to `limit` entries after position `after`,
+    /// cut short at about `max_bytes`; true if there are more.
+    pub fn history_page(
+        &self,
+        id: &InstanceId,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredEvent>, bool), EngineError> {
+        self.status(id)?;
+        Ok(self.shared.journal.history_page(id, after, limit, max_bytes)?)
+    }
+
     /// Rows the journal holds for the instance.
     pub fn journal_rows(&self, id: &InstanceId) -> Result<u64, EngineError> {
         Ok(self.shared.journal.row_count(id)?)
     }
 
-    /// Waits until the instance reaches a terminal status, and returns it.
+    /// Waits until the instance reaches a terminal status, and returns it. Fails at once
+    /// if there is no such instance; dropping the future leaves nothing behind.
     pub async fn wait_for_completion(
         &self,
         id: &InstanceId,
     ) -> Result<InstanceRecord, EngineError> {
         loop {
             // Register before reading, so a change between the two is not missed.
-            let (tx, changed) = tokio::sync::oneshot::channel();
-            self.shared
-                .waiters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(id.clone())
-                .or_default()
-                .push(tx);
+            let (waiter, changed) = Waiter::register(&self.shared, id);
             let record = self.status(id)?;
             if record.status.is_terminal() {
                 return Ok(record);
@@ -538,7 +567,15 @@ impl Engine {
             if changed.await.is_err() {
                 return self.status(id);
             }
+            drop(waiter);
         }
+    }
+
+    /// How many waits on instance status are registered (for leak tests).
+    #[doc(hidden)]
+    pub fn waiter_count(&self) -> usize {
+        let waiters = self.shared.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.values().map(HashMap::len).sum()
     }
 
     /// Stops the engine: every resident instance leaves memory (its state is in the
@@ -695,6 +732,11 @@ impl Engine {
         Limits::clone(self.shared.limits(tenant))
     }
 
+    /// One of `tenant`'s limits, read without copying the rest.
+    pub fn limit<T>(&self, tenant: &str, read: impl FnOnce(&Limits) -> T) -> T {
+        read(self.shared.limits(tenant))
+    }
+
     fn check_payload(
         &self,
         tenant: &str,
@@ -721,6 +763,50 @@ where
     Arc::new(move |ctx, input| Box::pin(activity(ctx, input)))
 }
 
+/// One registered wait on an instance's status; unregistered when dropped.
+struct Waiter {
+    shared: Arc<Shared>,
+    id: InstanceId,
+    key: u64,
+}
+
+impl Waiter {
+    fn register(
+        shared: &Arc<Shared>,
+        id: &InstanceId,
+    ) -> (Waiter, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let key = shared
+            .next_waiter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.clone())
+            .or_default()
+            .insert(key, tx);
+        let waiter = Waiter {
+            shared: Arc::clone(shared),
+            id: id.clone(),
+            key,
+        };
+        (waiter, rx)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut waiters = self.shared.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(of_instance) = waiters.get_mut(&self.id) {
+            of_instance.remove(&self.key);
+            if of_instance.is_empty() {
+                waiters.remove(&self.id);
+            }
+        }
+    }
+}
+
 /// How long [`Engine::open`] waits for another engine to let go of the journal: long
 /// enough for an engine dropped in this process to commit its last writes, short enough
 /// that a second server started on a live data directory is told so at once.
@@ -736,6 +822,20 @@ async fn open_journal(path: &std::path::Path) -> Result<Journal, JournalError> {
             result => return result,
         }
     }
+}
+
+/// Longest event name, in bytes.
+pub const MAX_EVENT_NAME_BYTES: usize = 256;
+
+fn check_event_name(name: &str) -> Result<(), EngineError> {
+    if name.is_empty() || name.len() > MAX_EVENT_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(EngineError::InvalidName(format!(
+            "an event name is 1 to {MAX_EVENT_NAME_BYTES} bytes without control characters; \
+             this one is {} bytes",
+            name.len()
+        )));
+    }
+    Ok(())
 }
 
 fn check_json(what: &'static str, text: &str) -> Result<(), EngineError> {

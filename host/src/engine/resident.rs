@@ -262,7 +262,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
-        for waiter in waiting.into_iter().flatten() {
+        for (_, waiter) in waiting.into_iter().flatten() {
             let _ = waiter.send(());
         }
     }

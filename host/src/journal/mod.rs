@@ -40,7 +40,7 @@ use crate::model::{InstanceId, RuntimeStatus};
 pub use reads::{
     InstanceFilter, InstanceRecord, QueuedActivity, StoredComponent, StoredEvent, TokenRecord,
 };
-pub use writes::{Fence, Finish, NewInstance, ParentNotice, StepWrite};
+pub use writes::{EventBounds, Fence, Finish, NewInstance, ParentNotice, StepWrite};
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -56,6 +56,11 @@ pub enum JournalError {
          max_live_instances limit; wait for some to finish, terminate some, or raise the limit"
     )]
     TooManyInstances { tenant: String, limit: u64 },
+    #[error(
+        "instance '{id}' holds {why}; it takes more once its workflow waits for the events it \
+         has (or continues as new). Nothing was raised: retry later"
+    )]
+    TooManyEvents { id: InstanceId, why: String },
     #[error("instance '{id}' is {status}; it accepts no more events")]
     NotRunning {
         id: InstanceId,

@@ -230,6 +230,34 @@ impl Journal {
         })
     }
 
+    /// Up to `limit` journal entries after position `after`, stopping early once they
+    /// hold `max_bytes`; true if there are more.
+    pub fn history_page(
+        &self,
+        id: &InstanceId,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredEvent>, bool), JournalError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT pos, generation, at, data FROM history
+                 WHERE instance = ?1 AND pos > ?2 ORDER BY pos LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![id.as_str(), after as i64, i64::from(limit) + 1])?;
+            let mut page = Vec::new();
+            let mut bytes = 0;
+            while let Some(row) = rows.next()? {
+                if page.len() == limit as usize || (bytes >= max_bytes && !page.is_empty()) {
+                    return Ok((page, true));
+                }
+                bytes += row.get_ref(3)?.as_str().map_or(0, str::len);
+                page.push(event_from_row(row)??);
+            }
+            Ok((page, false))
+        })
+    }
+
     /// How many journal rows an instance holds (history, queued work, timers).
     pub fn row_count(&self, id: &InstanceId) -> Result<u64, JournalError> {
         self.read(|conn| {

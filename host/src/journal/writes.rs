@@ -212,6 +212,7 @@ impl Journal {
         name: String,
         payload: String,
         now: Timestamp,
+        bounds: EventBounds,
         on_commit: impl FnOnce(&(u32, u64, Event)) + Send + 'static,
     ) -> Result<(u32, u64, Event), JournalError> {
         self.write_then(
@@ -228,6 +229,7 @@ impl Journal {
                     return Err(JournalError::NotRunning { id, status });
                 }
                 let event = Event::EventRaised { name, payload };
+                bounds.check(conn, &id, generation, &event)?;
                 let pos = insert_event(conn, &id, generation, &event, now)?;
                 Ok((generation, pos, event))
             },
@@ -733,6 +735,58 @@ fn purge_tree(
         purged.push(id.clone());
     }
     Ok(())
+}
+
+/// How many raised events an instance may hold: those its workflow has not waited for
+/// yet, and the bytes of all raised in the current generation (carried events included).
+#[derive(Debug, Clone, Copy)]
+pub struct EventBounds {
+    pub max_pending: u64,
+    pub max_bytes: u64,
+}
+
+impl EventBounds {
+    /// Fails with [`JournalError::TooManyEvents`] if `event` would go over a bound.
+    fn check(
+        &self,
+        conn: &Connection,
+        id: &InstanceId,
+        generation: u32,
+        event: &Event,
+    ) -> Result<(), JournalError> {
+        let (raised, waits, bytes): (i64, i64, i64) = conn
+            .prepare_cached(
+                "SELECT coalesce(sum(kind = 'event_raised'), 0),
+                        coalesce(sum(kind = 'event_wait_started'), 0),
+                        coalesce(sum(CASE WHEN kind = 'event_raised' THEN length(data) END), 0)
+                 FROM history
+                 WHERE instance = ?1 AND generation = ?2
+                   AND kind IN ('event_raised', 'event_wait_started')",
+            )?
+            .query_row(params![id.as_str(), generation], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let pending = (raised - waits).max(0) as u64;
+        let size = serde_json::to_string(event)?.len() as u64;
+        let why = if pending >= self.max_pending {
+            format!(
+                "{pending} events its workflow has not waited for, its limit \
+                 (limits.max_pending_events)"
+            )
+        } else if bytes as u64 + size > self.max_bytes {
+            format!(
+                "{bytes} bytes of events in this generation and this one adds {size}, over \
+                 its limit of {} (limits.max_event_bytes_per_generation)",
+                self.max_bytes
+            )
+        } else {
+            return Ok(());
+        };
+        Err(JournalError::TooManyEvents {
+            id: id.clone(),
+            why,
+        })
+    }
 }
 
 fn insert_event(
