@@ -7,8 +7,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use steadfast::model::Digest;
-use steadfast::sandbox::Sandbox;
+use steadfast::sandbox::{CompileLimits, Sandbox, precheck};
 
 fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
@@ -17,7 +16,10 @@ fn sandbox() -> &'static Sandbox {
 
 fuzz_target!(|bytes: &[u8]| {
     let sandbox = sandbox();
-    if let Ok(component) = sandbox.compile(&Digest::of(bytes), bytes) {
+    if precheck(bytes, &CompileLimits::default()).is_err() {
+        return;
+    }
+    if let Ok(component) = sandbox.compile(bytes) {
         let _ = sandbox.check_imports(&component);
         let _ = sandbox.export_names(&component);
     }

@@ -177,22 +177,8 @@ async fn admin_token(engine: &Engine, dir: &Path) -> anyhow::Result<(String, Pat
     let token = engine
         .issue_token(&Tenant::default_tenant(), &Scope::ALL, "admin (bootstrap)")
         .await?;
-    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    crate::sandbox::write_private(&path, format!("{token}\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     Ok((token, path, true))
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.write_all(b"\n")
 }
 
 async fn shutdown_signal() {

@@ -135,7 +135,7 @@ impl Shared {
                 // too long in the host (a slow HTTP response).
                 let deadline = std::time::Duration::from_millis(limits.activity_timeout_ms);
                 let outcome = tokio::time::timeout(deadline, run).await;
-                if let Some(why) = store.data_mut().egress.denied.take() {
+                if let Some(why) = store.data().egress.take_denied() {
                     // Whatever the guest made of the refusal, the call did not do its job.
                     return Err(ErrorInfo::new("http_denied", why));
                 }

@@ -13,6 +13,14 @@
 //! - `https://*.example.com` — any method to any subdomain of `example.com`.
 //!
 //! Without methods a rule allows every method. A port defaults to the scheme's.
+//!
+//! - **Paths** are compared after percent-decoding and removing dot segments, and a prefix
+//!   matches on segment boundaries: `/hooks` allows `/hooks` and `/hooks/x`, not `/hooksX`;
+//!   `/hooks/../admin` and `/hooks/%2e%2e/admin` are `/admin`.
+//! - **Internal addresses** (loopback, private, link-local, unique-local, unspecified) are
+//!   refused unless the rule that allows the request names that address itself (as an IP,
+//!   or `localhost` for loopback): a rule for a public name does not reach the host's
+//!   neighbours when the name resolves, or is made to resolve, inside.
 
 use std::fmt;
 
@@ -84,8 +92,17 @@ impl Rule {
             https,
             host: host.to_ascii_lowercase(),
             port,
-            path_prefix: if path.is_empty() { "/" } else { path }.to_owned(),
+            path_prefix: normalize_path(if path.is_empty() { "/" } else { path }),
         })
+    }
+
+    /// Whether the rule names `ip` itself, which it must for an internal address.
+    fn names(&self, ip: std::net::IpAddr) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(named) => named == ip,
+            Err(_) => host == "localhost" && ip.is_loopback(),
+        }
     }
 
     fn allows(&self, method: &str, https: bool, host: &str, port: u16, path: &str) -> bool {
@@ -98,8 +115,76 @@ impl Rule {
         host_ok
             && self.https == https
             && self.port == port
-            && path.starts_with(&self.path_prefix)
+            && under_prefix(path, &self.path_prefix)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+    }
+}
+
+/// `path` (normalised) is `prefix` or below it, on a segment boundary.
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    if prefix.ends_with('/') {
+        return path.starts_with(prefix);
+    }
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// A request path as a server resolves it: percent-decoded (an encoded `/` or `.` counts
+/// as one) and with `.` and `..` segments removed (RFC 3986, 5.2.4).
+pub(crate) fn normalize_path(raw: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let decoded = decoded.replace('\\', "/");
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = decoded.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    let joined = out.join("/");
+    if joined.starts_with('/') {
+        joined
+    } else {
+        format!("/{joined}")
+    }
+}
+
+/// Addresses no tenant reaches unless a rule names them.
+fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                // 100.64.0.0/10, carrier-grade NAT (cloud metadata lives near here too).
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+        }
     }
 }
 
@@ -119,7 +204,8 @@ pub(crate) fn parse_rules(rules: &[String]) -> Result<Vec<Rule>, String> {
 pub(crate) struct Egress {
     tenant: String,
     rules: Vec<Rule>,
-    pub(crate) denied: Option<String>,
+    /// The first request refused, also when refused after resolving its host.
+    denied: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Egress {
@@ -127,24 +213,31 @@ impl Egress {
         Egress {
             tenant: tenant.to_owned(),
             rules,
-            denied: None,
+            denied: std::sync::Arc::default(),
         }
     }
 
-    /// `None` if the request may go out, else why not.
-    fn check(&self, request: &http::Request<WasiBody>) -> Option<String> {
+    /// Why the first refused request was refused, if one was.
+    pub(crate) fn take_denied(&self) -> Option<String> {
+        self.denied.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The rules that allow the request, or why none does.
+    fn check(&self, request: &http::Request<WasiBody>) -> Result<Vec<Rule>, String> {
         let uri = request.uri();
         let method = request.method().as_str();
         let https = uri.scheme() == Some(&Scheme::HTTPS);
         let host = uri.host().unwrap_or("").to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let path = uri.path();
-        if self
+        let path = normalize_path(uri.path());
+        let allowing: Vec<Rule> = self
             .rules
             .iter()
-            .any(|rule| rule.allows(method, https, &host, port, path))
-        {
-            return None;
+            .filter(|rule| rule.allows(method, https, &host, port, &path))
+            .cloned()
+            .collect();
+        if !allowing.is_empty() {
+            return Ok(allowing);
         }
         let scheme = if https { "https" } else { "http" };
         let allowed = if self.rules.is_empty() {
@@ -153,13 +246,39 @@ impl Egress {
             let rules: Vec<String> = self.rules.iter().map(|r| format!("\"{r}\"")).collect();
             format!("it allows only {}", rules.join(", "))
         };
-        Some(format!(
+        Err(format!(
             "outgoing HTTP {method} {scheme}://{host}:{port}{path} is not on tenant '{}'s \
              http_allow list ({allowed}); add a rule such as \"{method} {scheme}://{host}:{port}\" \
              to [tenant_limits.{}] in the server config",
             self.tenant, self.tenant
         ))
     }
+}
+
+/// Resolves the request's host and refuses it if an address is internal and no allowing
+/// rule names that address.
+async fn check_addresses(uri: &http::Uri, allowing: &[Rule]) -> Result<(), String> {
+    let host = uri.host().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let https = uri.scheme() == Some(&Scheme::HTTPS);
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let addresses: Vec<std::net::IpAddr> = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    for ip in addresses {
+        if is_internal(ip) && !allowing.iter().any(|rule| rule.names(ip)) {
+            return Err(format!(
+                "outgoing HTTP to {host} resolves to {ip}, an internal address; only a rule that \
+                 names {ip} itself (or localhost, for loopback) reaches it"
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl WasiHttpHooks for Egress {
@@ -179,14 +298,30 @@ impl WasiHttpHooks for Egress {
                 >,
             > + Send,
     > {
-        if let Some(why) = self.check(&request) {
-            tracing::warn!(target: "steadfast::activity", tenant = %self.tenant, "{why}");
-            self.denied.get_or_insert(why);
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
-        }
+        let allowing = match self.check(&request) {
+            Ok(allowing) => allowing,
+            Err(why) => {
+                tracing::warn!(target: "steadfast::activity", tenant = %self.tenant, "{why}");
+                self.denied
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(why);
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+        };
         drop(fut);
+        let denied = std::sync::Arc::clone(&self.denied);
+        let tenant = self.tenant.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
+            if let Err(why) = check_addresses(request.uri(), &allowing).await {
+                tracing::warn!(target: "steadfast::activity", tenant = %tenant, "{why}");
+                denied
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(why);
+                return Err(HttpError::HttpRequestDenied);
+            }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
@@ -198,7 +333,7 @@ impl WasiHttpHooks for Egress {
 
 #[cfg(test)]
 mod tests {
-    use super::Rule;
+    use super::{Rule, is_internal, normalize_path};
 
     fn allows(rule: &str, method: &str, url: &str) -> bool {
         let rule = Rule::parse(rule).unwrap();
@@ -209,7 +344,7 @@ mod tests {
             https,
             uri.host().unwrap(),
             uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
-            uri.path(),
+            &normalize_path(uri.path()),
         )
     }
 
@@ -270,6 +405,46 @@ mod tests {
             "GET",
             "https://evilexample.com/"
         ));
+    }
+
+    #[test]
+    fn paths_are_normalised_and_matched_on_segment_boundaries() {
+        assert_eq!(normalize_path("/hooks/../admin"), "/admin");
+        assert_eq!(normalize_path("/hooks/%2e%2e/admin"), "/admin");
+        assert_eq!(normalize_path("/hooks/%2E%2E%2Fadmin"), "/admin");
+        assert_eq!(normalize_path("/hooks/a/./b/.."), "/hooks/a/");
+        assert_eq!(normalize_path("/../../etc"), "/etc");
+        assert_eq!(normalize_path("/hooks\\..\\admin"), "/admin");
+        let rule = "GET http://h.example/hooks/";
+        assert!(allows(rule, "GET", "http://h.example/hooks/1"));
+        assert!(allows(rule, "GET", "http://h.example/hooks/a/../b"));
+        assert!(!allows(rule, "GET", "http://h.example/hooks/../admin"));
+        assert!(!allows(rule, "GET", "http://h.example/hooks/%2e%2e/admin"));
+        assert!(!allows(rule, "GET", "http://h.example/hooks/..%2fadmin"));
+        let rule = "GET http://h.example/hooks";
+        assert!(allows(rule, "GET", "http://h.example/hooks"));
+        assert!(allows(rule, "GET", "http://h.example/hooks/x"));
+        assert!(!allows(rule, "GET", "http://h.example/hooksX"));
+    }
+
+    #[test]
+    fn internal_addresses_are_known() {
+        for internal in [
+            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
+            "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1",
+        ] {
+            assert!(is_internal(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(!is_internal(public.parse().unwrap()), "{public}");
+        }
+        let rule = Rule::parse("http://127.0.0.1:8080").unwrap();
+        assert!(rule.names("127.0.0.1".parse().unwrap()));
+        assert!(!rule.names("10.0.0.1".parse().unwrap()));
+        let rule = Rule::parse("http://localhost:8080").unwrap();
+        assert!(rule.names("::1".parse().unwrap()));
+        let rule = Rule::parse("https://*.example.com").unwrap();
+        assert!(!rule.names("127.0.0.1".parse().unwrap()));
     }
 
     #[test]

@@ -28,6 +28,26 @@ macro_rules! at_level {
     };
 }
 
+/// A guest's text made safe for one host log line: control characters (newlines,
+/// carriage returns, terminal escapes) are written as escapes, so a guest can neither
+/// start a line of its own that looks like the host's nor restyle the terminal.
+pub(crate) fn escape(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Bytes of log output one activity call or workflow step may put into the host's log.
 pub(crate) const LOG_BUDGET_BYTES: usize = 64 * 1024;
 
@@ -137,7 +157,7 @@ impl LogState {
             return;
         }
         self.left -= cost;
-        self.write_line(level, stream, message);
+        self.write_line(level, stream, &escape(message));
     }
 
     /// Writes one line, tagged with who wrote it; `stream` tags activity lines only.
@@ -303,5 +323,17 @@ mod tests {
         assert_eq!((written(&log).0, written(&log).1), (0, 4));
         log.next_step();
         assert_eq!((written(&log).0, written(&log).1), (LOG_BUDGET_BYTES, 0));
+    }
+
+    #[test]
+    fn a_guest_line_cannot_forge_a_host_line() {
+        let forged = "ok\n2026-11-30T10:00:00Z  INFO steadfast: admin token rotated\r\u{1b}[2J";
+        let escaped = escape(forged);
+        assert!(!escaped.chars().any(char::is_control), "{escaped}");
+        assert_eq!(
+            escaped,
+            "ok\\n2026-11-30T10:00:00Z  INFO steadfast: admin token rotated\\r\\u{1b}[2J"
+        );
+        assert!(matches!(escape("plain text"), std::borrow::Cow::Borrowed(_)));
     }
 }

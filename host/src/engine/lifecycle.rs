@@ -1,6 +1,8 @@
 //! Deploying, starting and managing instances: the engine's public control surface, all
 //! of it scoped by tenant.
 
+use std::sync::Arc;
+
 use super::activation::Msg;
 use super::compat::{self, Compatibility};
 use super::{
@@ -94,7 +96,25 @@ impl Engine {
     ) -> Result<Deployment, EngineError> {
         self.require_tenant(tenant)?;
         let digest = Digest::of(&bytes);
-        let (kind, names) = self.shared.load_component(&digest, &bytes).await?;
+        let bytes = Arc::new(bytes);
+        let inspected = self
+            .shared
+            .inspect_upload(tenant.as_str(), &digest, Arc::clone(&bytes))
+            .await?;
+        self.deploy_inspected(tenant, digest, bytes, &inspected)
+            .await
+    }
+
+    /// Journals, registers and caches a component that passed every check.
+    async fn deploy_inspected(
+        &self,
+        tenant: &Tenant,
+        digest: Digest,
+        bytes: Arc<Vec<u8>>,
+        inspected: &super::components::Inspected,
+    ) -> Result<Deployment, EngineError> {
+        let (kind, names) = (inspected.kind, inspected.names.clone());
+        let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| Vec::clone(&shared));
         let now = self.shared.clock.now();
         let versions = self
             .shared
@@ -108,6 +128,7 @@ impl Engine {
                 now,
             )
             .await?;
+        self.shared.accept(&digest, inspected).await;
         let mut registry = self.shared.registry_mut();
         match kind {
             ComponentKind::Orchestrator => {
@@ -137,13 +158,22 @@ impl Engine {
     ) -> Result<(Option<Deployment>, Vec<InstanceCheck>), EngineError> {
         self.require_tenant(tenant)?;
         let digest = Digest::of(&bytes);
-        let (kind, names) = self.shared.load_component(&digest, &bytes).await?;
-        if kind != ComponentKind::Orchestrator {
+        let bytes = Arc::new(bytes);
+        let inspected = self
+            .shared
+            .inspect_upload(tenant.as_str(), &digest, Arc::clone(&bytes))
+            .await?;
+        let super::registry::Loaded::Orchestrator(pre) = &*inspected.loaded else {
             return Ok((None, Vec::new()));
-        }
-        let pre = self.shared.orchestrator_pre(&digest).expect("just loaded");
+        };
+        let pre = pre.clone();
+        let names = inspected.names.clone();
+        // Without `migrate` the component is only checked: nothing of it is kept.
         let deployment = if migrate {
-            Some(self.deploy_to(tenant, bytes).await?)
+            Some(
+                self.deploy_inspected(tenant, digest.clone(), bytes, &inspected)
+                    .await?,
+            )
         } else {
             None
         };

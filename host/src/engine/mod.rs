@@ -80,6 +80,8 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// Per-tenant limits, by tenant name.
     pub tenant_limits: HashMap<String, Limits>,
+    /// What an uploaded component may be, checked before it is compiled.
+    pub compile_limits: crate::sandbox::CompileLimits,
     /// Native activities, registered before recovery dispatches queued activities.
     natives: Vec<(String, activities::NativeActivity)>,
 }
@@ -94,6 +96,7 @@ impl EngineConfig {
             max_concurrent_activities: 256,
             limits: Limits::default(),
             tenant_limits: HashMap::new(),
+            compile_limits: crate::sandbox::CompileLimits::default(),
             natives: Vec::new(),
         }
     }
@@ -296,6 +299,8 @@ pub(crate) struct Shared {
     activity_linker: Linker<ActivityState>,
     registry: RwLock<Registry>,
     resident: Mutex<HashMap<InstanceId, Resident>>,
+    /// How many of `resident` each tenant has; changed only with `resident` locked.
+    resident_per_tenant: Mutex<HashMap<String, usize>>,
     next_activation: AtomicU64,
     max_resident: usize,
     timers: Arc<Timers>,
@@ -312,6 +317,8 @@ pub(crate) struct Shared {
     tenant_limits: HashMap<String, Arc<Limits>>,
     /// What guest stores hold, for [`Engine::guest_memory`].
     ledger: Arc<limits::Ledger>,
+    compile_limits: crate::sandbox::CompileLimits,
+    compiles: Arc<components::CompileGate>,
 }
 
 struct Resident {
@@ -326,7 +333,7 @@ impl Engine {
     /// Opens the journal in `config.data_dir`, loads the deployed components and resumes
     /// every running instance, timer and queued activity.
     pub async fn open(config: EngineConfig) -> Result<Engine, EngineError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        crate::sandbox::create_private_dir(&config.data_dir).map_err(|e| {
             EngineError::Journal(JournalError::Storage(format!(
                 "cannot create data directory {}: {e}",
                 config.data_dir.display()
@@ -379,6 +386,7 @@ impl Engine {
             activity_linker,
             registry: RwLock::new(registry),
             resident: Mutex::new(HashMap::new()),
+            resident_per_tenant: Mutex::new(HashMap::new()),
             next_activation: AtomicU64::new(1),
             max_resident: config.max_resident.max(1),
             timers: Arc::new(Timers::default()),
@@ -393,6 +401,12 @@ impl Engine {
                 .map(|(tenant, limits)| (tenant.clone(), Arc::new(limits.clone())))
                 .collect(),
             ledger: Arc::default(),
+            compile_limits: config.compile_limits,
+            // Leave a core to the runtime: compiling is the heaviest thing a tenant can ask.
+            compiles: Arc::new(components::CompileGate::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)),
+                4,
+            )),
             ids: Mutex::new(random::SplitMix64::for_instance(
                 "steadfast-ids",
                 (seed as u32) ^ (seed >> 32) as u32,
@@ -411,8 +425,11 @@ impl Engine {
     async fn recover(&self) -> Result<(), EngineError> {
         let shared = &self.shared;
         for stored in shared.journal.components()? {
-            if let Err(e) = shared.load_component(&stored.digest, &stored.bytes).await {
-                tracing::error!(digest = %stored.digest.short(), error = %e, "cannot load a deployed component");
+            match shared.load_stored(&stored.digest, stored.bytes).await {
+                Ok(inspected) => shared.accept(&stored.digest, &inspected).await,
+                Err(e) => {
+                    tracing::error!(digest = %stored.digest.short(), error = %e, "cannot load a deployed component");
+                }
             }
         }
         {

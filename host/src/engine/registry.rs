@@ -39,9 +39,14 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn add_component(&mut self, digest: Digest, loaded: Loaded, names: Vec<String>) {
-        self.components.insert(digest.clone(), Arc::new(loaded));
+    pub(crate) fn add_component(&mut self, digest: Digest, loaded: Arc<Loaded>, names: Vec<String>) {
+        self.components.insert(digest.clone(), loaded);
         self.names.insert(digest, names);
+    }
+
+    /// The names a loaded component serves.
+    pub(crate) fn names_of(&self, digest: &Digest) -> Option<Vec<String>> {
+        self.names.get(digest).cloned()
     }
 
     /// Records version `version` of `workflow` for `tenant`.

@@ -83,6 +83,12 @@ impl Shared {
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let activation = self.next_activation.fetch_add(1, Ordering::Relaxed);
+        *self
+            .resident_per_tenant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.tenant().to_owned())
+            .or_default() += 1;
         resident.insert(
             id.clone(),
             Resident {
@@ -107,6 +113,16 @@ impl Shared {
         let mut wake = false;
         if resident.get(id).is_some_and(|r| r.activation == activation) {
             wake = resident.remove(id).is_some_and(|r| r.wake_on_leave);
+            let mut per_tenant = self
+                .resident_per_tenant
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(count) = per_tenant.get_mut(id.tenant()) {
+                *count -= 1;
+                if *count == 0 {
+                    per_tenant.remove(id.tenant());
+                }
+            }
         }
         if wake {
             let guard = self.work.guard();
@@ -190,13 +206,22 @@ impl Shared {
         tokio::spawn(write_completion(Arc::clone(self), job, result, guard));
     }
 
-    /// More instances are in memory than the configured maximum.
-    pub(crate) fn over_capacity(&self) -> bool {
-        self.resident
+    /// More instances are in memory than the host's maximum, or more of `tenant`'s than
+    /// its own (`limits.max_resident_instances`): an idle instance of the tenant should
+    /// leave. So one tenant's idle instances never hold every slot of the host.
+    pub(crate) fn over_capacity(&self, tenant: &str) -> bool {
+        let total = self.resident.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if total > self.max_resident {
+            return true;
+        }
+        let of_tenant = self
+            .resident_per_tenant
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .len()
-            > self.max_resident
+            .get(tenant)
+            .copied()
+            .unwrap_or(0);
+        of_tenant > self.limits(tenant).max_resident_instances
     }
 
     pub(crate) fn add_timer(&self, at: Timestamp, instance: InstanceId, generation: u32, seq: u32) {

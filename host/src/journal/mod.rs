@@ -144,6 +144,7 @@ impl Journal {
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
         let lock = lock_journal(path)?;
         let mut write_conn = open_connection(path)?;
+        restrict_to_owner(path);
         schema::migrate(&mut write_conn)?;
         let reader = open_connection(path)?;
         let (tx, rx) = mpsc::channel::<WriteJob>();
@@ -276,6 +277,22 @@ impl Journal {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&conn)
     }
+}
+
+/// The journal and its WAL are readable by this user only (SQLite gives the WAL and
+/// shared-memory files the database file's mode).
+fn restrict_to_owner(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, JournalError> {

@@ -426,6 +426,16 @@ impl Journal {
         })
     }
 
+    /// The SHA-256 recorded for compiled-code cache file `file`.
+    pub fn compiled_code(&self, file: &str) -> Result<Option<String>, JournalError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT sha256 FROM compiled_code WHERE file = ?1")?
+                .query_row([file], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
     pub fn components(&self) -> Result<Vec<StoredComponent>, JournalError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(

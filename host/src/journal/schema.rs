@@ -191,6 +191,14 @@ const MIGRATIONS: &[&str] = &[
         UPDATE tenant_load SET live = live - 1 WHERE tenant = OLD.tenant;
     END;
     "#,
+    // 7: the SHA-256 of each compiled-code cache file as written, checked before the file
+    // is loaded: write access to the cache directory alone is not code execution.
+    r#"
+    CREATE TABLE compiled_code (
+        file    TEXT PRIMARY KEY,
+        sha256  TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the newest schema, one transaction per migration.

@@ -264,6 +264,19 @@ impl Journal {
         .await
     }
 
+    /// Records the SHA-256 of a compiled-code cache file just written.
+    pub async fn record_compiled_code(&self, file: String, sha256: String) -> Result<(), JournalError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO compiled_code (file, sha256) VALUES (?1, ?2)
+                 ON CONFLICT (file) DO UPDATE SET sha256 = excluded.sha256",
+            )?
+            .execute(params![file, sha256])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Stores a component for `tenant` so a restarted host can load it again, and gives
     /// each workflow it implements a version: the next number if the digest is new for that
     /// workflow, the existing one if the same bytes are deployed again.

@@ -2,8 +2,12 @@
 //!
 //! - Determinism: NaN canonicalisation and deterministic relaxed SIMD are on, threads off,
 //!   so a guest computes the same bits on every machine and every replay.
-//! - Compiled code is cached on disk by digest and engine version, so a restarted host
-//!   deserialises components instead of compiling them again.
+//! - Uploads are checked before they are compiled ([`precheck`]): world, imports and size
+//!   bounds, so no compiler time is spent on what would be refused.
+//! - Compiled code of accepted components is cached on disk by digest and engine version
+//!   (files 0600 in a 0700 directory), so a restarted host deserialises components instead
+//!   of compiling them again; a cache file is loaded only if its bytes match the SHA-256
+//!   the journal recorded when it was written.
 //!
 //! **Invariant:** this module knows wasmtime but not SQLite, HTTP or the journal.
 
@@ -13,6 +17,11 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 use crate::model::Digest;
+
+mod precheck;
+
+pub use precheck::{CompileLimits, precheck};
+use precheck::check_world;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -30,8 +39,48 @@ pub enum SandboxError {
         imports: Vec<String>,
         advice: &'static str,
     },
+    #[error("the component is too large to compile here: {0}; split it, or raise the server's [compile] limits")]
+    TooLarge(String),
+    #[error("the component is not a Steadfast workflow or activity component: {0}")]
+    NotOurWorld(String),
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
+}
+
+/// Core instances one component may create (its modules and the shims between them).
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+
+/// Creates `dir` (and its parents) readable by this user only.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Writes `path` readable by this user only (also when it already existed with a wider
+/// mode).
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 /// Largest linear memory a guest may grow to.
@@ -64,7 +113,12 @@ impl Sandbox {
             .total_memories(capacity.saturating_mul(2))
             .total_tables(capacity.saturating_mul(4))
             .total_stacks(capacity)
-            .max_memory_size(MAX_MEMORY_BYTES);
+            .max_memory_size(MAX_MEMORY_BYTES)
+            // Per component, so one tenant's component cannot take many slots at once
+            // (ours stay well under these).
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         // Deterministic CPU limits (fuel) and a wall-clock backstop (epochs).
         config.consume_fuel(true);
@@ -72,7 +126,7 @@ impl Sandbox {
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
         spawn_epoch_ticker(&engine);
         if let Some(dir) = cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
+            create_private_dir(dir).map_err(|e| {
                 SandboxError::Engine(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
@@ -86,106 +140,70 @@ impl Sandbox {
         &self.engine
     }
 
-    /// Compiles `bytes`, or loads the cached compilation of the same digest.
-    pub fn compile(&self, digest: &Digest, bytes: &[u8]) -> Result<Component, SandboxError> {
-        if !bytes.starts_with(b"\0asm") {
-            return Err(SandboxError::NotAComponent(
-                "it does not start with the wasm magic number".into(),
-            ));
-        }
-        // A core module has layer 0 in bytes 6..8; a component has layer 1.
-        if bytes.len() >= 8 && bytes[6..8] == [0, 0] {
-            return Err(SandboxError::NotAComponent(
-                "it is a core wasm module".into(),
-            ));
-        }
-        let cached = self.cache_path(digest);
-        if let Some(path) = &cached
-            && path.exists()
-        {
-            // SAFETY: the file is one this process family wrote with `serialize` into our
-            // own cache directory, named by the digest of the source and the engine's
-            // compatibility hash; wasmtime also checks the header before using it.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
-                Ok(component) => return Ok(component),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-code cache entry")
-                }
-            }
-        }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
-        if let Some(path) = &cached {
-            match component.serialize() {
-                Ok(compiled) => {
-                    let tmp = path.with_extension("tmp");
-                    if let Err(e) =
-                        std::fs::write(&tmp, compiled).and_then(|()| std::fs::rename(&tmp, path))
-                    {
-                        tracing::warn!(path = %path.display(), error = %e, "could not cache compiled code");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not serialise compiled code"),
-            }
-        }
-        Ok(component)
+    /// Compiles `bytes` (checked first with [`precheck`]). Nothing is written to disk:
+    /// [`Sandbox::store`] caches the result once the component is accepted.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, SandboxError> {
+        Component::new(&self.engine, bytes).map_err(|e| SandboxError::Compile(format!("{e:#}")))
     }
 
-    /// The names a component imports that are not in `allowed` (by prefix), e.g.
-    /// `wasi:filesystem/types@0.2.0`.
-    pub fn foreign_imports(&self, component: &Component, allowed: &[&str]) -> Vec<String> {
-        component
+    /// The cached compilation of `digest`, if there is one whose bytes have the SHA-256
+    /// `expected` (recorded in the journal when it was stored). A file that does not
+    /// match is removed and ignored: write access to the cache is not code execution.
+    pub fn load_cached(&self, digest: &Digest, expected: &str) -> Option<Component> {
+        let path = self.cache_path(digest)?;
+        let compiled = std::fs::read(&path).ok()?;
+        if Digest::of(&compiled).as_str() != expected {
+            tracing::warn!(path = %path.display(), "compiled-code cache entry does not match its recorded digest; compiling again");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        // SAFETY: the bytes are exactly those this host serialised and recorded the
+        // digest of (checked above), for an engine with the same compatibility hash (part
+        // of the file name); wasmtime checks the header again.
+        match unsafe { Component::deserialize(&self.engine, &compiled) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-code cache entry");
+                None
+            }
+        }
+    }
+
+    /// Caches an accepted component's compiled code (mode 0600); returns the SHA-256 of
+    /// what was written, for the journal to record, or `None` if nothing could be cached.
+    pub fn store(&self, digest: &Digest, component: &Component) -> Option<String> {
+        let path = self.cache_path(digest)?;
+        let compiled = component
+            .serialize()
+            .map_err(|e| tracing::warn!(error = %e, "could not serialise compiled code"))
+            .ok()?;
+        let tmp = path.with_extension("tmp");
+        match write_private(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &path)) {
+            Ok(()) => Some(Digest::of(&compiled).as_str().to_owned()),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not cache compiled code");
+                let _ = std::fs::remove_file(&tmp);
+                None
+            }
+        }
+    }
+
+    /// The cache file's name for `digest` (its key in the journal's record of digests).
+    pub fn cache_key(&self, digest: &Digest) -> Option<String> {
+        self.cache_path(digest)
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+
+    /// Checks a compiled component's world and imports, as [`precheck`] did on its bytes
+    /// (the compiled types are the authority).
+    pub fn check_imports(&self, component: &Component) -> Result<(), SandboxError> {
+        let exports = self.export_names(component);
+        let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)
             .map(|(name, _)| name.to_owned())
-            .filter(|name| !allowed.iter().any(|prefix| name.starts_with(prefix)))
-            .collect()
-    }
-
-    /// What each kind of guest may import. Orchestrators get no ambient authority at all:
-    /// nothing but the Steadfast contract. Activity components get WASI without sockets: their
-    /// way to the network is `wasi:http`, checked against the tenant's allow-list, and their
-    /// filesystem and environment are empty unless the tenant's limits grant them.
-    pub fn check_imports(&self, component: &Component) -> Result<(), SandboxError> {
-        const ORCHESTRATOR: &[&str] = &["steadfast:workflow/"];
-        const ACTIVITY: &[&str] = &[
-            "steadfast:workflow/",
-            "wasi:io/",
-            "wasi:clocks/",
-            "wasi:random/",
-            "wasi:cli/",
-            "wasi:filesystem/",
-            "wasi:http/types",
-            "wasi:http/outgoing-handler",
-        ];
-        let is_orchestrator = self
-            .export_names(component)
-            .iter()
-            .any(|name| name.starts_with("steadfast:workflow/workflows"));
-        if is_orchestrator {
-            let imports = self.foreign_imports(component, ORCHESTRATOR);
-            if !imports.is_empty() {
-                return Err(SandboxError::ForbiddenImports {
-                    role: "orchestrators",
-                    imports,
-                    advice: "they import only the steadfast:workflow interfaces (no files, sockets, \
-                             clocks or environment), so that replay is deterministic; build for \
-                             wasm32-unknown-unknown or remove the dependency that pulls them in",
-                });
-            }
-        } else {
-            let imports = self.foreign_imports(component, ACTIVITY);
-            if !imports.is_empty() {
-                return Err(SandboxError::ForbiddenImports {
-                    role: "activity components",
-                    imports,
-                    advice: "they get WASI without sockets and reach the network only through \
-                             wasi:http, checked against the tenant's http_allow list; use \
-                             steadfast_sdk::http instead",
-                });
-            }
-        }
-        Ok(())
+            .collect();
+        check_world(&exports, &imports)
     }
 
     /// The names a component exports, e.g. `steadfast:workflow/workflows@0.1.0`.

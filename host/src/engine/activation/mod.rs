@@ -471,7 +471,7 @@ impl HostState {
             // The write answered a task itself: let the caller look before waiting.
             return Ok(());
         }
-        if self.mailbox.is_empty() && self.shared.over_capacity() {
+        if self.mailbox.is_empty() && self.shared.over_capacity(self.id.tenant()) {
             // Too many instances in memory: an idle one waits in the journal instead. It
             // keeps its work guard until it has left, so `settle` sees the resident set
             // already trimmed.
