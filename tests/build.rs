@@ -46,6 +46,16 @@ fn main() {
         output: "wasi_sockets.wasm",
         target: steadfast_guest_build::WASIP2,
     });
+    let sleepy = build(&Guest {
+        package: "steadfast-wasi-probe",
+        features: &["sleepy_names"],
+        output: "sleepy_names.wasm",
+        target: steadfast_guest_build::WASIP2,
+    });
+    println!(
+        "cargo:rustc-env=STEADFAST_SLEEPY_NAMES_WASM={}",
+        sleepy.display()
+    );
     println!(
         "cargo:rustc-env=STEADFAST_WASI_PROBE_WASM={}",
         probe.display()

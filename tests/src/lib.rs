@@ -20,7 +20,9 @@ pub const HOSTILE_NAMES_WASM: &[u8] = include_bytes!(env!("STEADFAST_HOSTILE_NAM
 pub const HOSTILE_WASI_WASM: &[u8] = include_bytes!(env!("STEADFAST_HOSTILE_WASI_WASM"));
 /// An activity component (`wasm32-wasip2`) reporting the environment and files it sees.
 pub const WASI_PROBE_WASM: &[u8] = include_bytes!(env!("STEADFAST_WASI_PROBE_WASM"));
-/// The same with an activity that opens a raw socket: it imports `wasi:sockets`.
+/// An activity component whose `names` sleeps for an hour in WASI.
+pub const SLEEPY_NAMES_WASM: &[u8] = include_bytes!(env!("STEADFAST_SLEEPY_NAMES_WASM"));
+/// The WASI probe with `raw_socket` (imports `wasi:sockets`).
 pub const WASI_SOCKETS_WASM: &[u8] = include_bytes!(env!("STEADFAST_WASI_SOCKETS_WASM"));
 
 /// 2026-11-25 09:00:00 UTC, where every test's virtual clock starts.

@@ -142,7 +142,7 @@ async fn raise_event(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, DaprError> {
     principal.require(Scope::Signal)?;
-    let payload = super::event_payload(raw, state.config.max_payload_bytes)?;
+    let payload = super::event_payload(raw, state.config.max_payload_bytes).await?;
     state
         .engine
         .raise_event(&principal.instance(&id)?, &event, &payload)

@@ -83,6 +83,12 @@ impl From<EngineError> for ApiError {
             EngineError::Component(SandboxError::ForbiddenImports { .. }) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "forbidden_imports")
             }
+            EngineError::Component(SandboxError::NotOurWorld(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "wrong_world")
+            }
+            EngineError::Component(SandboxError::TooLarge(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "component_too_large")
+            }
             EngineError::Component(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_component"),
             EngineError::NotOurWorld(_) => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_world"),
             EngineError::Inspect(..) => (StatusCode::UNPROCESSABLE_ENTITY, "component_failed"),

@@ -157,7 +157,9 @@ pub(crate) fn check_loopback(method: &Method, headers: &HeaderMap) -> Result<(),
     };
     let host = text(header::HOST).unwrap_or("");
     if !is_loopback_authority(host) {
-        return Err(refuse(format!("the Host header is '{host}', not a loopback address")));
+        return Err(refuse(format!(
+            "the Host header is '{host}', not a loopback address"
+        )));
     }
     if let Some(origin) = text(header::ORIGIN) {
         let authority = origin
@@ -212,7 +214,11 @@ mod tests {
         let json = ("content-type", "application/json");
         let ok = headers(&[("host", "127.0.0.1:7878"), json]);
         assert!(check_loopback(&Method::POST, &ok).is_ok());
-        let ok = headers(&[("host", "localhost:7878"), ("origin", "http://localhost:7878"), json]);
+        let ok = headers(&[
+            ("host", "localhost:7878"),
+            ("origin", "http://localhost:7878"),
+            json,
+        ]);
         assert!(check_loopback(&Method::POST, &ok).is_ok());
         let ok = headers(&[("host", "[::1]:7878")]);
         assert!(check_loopback(&Method::GET, &ok).is_ok());
@@ -220,7 +226,11 @@ mod tests {
         // DNS rebinding: a foreign name that resolves to loopback.
         let bad = headers(&[("host", "evil.example:7878"), json]);
         assert!(check_loopback(&Method::POST, &bad).is_err());
-        let bad = headers(&[("host", "127.0.0.1:7878"), ("origin", "https://evil.example"), json]);
+        let bad = headers(&[
+            ("host", "127.0.0.1:7878"),
+            ("origin", "https://evil.example"),
+            json,
+        ]);
         assert!(check_loopback(&Method::POST, &bad).is_err());
         // The simple request a page may send without a preflight.
         let bad = headers(&[("host", "127.0.0.1:7878"), ("content-type", "text/plain")]);
@@ -238,7 +248,10 @@ mod tests {
             assert!(take(&buckets, "t", 4.0, 2.0).is_ok());
         }
         let wait = take(&buckets, "t", 4.0, 2.0).unwrap_err();
-        assert!(wait > Duration::from_millis(100) && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(100) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
         // Another key has its own budget.
         assert!(take(&buckets, "u", 4.0, 2.0).is_ok());
     }

@@ -142,8 +142,9 @@ pub(crate) fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<
     })
 }
 
-/// An event payload from a request body: JSON text (`null` for an empty body).
-pub(crate) fn event_payload(
+/// An event payload from a request body: JSON text (`null` for an empty body). A large
+/// body is parsed on a blocking thread.
+pub(crate) async fn event_payload(
     raw: Result<Bytes, BytesRejection>,
     limit: usize,
 ) -> Result<String, ApiError> {
@@ -151,7 +152,15 @@ pub(crate) fn event_payload(
     if bytes.is_empty() {
         return Ok("null".to_owned());
     }
-    Ok(json::<serde_json::Value>(&bytes, "the event payload")?.to_string())
+    let large = bytes.len() > crate::engine::OFF_THREAD_BYTES;
+    let parse = move || Ok(json::<serde_json::Value>(&bytes, "the event payload")?.to_string());
+    if large {
+        tokio::task::spawn_blocking(parse).await.map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?
+    } else {
+        parse()
+    }
 }
 
 /// Parses a JSON body, naming what was wrong with it.

@@ -37,6 +37,7 @@ pub(crate) fn spec() -> Value {
         "security": [{ "bearer": [] }],
         "paths": {
             "/v1/tenants": { "post": op("Create a tenant and a token for it ({\"name\"})", "admin", &with(&[("201", "created: {tenant, token, scopes}")])) },
+            "/v1/tokens": { "post": op("Issue a token with just the scopes named ({tenant?, scopes: [deploy|start|signal|read|admin], label?})", "admin", &with(&[("201", "created: {tenant, token, scopes}")])) },
             "/v1/components": { "post": {
                 "summary": "Deploy a component (body: the .wasm bytes); ?check=true replays live instances against it without deploying; ?migrate=true deploys and moves the compatible ones",
                 "description": "Requires the 'deploy' scope.",
@@ -48,7 +49,8 @@ pub(crate) fn spec() -> Value {
                 "responses": { "201": { "description": "deployed: {digest, kind, names, versions}" },
                                "200": { "description": "check report: {deployment, instances: [{instance_id, compatible, divergence, migrated}]}" },
                                "400": { "description": "not a component" }, "413": { "description": "over the upload limit" },
-                               "422": { "description": "a component that does not implement the steadfast worlds" } } } },
+                               "422": { "description": "a component that does not implement the steadfast worlds, imports what its role may not, or is over the compile limits" },
+                               "429": { "description": "the compile queue is full, the tenant already has a compile running, or its deploys_per_minute is spent (see Retry-After)" } } } },
             "/v1/limits": { "get": op("The limits that apply to the caller's tenant (fuel, wall clock, memory, payloads, history, timers)", "read", &with(&[("200", "{tenant, limits}")])) },
             "/v1/workflows": { "get": op("List workflows and their versions", "read", &with(&[("200", "{workflows: [{name, versions}]}")])) },
             "/v1/workflows/{name}/start": { "post": {
@@ -66,9 +68,9 @@ pub(crate) fn spec() -> Value {
                 "get": op("Status of an instance", "read", &with(&[("200", "the status")])),
                 "delete": op("Purge an ended instance (?force=true terminates a live one first)", "signal", &with(&[("200", "{purged}"), ("409", "the instance is still running")])) },
             "/v1/instances/{id}/wait": { "parameters": [id_param()], "get": op("Long-poll until the instance ends (?timeout_ms=, default 30000)", "read", &with(&[("200", "the status")])) },
-            "/v1/instances/{id}/history": { "parameters": [id_param()], "get": op("The instance's journal", "read", &with(&[("200", "{history: [...]}")])) },
+            "/v1/instances/{id}/history": { "parameters": [id_param()], "get": op("The instance's journal, a page at a time: ?after=<pos>&limit=<n> (100 by default, 1000 at most, about 4 MiB); next_after is where the next page starts, null on the last", "read", &with(&[("200", "{history: [...], next_after}")])) },
             "/v1/instances/{id}/events/{event}": { "parameters": [id_param(), { "name": "event", "in": "path", "required": true, "schema": { "type": "string" } }],
-                "post": op("Raise an event (body: its JSON payload); buffered if the workflow is not waiting yet", "signal", &with(&[("202", "raised and durable"), ("409", "the instance has ended")])) },
+                "post": op("Raise an event (body: its JSON payload); buffered if the workflow is not waiting yet", "signal", &with(&[("202", "raised and durable"), ("409", "the instance has ended"), ("429", "the instance holds max_pending_events events its workflow has not waited for, or max_event_bytes_per_generation bytes of events; nothing was raised")])) },
             "/v1/instances/{id}/terminate": { "parameters": [id_param()], "post": op("Terminate the instance and its children ({reason?})", "signal", &with(&[("202", "{terminated}")])) },
             "/v1/instances/{id}/suspend": { "parameters": [id_param()], "post": op("Suspend; events raised meanwhile are kept", "signal", &with(&[("202", "suspended")])) },
             "/v1/instances/{id}/resume": { "parameters": [id_param()], "post": op("Resume a suspended instance", "signal", &with(&[("202", "resumed")])) },

@@ -20,6 +20,7 @@ use crate::model::{RuntimeStatus, Tenant, Timestamp};
 pub(super) fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/v1/tenants", post(create_tenant))
+        .route("/v1/tokens", post(issue_token))
         .route("/v1/workflows", get(list_workflows))
         .route("/v1/limits", get(limits))
         .route("/v1/workflows/{name}/start", post(start))
@@ -62,6 +63,61 @@ async fn create_tenant(
         StatusCode::OK
     };
     Ok((code, Json(json!({ "tenant": tenant.as_str(), "token": token, "scopes": ["deploy", "start", "signal", "read"] }))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    /// The caller's tenant if absent.
+    tenant: Option<String>,
+    scopes: Vec<String>,
+    label: Option<String>,
+}
+
+/// Issues a token with just the scopes asked for (admin only): a CI job that deploys, a
+/// service that only raises events.
+async fn issue_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Admin)?;
+    let request: TokenRequest = json(
+        &body(raw, state.config.max_payload_bytes)?,
+        "the token request",
+    )?;
+    let tenant = match request.tenant {
+        Some(name) => Tenant::new(name).map_err(|e| ApiError::bad_request("invalid_tenant", e))?,
+        None => principal.tenant.clone(),
+    };
+    let scopes = request
+        .scopes
+        .iter()
+        .map(|s| Scope::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad_request("invalid_scope", e))?;
+    if scopes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_scope",
+            "name at least one scope",
+        ));
+    }
+    let label = request
+        .label
+        .unwrap_or_else(|| "issued through the API".to_owned());
+    if label.len() > 200 {
+        return Err(ApiError::bad_request(
+            "invalid_label",
+            "a label is at most 200 bytes",
+        ));
+    }
+    let token = state.engine.issue_token(&tenant, &scopes, &label).await?;
+    let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "tenant": tenant.as_str(), "token": token, "scopes": names })),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,7 +294,10 @@ async fn list_instances(
         limit,
     };
     let tenant = principal.tenant.clone();
-    let records = super::blocking(&state, move |engine| engine.list_instances(&tenant, &filter)).await?;
+    let records = super::blocking(&state, move |engine| {
+        engine.list_instances(&tenant, &filter)
+    })
+    .await?;
     // Bounded in bytes as well as in count: a page stops early once it holds
     // MAX_PAGE_BYTES of inputs, outputs and statuses, and says where to go on.
     let mut instances: Vec<InstanceStatus> = Vec::new();
@@ -255,7 +314,12 @@ async fn list_instances(
         instances.push(InstanceStatus::new(&state.engine, record));
     }
     let next = (cut || records.len() as u32 == limit)
-        .then(|| instances.len().checked_sub(1).and_then(|last| records.get(last)))
+        .then(|| {
+            instances
+                .len()
+                .checked_sub(1)
+                .and_then(|last| records.get(last))
+        })
         .flatten()
         .map(|r| r.id.local().to_owned());
     Ok(Json(json!({ "instances": instances, "next_cursor": next })))
@@ -313,20 +377,30 @@ async fn history(
     principal: Principal,
     Path(id): Path<String>,
     Query(query): Query<HistoryQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
     let instance = principal.instance(&id)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let after = query.after.unwrap_or(0);
-    let (events, more) = super::blocking(&state, move |engine| {
-        engine.history_page(&instance, after, limit, MAX_PAGE_BYTES)
+    // Read, converted and serialised on a blocking thread: a page of large payloads is
+    // milliseconds of work that must not hold up the async workers.
+    let body = super::blocking(&state, move |engine| {
+        let (events, more) = engine.history_page(&instance, after, limit, MAX_PAGE_BYTES)?;
+        let next_after = if more {
+            events.last().map(|e| e.pos)
+        } else {
+            None
+        };
+        let entries: Vec<HistoryEntry> = events.iter().map(HistoryEntry::from).collect();
+        let page = json!({ "instance_id": id, "history": entries, "next_after": next_after });
+        Ok(serde_json::to_vec(&page).unwrap_or_default())
     })
     .await?;
-    let next_after = if more { events.last().map(|e| e.pos) } else { None };
-    let entries: Vec<HistoryEntry> = events.iter().map(HistoryEntry::from).collect();
-    Ok(Json(
-        json!({ "instance_id": id, "history": entries, "next_after": next_after }),
-    ))
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 async fn raise_event(
@@ -336,7 +410,7 @@ async fn raise_event(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Signal)?;
-    let payload = super::event_payload(raw, state.config.max_payload_bytes)?;
+    let payload = super::event_payload(raw, state.config.max_payload_bytes).await?;
     state
         .engine
         .raise_event(&principal.instance(&id)?, &event, &payload)

@@ -297,9 +297,23 @@ impl Client {
                 self.print(&answer, status_text);
             }
             WorkflowCommand::History { id } => {
-                let answer = self
-                    .get(&format!("/v1/instances/{}/history", seg(&id)))
-                    .await?;
+                // The server answers a page at a time; follow the pages to the end.
+                let mut entries = Vec::new();
+                let mut after = 0u64;
+                loop {
+                    let page = self
+                        .get(&format!(
+                            "/v1/instances/{}/history?after={after}&limit=1000",
+                            seg(&id)
+                        ))
+                        .await?;
+                    entries.extend(page["history"].as_array().cloned().unwrap_or_default());
+                    match page["next_after"].as_u64() {
+                        Some(next) if next > after => after = next,
+                        _ => break,
+                    }
+                }
+                let answer = serde_json::json!({ "instance_id": id, "history": entries });
                 self.print(&answer, |v| {
                     let mut out = String::new();
                     for e in v["history"].as_array().into_iter().flatten() {

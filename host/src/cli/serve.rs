@@ -49,7 +49,8 @@ pub struct ServerConfig {
     pub limits: crate::engine::Limits,
     /// Per-tenant limits (`[tenant_limits.acme]`): each field named there replaces that
     /// field of `[limits]` for the tenant; the others stay as `[limits]` sets them.
-    pub tenant_limits: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
+    pub tenant_limits:
+        std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
     /// How long a client may take to send a request's headers, in ms.
     pub header_read_timeout_ms: u64,
     /// How long an idle keep-alive connection stays open, in ms.
@@ -177,7 +178,8 @@ async fn admin_token(engine: &Engine, dir: &Path) -> anyhow::Result<(String, Pat
     let token = engine
         .issue_token(&Tenant::default_tenant(), &Scope::ALL, "admin (bootstrap)")
         .await?;
-    crate::sandbox::write_private(&path, format!("{token}\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    crate::sandbox::write_private(&path, format!("{token}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok((token, path, true))
 }
 

@@ -115,6 +115,16 @@ impl Drop for QueueEntry {
     }
 }
 
+/// The digest of an upload, hashed on a blocking thread (a large upload takes a while).
+pub(crate) async fn digest_of(bytes: Vec<u8>) -> (Digest, Arc<Vec<u8>>) {
+    let bytes = Arc::new(bytes);
+    let hashed = Arc::clone(&bytes);
+    let digest = tokio::task::spawn_blocking(move || Digest::of(&hashed))
+        .await
+        .unwrap_or_else(|_| Digest::of(&bytes));
+    (digest, bytes)
+}
+
 impl Shared {
     /// An upload from `tenant`: checked, compiled on the compile pool and inspected, but
     /// not registered, journaled or cached (see [`Shared::accept`]). Bytes already loaded
@@ -128,7 +138,12 @@ impl Shared {
         if let Some(known) = self.known(digest) {
             return Ok(known);
         }
-        precheck(&bytes, &self.compile_limits)?;
+        // Reading 64 MB of sections is tens of milliseconds: not on the async workers.
+        let limits = self.compile_limits;
+        let checked = Arc::clone(&bytes);
+        tokio::task::spawn_blocking(move || precheck(&checked, &limits))
+            .await
+            .map_err(|e| SandboxError::Compile(format!("the check stopped: {e}")))??;
         let component = self.compiles.compile(self, tenant, bytes).await?;
         self.inspect(component, true).await
     }
@@ -180,8 +195,14 @@ impl Shared {
         let loaded = registry.component(digest)?;
         let names = registry.names_of(digest)?;
         let (component, kind) = match &*loaded {
-            Loaded::Orchestrator(pre) => (pre.instance_pre().component().clone(), ComponentKind::Orchestrator),
-            Loaded::Activity(pre) => (pre.instance_pre().component().clone(), ComponentKind::Activity),
+            Loaded::Orchestrator(pre) => (
+                pre.instance_pre().component().clone(),
+                ComponentKind::Orchestrator,
+            ),
+            Loaded::Activity(pre) => (
+                pre.instance_pre().component().clone(),
+                ComponentKind::Activity,
+            ),
         };
         Some(Inspected {
             component,
@@ -242,7 +263,11 @@ impl Shared {
                     .call_names(&mut store)
                     .await
                     .map_err(inspect)?;
-                return Ok((Loaded::Orchestrator(pre), ComponentKind::Orchestrator, names));
+                return Ok((
+                    Loaded::Orchestrator(pre),
+                    ComponentKind::Orchestrator,
+                    names,
+                ));
             }
             Err(e) => e.to_string(),
         };

@@ -334,6 +334,9 @@ mod tests {
             escaped,
             "ok\\n2026-11-30T10:00:00Z  INFO steadfast: admin token rotated\\r\\u{1b}[2J"
         );
-        assert!(matches!(escape("plain text"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            escape("plain text"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

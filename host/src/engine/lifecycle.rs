@@ -95,8 +95,7 @@ impl Engine {
         bytes: Vec<u8>,
     ) -> Result<Deployment, EngineError> {
         self.require_tenant(tenant)?;
-        let digest = Digest::of(&bytes);
-        let bytes = Arc::new(bytes);
+        let (digest, bytes) = super::components::digest_of(bytes).await;
         let inspected = self
             .shared
             .inspect_upload(tenant.as_str(), &digest, Arc::clone(&bytes))
@@ -157,8 +156,7 @@ impl Engine {
         migrate: bool,
     ) -> Result<(Option<Deployment>, Vec<InstanceCheck>), EngineError> {
         self.require_tenant(tenant)?;
-        let digest = Digest::of(&bytes);
-        let bytes = Arc::new(bytes);
+        let (digest, bytes) = super::components::digest_of(bytes).await;
         let inspected = self
             .shared
             .inspect_upload(tenant.as_str(), &digest, Arc::clone(&bytes))

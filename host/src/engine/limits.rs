@@ -109,7 +109,10 @@ impl Limits {
 
     /// These limits with the fields `overrides` names replaced, the rest kept: how a
     /// `[tenant_limits.NAME]` section layers over `[limits]`.
-    pub fn layered(&self, overrides: &serde_json::Map<String, serde_json::Value>) -> Result<Limits, String> {
+    pub fn layered(
+        &self,
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Limits, String> {
         let serde_json::Value::Object(mut fields) =
             serde_json::to_value(self).map_err(|e| e.to_string())?
         else {
@@ -130,7 +133,10 @@ impl Limits {
                 *value = serde_json::Value::from("<redacted>");
             }
         }
-        if let Some(dirs) = view.get_mut("activity_dirs").and_then(|v| v.as_object_mut()) {
+        if let Some(dirs) = view
+            .get_mut("activity_dirs")
+            .and_then(|v| v.as_object_mut())
+        {
             for value in dirs.values_mut() {
                 *value = serde_json::Value::from("<granted>");
             }

@@ -52,8 +52,8 @@ use registry::{Loaded, Registry};
 use timers::{TimerJob, Timers};
 use work::Work;
 
-pub use crate::journal::{InstanceFilter, InstanceRecord, StoredEvent, TokenRecord};
 use crate::journal::{EventBounds, Journal, JournalError};
+pub use crate::journal::{InstanceFilter, InstanceRecord, StoredEvent, TokenRecord};
 use crate::model::{
     Clock, Digest, ErrorInfo, InstanceId, RuntimeStatus, SystemClock, Tenant, Timestamp,
 };
@@ -175,10 +175,7 @@ pub enum EngineError {
         limit: usize,
     },
     #[error("the host is busy {what}; retry in {} s", retry_after.as_secs().max(1))]
-    Busy {
-        what: String,
-        retry_after: Duration,
-    },
+    Busy { what: String, retry_after: Duration },
     #[error(
         "instance '{id}' holds {why}; it takes more once its workflow waits for the events it \
          has (or continues as new). Nothing was raised: retry later"
@@ -506,8 +503,30 @@ impl Engine {
         payload: &str,
     ) -> Result<(), EngineError> {
         check_event_name(name)?;
-        check_json("the event payload", payload)?;
         self.check_payload(id.tenant(), "the event payload", payload)?;
+        // Checking and serialising a large payload takes a while: not on the async
+        // workers, and not on the journal's writer thread.
+        let large = payload.len() > OFF_THREAD_BYTES;
+        let (payload, data) = {
+            let (name, payload) = (name.to_owned(), payload.to_owned());
+            let prepare = move || -> Result<(String, String), EngineError> {
+                check_json("the event payload", &payload)?;
+                let event = crate::model::Event::EventRaised { name, payload };
+                let data = serde_json::to_string(&event)
+                    .map_err(|e| EngineError::Journal(JournalError::Corrupt(e.to_string())))?;
+                let crate::model::Event::EventRaised { payload, .. } = event else {
+                    unreachable!()
+                };
+                Ok((payload, data))
+            };
+            if large {
+                tokio::task::spawn_blocking(prepare)
+                    .await
+                    .map_err(|e| EngineError::Journal(JournalError::Storage(e.to_string())))??
+            } else {
+                prepare()?
+            }
+        };
         let bounds = self.limit(id.tenant(), |l| EventBounds {
             max_pending: l.max_pending_events,
             max_bytes: l.max_event_bytes_per_generation,
@@ -527,7 +546,8 @@ impl Engine {
             .raise_event(
                 id.clone(),
                 name.to_owned(),
-                payload.to_owned(),
+                payload,
+                data,
                 now,
                 bounds,
                 deliver,
@@ -560,7 +580,10 @@ impl Engine {
         max_bytes: usize,
     ) -> Result<(Vec<StoredEvent>, bool), EngineError> {
         self.status(id)?;
-        Ok(self.shared.journal.history_page(id, after, limit, max_bytes)?)
+        Ok(self
+            .shared
+            .journal
+            .history_page(id, after, limit, max_bytes)?)
     }
 
     /// Rows the journal holds for the instance.
@@ -591,7 +614,11 @@ impl Engine {
     /// How many waits on instance status are registered (for leak tests).
     #[doc(hidden)]
     pub fn waiter_count(&self) -> usize {
-        let waiters = self.shared.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let waiters = self
+            .shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         waiters.values().map(HashMap::len).sum()
     }
 
@@ -814,7 +841,11 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        let mut waiters = self.shared.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiters = self
+            .shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(of_instance) = waiters.get_mut(&self.id) {
             of_instance.remove(&self.key);
             if of_instance.is_empty() {
@@ -840,6 +871,9 @@ async fn open_journal(path: &std::path::Path) -> Result<Journal, JournalError> {
         }
     }
 }
+
+/// Payloads larger than this are checked and serialised on a blocking thread.
+pub(crate) const OFF_THREAD_BYTES: usize = 16 * 1024;
 
 /// Longest event name, in bytes.
 pub const MAX_EVENT_NAME_BYTES: usize = 256;

@@ -39,7 +39,12 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn add_component(&mut self, digest: Digest, loaded: Arc<Loaded>, names: Vec<String>) {
+    pub(crate) fn add_component(
+        &mut self,
+        digest: Digest,
+        loaded: Arc<Loaded>,
+        names: Vec<String>,
+    ) {
         self.components.insert(digest.clone(), loaded);
         self.names.insert(digest, names);
     }

@@ -210,7 +210,11 @@ impl Shared {
     /// its own (`limits.max_resident_instances`): an idle instance of the tenant should
     /// leave. So one tenant's idle instances never hold every slot of the host.
     pub(crate) fn over_capacity(&self, tenant: &str) -> bool {
-        let total = self.resident.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let total = self
+            .resident
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
         if total > self.max_resident {
             return true;
         }

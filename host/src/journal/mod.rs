@@ -10,7 +10,8 @@
 //! reply; the thread drains everything queued, runs it in **one** transaction (group
 //! commit: many instances' steps share one fsync), and only then answers each caller. Each
 //! closure runs inside its own savepoint, so one failing write does not undo the others.
-//! Reads use a second connection, which WAL lets proceed while the writer writes.
+//! Reads use a small pool of other connections, which WAL lets proceed while the writer
+//! writes; a long read holds one of them, not every reader.
 //!
 //! ## One engine per journal
 //! An exclusive lock on `<journal>.lock` is taken before the journal is read and is held
@@ -41,6 +42,9 @@ pub use reads::{
     InstanceFilter, InstanceRecord, QueuedActivity, StoredComponent, StoredEvent, TokenRecord,
 };
 pub use writes::{EventBounds, Fence, Finish, NewInstance, ParentNotice, StepWrite};
+
+/// Read connections (WAL lets each read while the writer writes).
+const READERS: usize = 4;
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -119,7 +123,11 @@ type Reply = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
 /// Handle to an open journal. Cheap to share behind an `Arc`.
 pub struct Journal {
     writer: mpsc::Sender<WriteJob>,
-    reader: Mutex<Connection>,
+    /// A few read connections: a long read (a page of large payloads) holds one, not all.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
+    /// The checkpoint thread runs while this is alive.
+    _alive: std::sync::Arc<()>,
     path: PathBuf,
     stats: std::sync::Arc<WriterStats>,
     /// Set by [`Journal::crash`]: the writer commits nothing more.
@@ -146,7 +154,22 @@ impl Journal {
         let mut write_conn = open_connection(path)?;
         restrict_to_owner(path);
         schema::migrate(&mut write_conn)?;
-        let reader = open_connection(path)?;
+        // Checkpoints run on their own thread (see `checkpointer`), not inside a commit:
+        // copying megabytes of WAL into the database would hold up every write queued
+        // behind that commit, every tenant's.
+        write_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let alive = std::sync::Arc::new(());
+        let checkpoints = open_connection(path)?;
+        let weak = std::sync::Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("steadfast-checkpoint".into())
+            .spawn(move || checkpointer(checkpoints, weak))
+            .map_err(|e| {
+                JournalError::Storage(format!("cannot start the checkpoint thread: {e}"))
+            })?;
+        let readers = (0..READERS)
+            .map(|_| open_connection(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::channel::<WriteJob>();
         let stats = std::sync::Arc::new(WriterStats::default());
         let writer_stats = std::sync::Arc::clone(&stats);
@@ -162,7 +185,9 @@ impl Journal {
             .map_err(|e| JournalError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(Journal {
             writer: tx,
-            reader: Mutex::new(reader),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
+            _alive: alive,
             path: path.to_owned(),
             stats,
             abandoned,
@@ -271,8 +296,14 @@ impl Journal {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        let conn = self
-            .reader
+        // A free connection if there is one, else wait for the next in turn.
+        for reader in &self.readers {
+            if let Ok(conn) = reader.try_lock() {
+                return f(&conn);
+            }
+        }
+        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let conn = self.readers[turn]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&conn)
@@ -342,6 +373,21 @@ fn lock_journal(path: &Path) -> Result<std::fs::File, JournalError> {
 
 /// Group commit: block for the first job, take whatever else is queued, run all in one
 /// transaction, commit, answer everyone.
+/// How often the checkpoint thread copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Copies committed WAL frames into the database, alongside the writer: a PASSIVE
+/// checkpoint neither waits for nor blocks the writer or the readers. Ends with the
+/// journal (the last connection to close checkpoints what is left).
+fn checkpointer(conn: Connection, alive: std::sync::Weak<()>) {
+    while alive.upgrade().is_some() {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "journal: checkpoint failed; retrying");
+        }
+    }
+}
+
 fn writer_loop(
     conn: Connection,
     rx: mpsc::Receiver<WriteJob>,

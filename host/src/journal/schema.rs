@@ -199,6 +199,16 @@ const MIGRATIONS: &[&str] = &[
         sha256  TEXT NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 8: the name and size of raised events and event waits, in a covering index, so the
+    // bound on what an instance may hold is checked without reading any payload.
+    r#"
+    ALTER TABLE history ADD COLUMN name TEXT;
+    ALTER TABLE history ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    UPDATE history SET name = json_extract(data, '$.name'), size = length(CAST(data AS BLOB))
+        WHERE kind IN ('event_raised', 'event_wait_started');
+    CREATE INDEX history_event_load ON history(instance, generation, kind, name, size)
+        WHERE kind IN ('event_raised', 'event_wait_started');
+    "#,
 ];
 
 /// Brings the database to the newest schema, one transaction per migration.

@@ -211,6 +211,7 @@ impl Journal {
         id: InstanceId,
         name: String,
         payload: String,
+        data: String,
         now: Timestamp,
         bounds: EventBounds,
         on_commit: impl FnOnce(&(u32, u64, Event)) + Send + 'static,
@@ -229,8 +230,10 @@ impl Journal {
                     return Err(JournalError::NotRunning { id, status });
                 }
                 let event = Event::EventRaised { name, payload };
-                bounds.check(conn, &id, generation, &event)?;
-                let pos = insert_event(conn, &id, generation, &event, now)?;
+                // Serialised before it reached this thread: a megabyte payload is not
+                // escaped while every other write waits.
+                bounds.check(conn, &id, generation, data.len() as u64)?;
+                let pos = insert_data(conn, &id, generation, &event, &data, now)?;
                 Ok((generation, pos, event))
             },
             on_commit,
@@ -265,7 +268,11 @@ impl Journal {
     }
 
     /// Records the SHA-256 of a compiled-code cache file just written.
-    pub async fn record_compiled_code(&self, file: String, sha256: String) -> Result<(), JournalError> {
+    pub async fn record_compiled_code(
+        &self,
+        file: String,
+        sha256: String,
+    ) -> Result<(), JournalError> {
         self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO compiled_code (file, sha256) VALUES (?1, ?2)
@@ -759,28 +766,32 @@ pub struct EventBounds {
 }
 
 impl EventBounds {
-    /// Fails with [`JournalError::TooManyEvents`] if `event` would go over a bound.
+    /// Fails with [`JournalError::TooManyEvents`] if an event of `size` bytes would go
+    /// over a bound.
     fn check(
         &self,
         conn: &Connection,
         id: &InstanceId,
         generation: u32,
-        event: &Event,
+        size: u64,
     ) -> Result<(), JournalError> {
-        let (raised, waits, bytes): (i64, i64, i64) = conn
+        // Per event name: raised minus waited for (a wait takes the oldest of its name).
+        // Read from the covering index `history_event_load`: no payload is touched.
+        let (pending, bytes): (i64, i64) = conn
             .prepare_cached(
-                "SELECT coalesce(sum(kind = 'event_raised'), 0),
-                        coalesce(sum(kind = 'event_wait_started'), 0),
-                        coalesce(sum(CASE WHEN kind = 'event_raised' THEN length(data) END), 0)
-                 FROM history
-                 WHERE instance = ?1 AND generation = ?2
-                   AND kind IN ('event_raised', 'event_wait_started')",
+                "SELECT coalesce(sum(max(raised - waits, 0)), 0), coalesce(sum(bytes), 0) FROM (
+                     SELECT sum(kind = 'event_raised') AS raised,
+                            sum(kind = 'event_wait_started') AS waits,
+                            sum(CASE WHEN kind = 'event_raised' THEN size ELSE 0 END) AS bytes
+                     FROM history
+                     WHERE instance = ?1 AND generation = ?2
+                       AND kind IN ('event_raised', 'event_wait_started')
+                     GROUP BY name)",
             )?
             .query_row(params![id.as_str(), generation], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?))
             })?;
-        let pending = (raised - waits).max(0) as u64;
-        let size = serde_json::to_string(event)?.len() as u64;
+        let pending = pending as u64;
         let why = if pending >= self.max_pending {
             format!(
                 "{pending} events its workflow has not waited for, its limit \
@@ -810,10 +821,40 @@ fn insert_event(
     now: Timestamp,
 ) -> Result<u64, JournalError> {
     let data = serde_json::to_string(event)?;
+    insert_data(conn, id, generation, event, &data, now)
+}
+
+/// Appends `event`, already serialised as `data`.
+fn insert_data(
+    conn: &Connection,
+    id: &InstanceId,
+    generation: u32,
+    event: &Event,
+    data: &str,
+    now: Timestamp,
+) -> Result<u64, JournalError> {
+    // Raised events and event waits carry their name and size outside the payload, for
+    // the bound on what an instance holds (see `EventBounds`).
+    let name = match event {
+        Event::EventRaised { name, .. } | Event::EventWaitStarted { name, .. } => {
+            Some(name.as_str())
+        }
+        _ => None,
+    };
     conn.prepare_cached(
-        "INSERT INTO history (instance, generation, kind, seq, data, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO history (instance, generation, kind, seq, data, at, name, size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![id.as_str(), generation, event.kind(), event.command_seq(), data, now])?;
+    .execute(params![
+        id.as_str(),
+        generation,
+        event.kind(),
+        event.command_seq(),
+        data,
+        now,
+        name,
+        data.len() as i64
+    ])?;
     Ok(conn.last_insert_rowid() as u64)
 }
 

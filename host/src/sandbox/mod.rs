@@ -20,8 +20,8 @@ use crate::model::Digest;
 
 mod precheck;
 
-pub use precheck::{CompileLimits, precheck};
 use precheck::check_world;
+pub use precheck::{CompileLimits, precheck};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -39,7 +39,9 @@ pub enum SandboxError {
         imports: Vec<String>,
         advice: &'static str,
     },
-    #[error("the component is too large to compile here: {0}; split it, or raise the server's [compile] limits")]
+    #[error(
+        "the component is too large to compile here: {0}; split it, or raise the server's [compile] limits"
+    )]
     TooLarge(String),
     #[error("the component is not a Steadfast workflow or activity component: {0}")]
     NotOurWorld(String),

@@ -6,10 +6,35 @@
 use serde_json::{Value, json};
 use steadfast_sdk::Error;
 
-#[cfg(not(feature = "sockets"))]
+#[cfg(not(any(feature = "sockets", feature = "sleepy_names")))]
 steadfast_sdk::activities! {
     "probe" => probe,
     "chatty" => chatty,
+}
+
+/// With `sleepy_names`, `names` blocks in a WASI sleep for an hour: the host must bound
+/// deploy-time inspection in wall-clock time, not only in fuel.
+#[cfg(feature = "sleepy_names")]
+mod sleepy_names {
+    use steadfast_sdk::activity_bindings::exports::steadfast::workflow::activities::Guest;
+    use steadfast_sdk::activity_bindings::steadfast::workflow::types::ErrorInfo;
+
+    struct Sleepy;
+
+    impl Guest for Sleepy {
+        fn names() -> Vec<String> {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            vec!["never".to_owned()]
+        }
+
+        fn run(_: String, _: String) -> Result<String, ErrorInfo> {
+            Ok("null".to_owned())
+        }
+    }
+
+    steadfast_sdk::activity_bindings::export_activity_worker!(
+        Sleepy with_types_in steadfast_sdk::activity_bindings
+    );
 }
 
 #[cfg(feature = "sockets")]
@@ -20,6 +45,7 @@ steadfast_sdk::activities! {
 }
 
 /// `{"env": {...}, "file": <contents of input.path, or null>, "file_error": ...}`.
+#[cfg_attr(feature = "sleepy_names", allow(dead_code))]
 fn probe(input: Value) -> Result<Value, Error> {
     let env: serde_json::Map<String, Value> = std::env::vars()
         .map(|(k, v)| (k, Value::String(v)))
@@ -39,6 +65,7 @@ fn probe(input: Value) -> Result<Value, Error> {
 /// Says hello on stdout, complains on stderr, floods stdout with `kilobytes` lines of a
 /// kilobyte each, and leaves a line without its newline on stderr. Returns how many
 /// writes failed (none should: the host accepts everything and logs what fits).
+#[cfg_attr(feature = "sleepy_names", allow(dead_code))]
 fn chatty(kilobytes: u32) -> Result<Value, Error> {
     use std::io::Write as _;
     let mut failed = 0;
