@@ -722,3 +722,73 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
     assert_eq!(spec["openapi"], "3.1.0");
     assert!(spec["paths"]["/v1/instances/{id}/events/{event}"]["post"].is_object());
 }
+
+/// A wait registers a waiter only while it waits: a wait on an id that does not exist
+/// answers 404 and leaves nothing, and a wait that times out, or whose client goes away,
+/// is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_leave_no_waiter_behind() {
+    let s = server(ApiConfig::default()).await;
+    s.deploy(&s.admin, examples::WORKFLOWS_WASM).await;
+    s.deploy(&s.admin, examples::ACTIVITIES_WASM).await;
+    let (status, body) = s
+        .http(
+            Some(&s.admin),
+            "POST",
+            "/v1/workflows/approval_workflow/start",
+            Some(
+                json!({"instance_id": "waiting", "input": serde_json::from_str::<Value>(&approval("r", 5000)).unwrap()})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for i in 0..200 {
+        let (status, _) = s
+            .http(
+                Some(&s.admin),
+                "GET",
+                &format!("/v1/instances/ghost-{i}/wait"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 404);
+    }
+    assert_eq!(s.engine.waiter_count(), 0, "404 waits leave nothing");
+    for _ in 0..50 {
+        let (status, body) = s
+            .http(
+                Some(&s.admin),
+                "GET",
+                "/v1/instances/waiting/wait?timeout_ms=5",
+                None,
+            )
+            .await;
+        assert_eq!((status, &body["runtime_status"]), (200, &json!("RUNNING")));
+    }
+    assert_eq!(s.engine.waiter_count(), 0, "timed-out waits leave nothing");
+    // A client that gives up long before the server's timeout.
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let gave_up = client
+            .get(format!(
+                "{}/v1/instances/waiting/wait?timeout_ms=300000",
+                s.url
+            ))
+            .bearer_auth(&s.admin)
+            .timeout(std::time::Duration::from_millis(50))
+            .send()
+            .await;
+        assert!(gave_up.is_err());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.engine.waiter_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} waiters outlived their clients",
+            s.engine.waiter_count()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -90,7 +90,11 @@ impl Serve {
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
+        // A hang fails the suite instead of stalling it.
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
         for _ in 0..1200 {
             if client.get(format!("{url}/healthz")).send().await.is_ok() {
                 let admin = std::fs::read_to_string(data.join("admin.token"))
@@ -392,6 +396,7 @@ deploys_per_minute = 20
 
 [tenant_limits.flooder]
 requests_per_second = 20
+deploys_per_minute = 2
 "#;
     let serve = Serve::start(dir.path(), config).await;
     let mallory = serve.tenant("mallory").await;
@@ -679,6 +684,25 @@ requests_per_second = 20
     .await;
     impacts.push(impact);
     tokio::time::sleep(Duration::from_secs(2)).await; // mallory's bucket refills
+
+    // Uploads per minute, per tenant (the same bytes: no compile, still counted).
+    for attempt in 0..3 {
+        let (status, body, headers) = serve
+            .call(
+                &flooder,
+                "POST",
+                "/v1/components",
+                Some(steadfast::examples::WORKFLOWS_WASM.to_vec()),
+            )
+            .await;
+        if attempt < 2 {
+            assert_eq!(status, 201, "{body}");
+        } else {
+            assert_eq!(status, 429, "{body}");
+            assert_eq!(body["error"]["code"], "deploy_rate_limited");
+            assert!(headers.contains_key("retry-after"));
+        }
+    }
 
     // 7. Secrets and layering: a tenant section overrides only what it names, and env
     // values never leave the server.

@@ -145,3 +145,89 @@ async fn serve_reads_its_config_and_shows_each_tenant_its_limits() {
         assert!(stdout.contains("steadfast stopped"), "{stdout}");
     }
 }
+
+/// `steadfast dev --no-auth`, as a developer runs it: a web page the developer opens must
+/// not be able to drive it. A cross-origin "simple" request (text/plain, a foreign Origin
+/// or Host) is refused before it reaches any route; the CLI's JSON requests work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_cannot_drive_an_unauthenticated_dev_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let _server = tokio::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args([
+            "dev",
+            "--no-auth",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    // A fresh connection per request: the server closes one whose body it refused unread.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..1200 {
+        if client.get(format!("{url}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "the dev server did not come up");
+    let start = format!("{url}/v1/workflows/approval_workflow/start");
+    let body = r#"{"instance_id": "from-a-page", "input": {"request_id": "r", "requester": "m", "amount": 5000, "description": "x"}}"#;
+    // What a page can send without a preflight: text/plain, its own Origin.
+    let page = client
+        .post(&start)
+        .header("content-type", "text/plain")
+        .header("origin", "https://evil.example")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 403);
+    // DNS rebinding: the page's own name, resolved to 127.0.0.1.
+    let rebound = client
+        .post(&start)
+        .header("host", format!("evil.example:{port}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    let deploy = client
+        .post(format!("{url}/v1/components"))
+        .header("content-type", "text/plain")
+        .body(steadfast::examples::WORKFLOWS_WASM.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deploy.status(), 403);
+    let status = client
+        .get(format!("{url}/v1/instances/from-a-page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 404, "nothing was started");
+    // The CLI's way: JSON from a loopback origin.
+    let cli = client
+        .post(&start)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cli.status(), 201);
+}

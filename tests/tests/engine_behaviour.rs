@@ -468,3 +468,80 @@ async fn floats_are_the_same_on_every_host() {
         serde_json::json!([0x7FC0_0000u32, 0x7FF8_0000_0000_0000u64])
     );
 }
+
+/// One tenant's idle instances cannot take every resident slot: beyond its own
+/// `max_resident_instances` they wait in the journal, while another tenant's stay in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_idle_instances_beyond_its_own_resident_limit_wait_in_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = steadfast_tests::config(dir.path(), &clock()).with_max_resident(100);
+    let crowded = steadfast::engine::Limits {
+        max_resident_instances: 2,
+        ..steadfast::engine::Limits::default()
+    };
+    config.tenant_limits.insert("default".to_owned(), crowded);
+    let engine = steadfast::Engine::open(config).await.unwrap();
+    examples::install(&engine).await.unwrap();
+    let other = steadfast::model::Tenant::new("other").unwrap();
+    engine.create_tenant(&other).await.unwrap();
+    engine
+        .deploy_to(&other, examples::WORKFLOWS_WASM.to_vec())
+        .await
+        .unwrap();
+    engine
+        .deploy_to(&other, examples::ACTIVITIES_WASM.to_vec())
+        .await
+        .unwrap();
+    let request =
+        json!({"request_id": "r", "requester": "b", "amount": 5000.0, "description": "x"});
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            engine
+                .start(
+                    "approval_workflow",
+                    &request.to_string(),
+                    named(&format!("crowd-{i}")),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    for i in 0..3 {
+        let options = StartOptions {
+            instance_id: Some(format!("calm-{i}")),
+            tenant: Some(other.clone()),
+            ..StartOptions::default()
+        };
+        engine
+            .start("approval_workflow", &request.to_string(), options)
+            .await
+            .unwrap();
+    }
+    engine.settle().await;
+    let default = steadfast::model::Tenant::default_tenant();
+    assert!(
+        engine.resident_of(&default) <= 2,
+        "{}",
+        engine.resident_of(&default)
+    );
+    assert_eq!(
+        engine.resident_of(&other),
+        3,
+        "the other tenant keeps its instances in memory"
+    );
+    for id in &ids {
+        engine
+            .raise_event(
+                id,
+                "approval_received",
+                r#"{"approved": true, "approver": "m"}"#,
+            )
+            .await
+            .unwrap();
+    }
+    engine.settle().await;
+    for id in &ids {
+        assert_eq!(output(&engine, id)["status"], "approved", "{id:?}");
+    }
+}

@@ -136,12 +136,17 @@ impl Client {
         content_type: &str,
     ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server);
+        let writes = method != reqwest::Method::GET;
         let mut request = self.http.request(method, &url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
             request = request.header("content-type", content_type).body(body);
+        } else if writes {
+            // A dev server without authentication answers writes only with a type a web
+            // page cannot send across origins.
+            request = request.header("content-type", "application/json");
         }
         let response = request
             .send()

@@ -21,7 +21,8 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// A TOML file with any of: listen, data_dir, max_payload_bytes, max_component_bytes,
-    /// max_resident, header_read_timeout_ms, idle_timeout_ms, max_connections, [limits],
+    /// max_resident, header_read_timeout_ms, idle_timeout_ms, max_connections, [compile],
+    /// [limits],
     /// [tenant_limits.NAME] (a tenant's section overrides only the limits it names; see
     /// `GET /v1/limits` for every limit).
     #[arg(long)]
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Most client connections open at once; more wait to be accepted.
     pub max_connections: usize,
+    /// What an uploaded component may be, checked before it is compiled (`[compile]`).
+    pub compile: crate::sandbox::CompileLimits,
 }
 
 impl ServerConfig {
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: api.header_read_timeout.as_millis() as u64,
             idle_timeout_ms: api.idle_timeout.as_millis() as u64,
             max_connections: api.max_connections,
+            compile: crate::sandbox::CompileLimits::default(),
         }
     }
 }
@@ -126,6 +130,7 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         EngineConfig::new(&config.data_dir).with_max_resident(config.max_resident);
     engine_config.limits = config.limits.clone();
     engine_config.tenant_limits = config.tenant_limits()?;
+    engine_config.compile_limits = config.compile;
     let engine = Engine::open(engine_config)
         .await
         .context("opening the journal")?;

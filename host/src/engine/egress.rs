@@ -333,7 +333,24 @@ impl WasiHttpHooks for Egress {
 
 #[cfg(test)]
 mod tests {
-    use super::{Rule, is_internal, normalize_path};
+    use super::{Rule, check_addresses, is_internal, normalize_path};
+
+    #[tokio::test]
+    async fn an_internal_address_needs_a_rule_that_names_it() {
+        let metadata: http::Uri = "http://169.254.169.254/latest/meta-data/".parse().unwrap();
+        let broad = [
+            Rule::parse("http://*.example.com").unwrap(),
+            Rule::parse("http://169.254.169.254.nip.example").unwrap(),
+        ];
+        assert!(check_addresses(&metadata, &broad).await.is_err());
+        let named = [Rule::parse("GET http://169.254.169.254/latest/").unwrap()];
+        assert!(check_addresses(&metadata, &named).await.is_ok());
+        let loopback: http::Uri = "http://localhost:8080/health".parse().unwrap();
+        let by_name = [Rule::parse("http://localhost:8080").unwrap()];
+        assert!(check_addresses(&loopback, &by_name).await.is_ok());
+        let public: http::Uri = "http://93.184.216.34/".parse().unwrap();
+        assert!(check_addresses(&public, &broad).await.is_ok());
+    }
 
     fn allows(rule: &str, method: &str, url: &str) -> bool {
         let rule = Rule::parse(rule).unwrap();

@@ -507,17 +507,14 @@ impl Engine {
         // Checking and serialising a large payload takes a while: not on the async
         // workers, and not on the journal's writer thread.
         let large = payload.len() > OFF_THREAD_BYTES;
-        let (payload, data) = {
+        let (event, data) = {
             let (name, payload) = (name.to_owned(), payload.to_owned());
-            let prepare = move || -> Result<(String, String), EngineError> {
+            let prepare = move || -> Result<(crate::model::Event, String), EngineError> {
                 check_json("the event payload", &payload)?;
                 let event = crate::model::Event::EventRaised { name, payload };
                 let data = serde_json::to_string(&event)
                     .map_err(|e| EngineError::Journal(JournalError::Corrupt(e.to_string())))?;
-                let crate::model::Event::EventRaised { payload, .. } = event else {
-                    unreachable!()
-                };
-                Ok((payload, data))
+                Ok((event, data))
             };
             if large {
                 tokio::task::spawn_blocking(prepare)
@@ -543,15 +540,7 @@ impl Engine {
         };
         self.shared
             .journal
-            .raise_event(
-                id.clone(),
-                name.to_owned(),
-                payload,
-                data,
-                now,
-                bounds,
-                deliver,
-            )
+            .raise_event(id.clone(), event, data, now, bounds, deliver)
             .await?;
         Ok(())
     }
@@ -706,6 +695,17 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
+    }
+
+    /// Instances of `tenant` in memory.
+    pub fn resident_of(&self, tenant: &Tenant) -> usize {
+        self.shared
+            .resident_per_tenant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant.as_str())
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Waits until no work is in flight: every resident instance is waiting on a timer,

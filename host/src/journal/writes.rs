@@ -209,8 +209,7 @@ impl Journal {
     pub async fn raise_event(
         &self,
         id: InstanceId,
-        name: String,
-        payload: String,
+        event: Event,
         data: String,
         now: Timestamp,
         bounds: EventBounds,
@@ -229,7 +228,6 @@ impl Journal {
                 if !status.accepts_deliveries() {
                     return Err(JournalError::NotRunning { id, status });
                 }
-                let event = Event::EventRaised { name, payload };
                 // Serialised before it reached this thread: a megabyte payload is not
                 // escaped while every other write waits.
                 bounds.check(conn, &id, generation, data.len() as u64)?;

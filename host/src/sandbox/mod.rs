@@ -43,7 +43,11 @@ pub enum SandboxError {
         "the component is too large to compile here: {0}; split it, or raise the server's [compile] limits"
     )]
     TooLarge(String),
-    #[error("the component is not a Steadfast workflow or activity component: {0}")]
+    #[error(
+        "the component implements neither the steadfast:workflow orchestrator world nor the \
+         activity-worker world ({0}); build it with steadfast-sdk, or generate its bindings \
+         from wit/steadfast.wit"
+    )]
     NotOurWorld(String),
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),

@@ -76,8 +76,10 @@ pub fn precheck(bytes: &[u8], limits: &CompileLimits) -> Result<(), SandboxError
     let mut imports = Vec::new();
     let mut exports = Vec::new();
     let (mut code_bytes, mut functions, mut modules) = (0u64, 0u64, 0u32);
+    let malformed =
+        |e: wasmparser::BinaryReaderError| SandboxError::Compile(format!("it is malformed: {e}"));
     for payload in Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| SandboxError::NotAComponent(e.to_string()))?;
+        let payload = payload.map_err(malformed)?;
         match payload {
             Payload::Version { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
@@ -92,13 +94,13 @@ pub fn precheck(bytes: &[u8], limits: &CompileLimits) -> Result<(), SandboxError
             }
             Payload::ComponentImportSection(section) if depth == 1 => {
                 for import in section {
-                    let import = import.map_err(|e| SandboxError::NotAComponent(e.to_string()))?;
+                    let import = import.map_err(malformed)?;
                     imports.push(import.name.name.to_owned());
                 }
             }
             Payload::ComponentExportSection(section) if depth == 1 => {
                 for export in section {
-                    let export = export.map_err(|e| SandboxError::NotAComponent(e.to_string()))?;
+                    let export = export.map_err(malformed)?;
                     exports.push(export.name.name.to_owned());
                 }
             }
@@ -120,7 +122,7 @@ pub fn precheck(bytes: &[u8], limits: &CompileLimits) -> Result<(), SandboxError
             }
             Payload::CodeSectionEntry(body) => {
                 let range = body.range();
-                let size = (range.end - range.start) as u64;
+                let size = range.end - range.start;
                 if size > limits.max_function_bytes {
                     return Err(too_big(format!(
                         "one function is {size} bytes, over {}",
@@ -159,9 +161,8 @@ pub(super) fn check_world(exports: &[String], imports: &[String]) -> Result<(), 
             exports.join(", ")
         };
         return Err(SandboxError::NotOurWorld(format!(
-            "it exports {exported}, but a Steadfast component exports \
-             steadfast:workflow/workflows (an orchestrator) or steadfast:workflow/activities \
-             (an activity worker); build it with steadfast-sdk"
+            "it exports {exported}; an orchestrator exports steadfast:workflow/workflows, an \
+             activity worker steadfast:workflow/activities"
         )));
     };
     let foreign: Vec<String> = imports
