@@ -384,12 +384,12 @@ async fn one_tenant_cannot_stall_the_host_or_starve_another() {
     }
     let config = r#"
 header_read_timeout_ms = 1000
-idle_timeout_ms = 5000
 max_connections = 512
 
 [tenant_limits.mallory]
 activity_env = { API_KEY = "hunter2" }
 max_pending_events = 20
+max_requests_in_flight = 100
 max_event_bytes_per_generation = 8388608
 requests_per_second = 2000
 deploys_per_minute = 20
@@ -610,11 +610,106 @@ deploys_per_minute = 2
     .await;
     impacts.push(impact);
 
+    // Bodies trickled below the minimum rate, and a client that asks and never reads.
+    let impact = under_attack(
+        &serve,
+        &victim,
+        "trickled bodies + unread responses",
+        async {
+            let address = serve.url.trim_start_matches("http://").to_owned();
+            let mut trickles = Vec::new();
+            for _ in 0..50 {
+                let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+                let head = format!(
+                    "POST /v1/workflows/approval_workflow/start HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Authorization: Bearer {mallory}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100000\r\n\r\n"
+                );
+                socket.write_all(head.as_bytes()).await.unwrap();
+                trickles.push(socket);
+            }
+            // One byte every 300 ms: never a pause of a second, far below 16 KiB/s.
+            let started = Instant::now();
+            let mut open = trickles.len();
+            while open > 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{open} trickles still open"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                open = 0;
+                for socket in &mut trickles {
+                    if socket.write_all(b" ").await.is_ok() {
+                        let mut buf = [0u8; 512];
+                        match tokio::time::timeout(Duration::from_millis(1), socket.read(&mut buf))
+                            .await
+                        {
+                            Ok(Ok(n)) if n > 0 => {} // answered (a 400): done
+                            Ok(_) => {}              // closed
+                            Err(_) => open += 1,     // still reading our body
+                        }
+                    }
+                }
+            }
+            // 2,000 requests pipelined and never read: the server stops writing, then drops
+            // the connection instead of holding it.
+            let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let request = b"GET /v1/openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+            let pipelined: Vec<u8> = request
+                .iter()
+                .copied()
+                .cycle()
+                .take(request.len() * 2000)
+                .collect();
+            let _ = socket.write_all(&pipelined).await;
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let mut answered = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answered))
+                    .await;
+            let answers = answered
+                .windows(12)
+                .filter(|w| w == b"HTTP/1.1 200")
+                .count();
+            assert!(
+                answers < 2000,
+                "the server kept a connection whose client does not read"
+            );
+        },
+    )
+    .await;
+    impacts.push(impact);
+
+    // Long polls: one tenant's requests in progress are capped, not the host's.
+    let impact = under_attack(&serve, &victim, "300 long polls at once", async {
+        let polls = (0..300).map(|_| {
+            serve.call(
+                &mallory,
+                "GET",
+                "/v1/instances/flood-count/wait?timeout_ms=1500",
+                None,
+            )
+        });
+        let answers = futures_join_all(polls).await;
+        let refused = answers
+            .iter()
+            .filter(|(s, b, _)| *s == 429 && b["error"]["code"] == "too_many_requests_in_flight")
+            .count();
+        assert!(
+            refused >= 150,
+            "only {refused} of 300 refused past max_requests_in_flight"
+        );
+        assert!(answers.iter().all(|(s, _, _)| *s == 200 || *s == 429));
+    })
+    .await;
+    impacts.push(impact);
+
     // 4. Waits that never end well: on ids that do not exist, and timing out.
     let impact = under_attack(&serve, &victim, "2,000 dead-end waits", async {
         let (serve, mallory) = (&serve, &mallory);
-        for batch in 0..20 {
-            let waits = (0..100).map(|i| {
+        // In batches under the tenant's max_requests_in_flight.
+        for batch in 0..40 {
+            let waits = (0..50).map(|i| {
                 let path = format!("/v1/instances/ghost-{batch}-{i}/wait?timeout_ms=60000");
                 async move {
                     let (status, _, _) = serve.call(mallory, "GET", &path, None).await;
@@ -623,19 +718,21 @@ deploys_per_minute = 2
             });
             futures_join_all(waits).await;
         }
-        let waits = (0..200).map(|_| async {
-            let (status, body, _) = serve
-                .call(
-                    mallory,
-                    "GET",
-                    "/v1/instances/flood-count/wait?timeout_ms=20",
-                    None,
-                )
-                .await;
-            assert_eq!(status, 200);
-            assert_eq!(body["runtime_status"], "RUNNING");
-        });
-        futures_join_all(waits).await;
+        for _ in 0..4 {
+            let waits = (0..50).map(|_| async {
+                let (status, body, _) = serve
+                    .call(
+                        mallory,
+                        "GET",
+                        "/v1/instances/flood-count/wait?timeout_ms=20",
+                        None,
+                    )
+                    .await;
+                assert_eq!(status, 200);
+                assert_eq!(body["runtime_status"], "RUNNING");
+            });
+            futures_join_all(waits).await;
+        }
     })
     .await;
     impacts.push(impact);
@@ -683,7 +780,7 @@ deploys_per_minute = 2
     })
     .await;
     impacts.push(impact);
-    tokio::time::sleep(Duration::from_secs(2)).await; // mallory's bucket refills
+    tokio::time::sleep(Duration::from_secs(2)).await; // the flooder's bucket refills
 
     // Uploads per minute, per tenant (the same bytes: no compile, still counted).
     for attempt in 0..3 {

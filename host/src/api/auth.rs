@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState};
@@ -15,6 +16,8 @@ use crate::model::{InstanceId, Tenant};
 pub struct Principal {
     pub tenant: Tenant,
     scopes: HashSet<Scope>,
+    /// The tenant's slot for this request, held until the handler is done with it.
+    _in_flight: Option<super::guard::InFlight>,
 }
 
 impl Principal {
@@ -45,6 +48,7 @@ impl FromRequestParts<AppState> for Principal {
             return Ok(Principal {
                 tenant: Tenant::default_tenant(),
                 scopes: Scope::ALL.into_iter().collect(),
+                _in_flight: None,
             });
         }
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -57,14 +61,26 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
         let hash = crate::engine::token_hash(token);
-        let record = state
-            .guard
-            .token(&hash, || Ok(state.engine.token_by_hash(&hash)?))?
-            .ok_or_else(ApiError::unauthorized)?;
-        let per_second = state
-            .engine
-            .limit(record.tenant.as_str(), |l| l.requests_per_second);
+        let record = match state.guard.cached_token(&hash) {
+            Some(known) => known,
+            None => {
+                // A journal read: on a blocking thread, not on the async workers.
+                let (engine, key) = (state.engine.clone(), hash.clone());
+                let record = tokio::task::spawn_blocking(move || engine.token_by_hash(&key))
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                    })??;
+                state.guard.remember_token(&hash, record.as_ref());
+                record
+            }
+        }
+        .ok_or_else(ApiError::unauthorized)?;
+        let (per_second, in_flight) = state.engine.limit(record.tenant.as_str(), |l| {
+            (l.requests_per_second, l.max_requests_in_flight)
+        });
         state.guard.request(&hash, per_second)?;
+        let slot = state.guard.enter(record.tenant.as_str(), in_flight)?;
         let scopes = record
             .scopes
             .iter()
@@ -73,6 +89,7 @@ impl FromRequestParts<AppState> for Principal {
         Ok(Principal {
             tenant: record.tenant,
             scopes,
+            _in_flight: Some(slot),
         })
     }
 }

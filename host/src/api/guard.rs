@@ -1,23 +1,27 @@
 //! What stands between a request and the engine: the token cache, the request and deploy
 //! rates, and the browser checks of an unauthenticated dev server.
 //!
-//! **Invariant:** every rate is kept per token (requests) or per tenant (deploys), never
-//! globally, so one tenant spending its budget cannot spend another's.
+//! **Invariant:** every rate and count is kept per token (requests per second) or per
+//! tenant (deploys per minute, requests in progress), never globally, so one tenant
+//! spending its budget cannot spend another's.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use tokio::sync::Semaphore;
 
 use super::{ApiError, AppState};
 use crate::journal::TokenRecord;
 
 /// How long a token lookup is trusted before the journal is asked again.
 const TOKEN_TTL: Duration = Duration::from_secs(30);
+/// How long a token that matched nothing is remembered as such.
+const UNKNOWN_TTL: Duration = Duration::from_secs(5);
 /// Most tokens remembered (by hash) for lookups and rates; the tables are cleared
 /// when full, which only costs a journal read each.
 const MAX_REMEMBERED: usize = 100_000;
@@ -25,31 +29,70 @@ const MAX_REMEMBERED: usize = 100_000;
 #[derive(Default)]
 pub(crate) struct Guard {
     tokens: Mutex<HashMap<String, (TokenRecord, Instant)>>,
+    /// Hashes of tokens that matched nothing, briefly, so guessing costs no journal read.
+    unknown: Mutex<HashMap<String, Instant>>,
     requests: Mutex<HashMap<String, Bucket>>,
     deploys: Mutex<HashMap<String, Bucket>>,
+    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
+/// A request of a tenant in progress; its slot is given back when the last clone drops.
+pub(crate) type InFlight = Arc<tokio::sync::OwnedSemaphorePermit>;
+
 impl Guard {
-    /// The token with hash `hash`, from the cache or `lookup`.
-    pub(crate) fn token(
-        &self,
-        hash: &str,
-        lookup: impl FnOnce() -> Result<Option<TokenRecord>, ApiError>,
-    ) -> Result<Option<TokenRecord>, ApiError> {
+    /// The token with hash `hash` if it is in the cache: `Some(None)` if it is known to
+    /// match nothing, `None` if the journal must be asked.
+    pub(crate) fn cached_token(&self, hash: &str) -> Option<Option<TokenRecord>> {
         if let Some((record, at)) = lock(&self.tokens).get(hash)
             && at.elapsed() < TOKEN_TTL
         {
-            return Ok(Some(record.clone()));
+            return Some(Some(record.clone()));
         }
-        let record = lookup()?;
-        if let Some(record) = &record {
-            let mut tokens = lock(&self.tokens);
-            if tokens.len() >= MAX_REMEMBERED {
-                tokens.clear();
+        if let Some(at) = lock(&self.unknown).get(hash)
+            && at.elapsed() < UNKNOWN_TTL
+        {
+            return Some(None);
+        }
+        None
+    }
+
+    /// Remembers what the journal said of the token with hash `hash`.
+    pub(crate) fn remember_token(&self, hash: &str, record: Option<&TokenRecord>) {
+        match record {
+            Some(record) => {
+                let mut tokens = lock(&self.tokens);
+                if tokens.len() >= MAX_REMEMBERED {
+                    tokens.clear();
+                }
+                tokens.insert(hash.to_owned(), (record.clone(), Instant::now()));
             }
-            tokens.insert(hash.to_owned(), (record.clone(), Instant::now()));
+            None => {
+                let mut unknown = lock(&self.unknown);
+                if unknown.len() >= MAX_REMEMBERED {
+                    unknown.clear();
+                }
+                unknown.insert(hash.to_owned(), Instant::now());
+            }
         }
-        Ok(record)
+    }
+
+    /// A slot among the tenant's `max` requests in progress, or 429 if all are taken.
+    pub(crate) fn enter(&self, tenant: &str, max: u32) -> Result<InFlight, ApiError> {
+        let slots = Arc::clone(
+            lock(&self.in_flight)
+                .entry(tenant.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(max.max(1) as usize))),
+        );
+        slots.try_acquire_owned().map(Arc::new).map_err(|_| {
+            too_many(
+                "too_many_requests_in_flight",
+                format!(
+                    "tenant '{tenant}' has {max} requests in progress (limits.max_requests_in_flight); \
+                     wait for some to finish"
+                ),
+                Duration::from_secs(1),
+            )
+        })
     }
 
     /// Takes one request from the token's budget of `per_second` (bursts of twice that).

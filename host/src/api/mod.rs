@@ -39,11 +39,10 @@ pub struct ApiConfig {
     /// When false every caller acts as the default tenant's admin (loopback dev only), and
     /// only requests a web page cannot forge are answered.
     pub auth: bool,
-    /// How long a client may take to send a request's headers (and to send the next piece
-    /// of a request body).
+    /// How long a client may take to send a request's headers; also how long a keep-alive
+    /// connection may sit idle, a request body may pause, and a response may wait for the
+    /// client to read it.
     pub header_read_timeout: std::time::Duration,
-    /// How long a keep-alive connection with no request in flight stays open.
-    pub idle_timeout: std::time::Duration,
     /// Most client connections served at once.
     pub max_connections: usize,
 }
@@ -55,7 +54,6 @@ impl Default for ApiConfig {
             max_component_bytes: 64 * 1024 * 1024,
             auth: true,
             header_read_timeout: std::time::Duration::from_secs(10),
-            idle_timeout: std::time::Duration::from_secs(60),
             max_connections: 1_024,
         }
     }
@@ -107,8 +105,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let bounds = server::Bounds {
-        header_read_timeout: config.header_read_timeout,
-        idle_timeout: config.idle_timeout,
+        header_read_timeout: config
+            .header_read_timeout
+            .max(std::time::Duration::from_millis(100)),
         max_connections: config.max_connections,
     };
     server::run(listener, router(engine, config), bounds, shutdown).await

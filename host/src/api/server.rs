@@ -5,14 +5,16 @@
 //!   file descriptors.
 //! - **Slow clients:** a request's headers must arrive within `header_read_timeout` (hyper
 //!   runs that timer from the moment a connection waits for a request, so it also closes
-//!   a connection opened and never used), a request body may not stall for longer than
-//!   that between two pieces, and a keep-alive connection with no request in flight closes
-//!   after `idle_timeout`.
+//!   a connection opened and never used, and a keep-alive connection idle that long); a
+//!   request body may not pause that long between two pieces, nor arrive slower than
+//!   [`MIN_BODY_RATE`] on average once that much time has passed; a response the client
+//!   stops reading for that long ends the connection.
+//! - **Shutdown:** the listener closes first; each connection finishes the request it is
+//!   serving within [`SHUTDOWN_GRACE`], then is closed.
 //!
 //! A long poll (`/wait`) is a request in flight, not an idle connection.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -28,9 +30,15 @@ use tower::ServiceExt as _;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Bounds {
     pub(super) header_read_timeout: Duration,
-    pub(super) idle_timeout: Duration,
     pub(super) max_connections: usize,
 }
+
+/// The slowest average rate a request body may arrive at, in bytes per second, once
+/// `header_read_timeout` has passed.
+pub(super) const MIN_BODY_RATE: f64 = 16.0 * 1024.0;
+
+/// How long a connection may take to finish its request once the server is stopping.
+pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Accepts connections until `shutdown` resolves, then lets every connection finish the
 /// request it is serving and close.
@@ -72,6 +80,7 @@ pub(super) async fn run(
         ));
         while connections.try_join_next().is_some() {}
     }
+    drop(listener);
     let _ = closing.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
@@ -84,21 +93,16 @@ async fn serve_connection(
     mut closed: watch::Receiver<bool>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let activity = Arc::new(Activity::default());
-    let service = {
-        let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let app = app.clone();
-            let busy = activity.begin();
-            let stall = bounds.header_read_timeout;
-            async move {
-                let request = request.map(|body| Body::new(StallTimeout::new(body, stall)));
-                let response = app.oneshot(request).await;
-                drop(busy);
-                response
-            }
-        })
-    };
+    let stream = Watched::new(stream);
+    let writes = Arc::clone(&stream.blocked_since);
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let app = app.clone();
+        let pause = bounds.header_read_timeout;
+        async move {
+            let request = request.map(|body| Body::new(SlowBodyLimit::new(body, pause)));
+            app.oneshot(request).await
+        }
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -106,92 +110,141 @@ async fn serve_connection(
         .keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    let check_every = (bounds.idle_timeout / 4).max(Duration::from_millis(50));
+    let check_every = (bounds.header_read_timeout / 4).max(Duration::from_millis(25));
     loop {
         tokio::select! {
             _ = connection.as_mut() => return,
             _ = closed.changed() => break,
             () = tokio::time::sleep(check_every) => {
-                if activity.idle_for() >= bounds.idle_timeout {
-                    break;
+                let stalled = writes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some_and(|since| since.elapsed() >= bounds.header_read_timeout);
+                if stalled {
+                    // The client stopped reading what it asked for: drop the connection.
+                    return;
                 }
             }
         }
     }
     // Finish the request in flight, if any, then close.
     connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
 }
 
-/// Requests in flight on one connection, and when the last one ended.
-struct Activity {
-    in_flight: AtomicUsize,
-    last: Mutex<Instant>,
+/// A connection's socket, remembering since when a write has been waiting for the client
+/// to read.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    blocked_since: Arc<Mutex<Option<Instant>>>,
 }
 
-impl Default for Activity {
-    fn default() -> Self {
-        Activity {
-            in_flight: AtomicUsize::new(0),
-            last: Mutex::new(Instant::now()),
+impl Watched {
+    fn new(inner: tokio::net::TcpStream) -> Self {
+        Watched {
+            inner,
+            blocked_since: Arc::default(),
         }
     }
-}
 
-impl Activity {
-    fn begin(self: &Arc<Self>) -> Busy {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        Busy(Arc::clone(self))
-    }
-
-    /// How long the connection has had nothing in flight (zero while it has).
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
-            return Duration::ZERO;
+    fn note<T>(&self, poll: Poll<T>) -> Poll<T> {
+        let mut since = self.blocked_since.lock().unwrap_or_else(|p| p.into_inner());
+        match poll {
+            Poll::Pending => {
+                since.get_or_insert_with(Instant::now);
+            }
+            Poll::Ready(_) => *since = None,
         }
-        self.last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
+        poll
     }
 }
 
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-/// A request body that fails when the client sends nothing for `limit`: a client
-/// trickling a body cannot hold a connection and a handler for ever.
-struct StallTimeout {
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(poll)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.note(poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note(poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A request body that fails when the client pauses for `pause`, or sends slower than
+/// [`MIN_BODY_RATE`] on average once `pause` has passed: a client trickling a body cannot
+/// hold a connection and a handler for ever.
+struct SlowBodyLimit {
     inner: Incoming,
-    limit: Duration,
+    pause: Duration,
+    started: tokio::time::Instant,
+    received: u64,
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl StallTimeout {
-    fn new(inner: Incoming, limit: Duration) -> Self {
-        StallTimeout {
+impl SlowBodyLimit {
+    fn new(inner: Incoming, pause: Duration) -> Self {
+        let started = tokio::time::Instant::now();
+        SlowBodyLimit {
             inner,
-            limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            pause,
+            started,
+            received: 0,
+            deadline: Box::pin(tokio::time::sleep_until(started + pause)),
         }
+    }
+
+    /// The sooner of: `pause` after the last piece, and when the average rate would fall
+    /// below the minimum.
+    fn next_deadline(&self) -> tokio::time::Instant {
+        let quiet = tokio::time::Instant::now() + self.pause;
+        let paced = self.started
+            + self.pause
+            + Duration::from_secs_f64(self.received as f64 / MIN_BODY_RATE);
+        quiet.min(paced)
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 enum BodyError {
-    #[error("the client sent no part of the request body for {0:?}")]
-    Stalled(Duration),
+    #[error("the client sent the request body too slowly (a pause of {0:?}, or under 16 KiB/s)")]
+    TooSlow(Duration),
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
 
-impl hyper::body::Body for StallTimeout {
+impl hyper::body::Body for SlowBodyLimit {
     type Data = hyper::body::Bytes;
     type Error = BodyError;
 
@@ -201,12 +254,15 @@ impl hyper::body::Body for StallTimeout {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = tokio::time::Instant::now() + self.limit;
+                if let Some(Ok(piece)) = &frame {
+                    self.received += piece.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                let next = self.next_deadline();
                 self.deadline.as_mut().reset(next);
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
             }
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled(self.limit)))),
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::TooSlow(self.pause)))),
                 Poll::Pending => Poll::Pending,
             },
         }

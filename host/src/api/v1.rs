@@ -132,14 +132,17 @@ pub(super) async fn deploy(
     State(state): State<AppState>,
     principal: Principal,
     Query(query): Query<DeployQuery>,
-    raw: Result<Bytes, BytesRejection>,
+    upload: axum::body::Body,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Deploy)?;
     let per_minute = state
         .engine
         .limit(principal.tenant.as_str(), |l| l.deploys_per_minute);
     state.guard.deploy(principal.tenant.as_str(), per_minute)?;
-    let bytes = body(raw, state.config.max_component_bytes)?.to_vec();
+    // The tenant's turn first, the upload's bytes after: a tenant buffers one upload at a
+    // time, the host a few.
+    let ticket = state.engine.upload_ticket(&principal.tenant)?;
+    let bytes = read_upload(upload, state.config.max_component_bytes).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "empty_body",
@@ -149,7 +152,7 @@ pub(super) async fn deploy(
     if query.check || query.migrate {
         let (deployment, report) = state
             .engine
-            .check_deploy(&principal.tenant, bytes, query.migrate)
+            .check_deploy_with(&ticket, bytes, query.migrate)
             .await?;
         let instances: Vec<Value> = report
             .iter()
@@ -172,8 +175,32 @@ pub(super) async fn deploy(
             Json(json!({ "deployment": deployment, "instances": instances })).into_response(),
         );
     }
-    let deployment = state.engine.deploy_to(&principal.tenant, bytes).await?;
+    let deployment = state.engine.deploy_with(&ticket, bytes).await?;
     Ok((StatusCode::CREATED, Json(deployment_json(&deployment))).into_response())
+}
+
+/// Reads an upload of at most `limit` bytes.
+async fn read_upload(upload: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    match axum::body::to_bytes(upload, limit).await {
+        Ok(bytes) => Ok(Vec::from(bytes)),
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(cause) = source {
+                if cause.is::<http_body_util::LengthLimitError>() {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!(
+                            "the upload is over the limit of {limit} bytes; send less or raise \
+                             the server's max_component_bytes"
+                        ),
+                    ));
+                }
+                source = cause.source();
+            }
+            Err(ApiError::bad_request("unreadable_body", e.to_string()))
+        }
+    }
 }
 
 fn deployment_json(d: &crate::engine::Deployment) -> Value {

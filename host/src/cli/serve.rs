@@ -21,7 +21,7 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// A TOML file with any of: listen, data_dir, max_payload_bytes, max_component_bytes,
-    /// max_resident, header_read_timeout_ms, idle_timeout_ms, max_connections, [compile],
+    /// max_resident, header_read_timeout_ms, max_connections, [compile],
     /// [limits],
     /// [tenant_limits.NAME] (a tenant's section overrides only the limits it names; see
     /// `GET /v1/limits` for every limit).
@@ -52,10 +52,10 @@ pub struct ServerConfig {
     /// field of `[limits]` for the tenant; the others stay as `[limits]` sets them.
     pub tenant_limits:
         std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
-    /// How long a client may take to send a request's headers, in ms.
+    /// How long a client may take to send a request's headers, in ms; also how long a
+    /// keep-alive connection may sit idle, a body may pause, and a response may wait for
+    /// the client to read it.
     pub header_read_timeout_ms: u64,
-    /// How long an idle keep-alive connection stays open, in ms.
-    pub idle_timeout_ms: u64,
     /// Most client connections open at once; more wait to be accepted.
     pub max_connections: usize,
     /// What an uploaded component may be, checked before it is compiled (`[compile]`).
@@ -91,7 +91,6 @@ impl Default for ServerConfig {
             limits: crate::engine::Limits::default(),
             tenant_limits: std::collections::HashMap::new(),
             header_read_timeout_ms: api.header_read_timeout.as_millis() as u64,
-            idle_timeout_ms: api.idle_timeout.as_millis() as u64,
             max_connections: api.max_connections,
             compile: crate::sandbox::CompileLimits::default(),
         }
@@ -161,7 +160,6 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         max_component_bytes: config.max_component_bytes,
         auth,
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
-        idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
         max_connections: config.max_connections.max(1),
     };
     api::serve(listener, engine, api, shutdown_signal())

@@ -3,9 +3,12 @@
 //! it for the names it serves — all before anything is registered, journaled or cached.
 //!
 //! **Invariants:**
-//! - Compiling is a bounded, fair resource: it runs on blocking threads (never on the async
-//!   workers that answer requests), at most [`CompileGate`]'s number at once, one per
-//!   tenant at a time, with a short queue; beyond it an upload is refused as busy (429).
+//! - Compiling is a bounded, fair resource: an upload takes its tenant's
+//!   [`UploadTicket`] before its body is read (one upload per tenant at a time, four in
+//!   all; beyond that it is refused as busy, 429); it is compiled on blocking threads
+//!   (never on the async workers that answer requests), at most [`CompileGate`]'s number at
+//!   once; the ticket and the compile slot are held until the work ends, also when the
+//!   client hangs up.
 //! - A component reaches the registry, the journal and the compiled-code cache only when it
 //!   is accepted; a refused upload, or a `?check`, leaves nothing behind.
 //! - Inspecting a component (instantiating it and calling `names`) has a wall-clock bound,
@@ -24,7 +27,7 @@ use super::bindings::activity::ActivityWorkerPre;
 use super::bindings::orchestrator::OrchestratorPre;
 use super::registry::Loaded;
 use super::{ComponentKind, EngineError, Limits, Shared, limits};
-use crate::model::Digest;
+use crate::model::{Digest, Tenant};
 use crate::sandbox::{SandboxError, precheck};
 
 /// Wall-clock bound on instantiating a component and asking it for its names.
@@ -40,9 +43,10 @@ pub(crate) struct Inspected {
     pub(crate) fresh: bool,
 }
 
-/// Who may compile now: a few at once, one per tenant, a short queue.
+/// Who may upload and compile now: a few compiles at once, one upload per tenant, a
+/// short queue.
 pub(crate) struct CompileGate {
-    slots: tokio::sync::Semaphore,
+    slots: Arc<tokio::sync::Semaphore>,
     queued: Mutex<HashSet<String>>,
     max_queued: usize,
 }
@@ -50,58 +54,64 @@ pub(crate) struct CompileGate {
 impl CompileGate {
     pub(crate) fn new(concurrency: usize, max_queued: usize) -> Self {
         CompileGate {
-            slots: tokio::sync::Semaphore::new(concurrency.max(1)),
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
             queued: Mutex::new(HashSet::new()),
             max_queued: max_queued.max(1),
         }
     }
+}
 
-    /// Compiles on a blocking thread once a slot is free, or refuses at once if `tenant`
-    /// already has a compile queued or running, or the queue is full.
-    async fn compile(
-        self: &Arc<Self>,
-        shared: &Arc<Shared>,
-        tenant: &str,
-        bytes: Arc<Vec<u8>>,
-    ) -> Result<Component, EngineError> {
-        let _entry = QueueEntry::enter(self, tenant)?;
-        let _slot = self.slots.acquire().await.expect("never closed");
-        let shared = Arc::clone(shared);
-        tokio::task::spawn_blocking(move || shared.sandbox.compile(&bytes))
-            .await
-            .map_err(|e| SandboxError::Compile(format!("the compiler stopped: {e}")))?
-            .map_err(EngineError::from)
+/// A tenant's turn to upload: taken before the upload is read (so a tenant buffers one
+/// upload at a time, and the host at most the queue's length), held until the upload is
+/// accepted or refused — and, if the client goes away meanwhile, until the compile it
+/// started has finished, so hanging up does not free the turn early.
+#[derive(Clone)]
+pub struct UploadTicket(Arc<QueueEntry>);
+
+impl std::fmt::Debug for UploadTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UploadTicket({})", self.0.tenant)
     }
 }
 
-/// A tenant's place in the compile queue, given up when dropped.
+/// A tenant's place in the queue, given up when the last ticket clone drops.
 struct QueueEntry {
     gate: Arc<CompileGate>,
-    tenant: String,
+    tenant: Tenant,
 }
 
-impl QueueEntry {
-    fn enter(gate: &Arc<CompileGate>, tenant: &str) -> Result<QueueEntry, EngineError> {
+impl UploadTicket {
+    /// The tenant's turn, or [`EngineError::Busy`] at once if it already has an upload in
+    /// progress or the queue is full.
+    pub(crate) fn take(
+        gate: &Arc<CompileGate>,
+        tenant: &Tenant,
+    ) -> Result<UploadTicket, EngineError> {
         let mut queued = gate.queued.lock().unwrap_or_else(|p| p.into_inner());
-        if queued.contains(tenant) {
+        if queued.contains(tenant.as_str()) {
             return Err(EngineError::Busy {
                 what: format!(
-                    "compiling another component of tenant '{tenant}' (one at a time per tenant)"
+                    "with another upload of tenant '{tenant}' (one at a time per tenant)"
                 ),
                 retry_after: Duration::from_secs(5),
             });
         }
         if queued.len() >= gate.max_queued {
             return Err(EngineError::Busy {
-                what: format!("with {} components waiting to compile", queued.len()),
+                what: format!("with {} uploads being checked and compiled", queued.len()),
                 retry_after: Duration::from_secs(10),
             });
         }
-        queued.insert(tenant.to_owned());
-        Ok(QueueEntry {
+        queued.insert(tenant.as_str().to_owned());
+        Ok(UploadTicket(Arc::new(QueueEntry {
             gate: Arc::clone(gate),
-            tenant: tenant.to_owned(),
-        })
+            tenant: tenant.clone(),
+        })))
+    }
+
+    /// Whose turn it is.
+    pub fn tenant(&self) -> &Tenant {
+        &self.0.tenant
     }
 }
 
@@ -111,7 +121,7 @@ impl Drop for QueueEntry {
             .queued
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.tenant);
+            .remove(self.tenant.as_str());
     }
 }
 
@@ -126,26 +136,45 @@ pub(crate) async fn digest_of(bytes: Vec<u8>) -> (Digest, Arc<Vec<u8>>) {
 }
 
 impl Shared {
-    /// An upload from `tenant`: checked, compiled on the compile pool and inspected, but
-    /// not registered, journaled or cached (see [`Shared::accept`]). Bytes already loaded
-    /// (the same digest deployed before) are not compiled again.
+    /// An upload: checked, compiled on the compile pool and inspected, but not
+    /// registered, journaled or cached (see [`Shared::accept`]). Bytes already loaded (the
+    /// same digest deployed before) are not compiled again. The work runs in a task of its
+    /// own that holds the ticket and a compile slot until it ends, even if the caller
+    /// stops waiting.
     pub(super) async fn inspect_upload(
         self: &Arc<Self>,
-        tenant: &str,
+        ticket: &UploadTicket,
         digest: &Digest,
         bytes: Arc<Vec<u8>>,
     ) -> Result<Inspected, EngineError> {
         if let Some(known) = self.known(digest) {
             return Ok(known);
         }
-        // Reading 64 MB of sections is tens of milliseconds: not on the async workers.
-        let limits = self.compile_limits;
-        let checked = Arc::clone(&bytes);
-        tokio::task::spawn_blocking(move || precheck(&checked, &limits))
-            .await
-            .map_err(|e| SandboxError::Compile(format!("the check stopped: {e}")))??;
-        let component = self.compiles.compile(self, tenant, bytes).await?;
-        self.inspect(component, true).await
+        let shared = Arc::clone(self);
+        let ticket = ticket.clone();
+        let work = tokio::spawn(async move {
+            let _ticket = ticket;
+            // Reading 64 MB of sections is tens of milliseconds: not on the async workers.
+            let limits = shared.compile_limits;
+            let checked = Arc::clone(&bytes);
+            tokio::task::spawn_blocking(move || precheck(&checked, &limits))
+                .await
+                .map_err(|e| SandboxError::Compile(format!("the check stopped: {e}")))??;
+            let _slot = Arc::clone(&shared.compiles.slots)
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            let compiler = Arc::clone(&shared);
+            let component = tokio::task::spawn_blocking(move || compiler.sandbox.compile(&bytes))
+                .await
+                .map_err(|e| SandboxError::Compile(format!("the compiler stopped: {e}")))??;
+            shared.inspect(component, true).await
+        });
+        work.await.map_err(|e| {
+            EngineError::from(SandboxError::Compile(format!(
+                "the upload's check stopped: {e}"
+            )))
+        })?
     }
 
     /// A stored component at startup: from the compiled-code cache if its file matches

@@ -92,7 +92,8 @@ impl Rule {
             https,
             host: host.to_ascii_lowercase(),
             port,
-            path_prefix: normalize_path(if path.is_empty() { "/" } else { path }),
+            path_prefix: normalize_path(if path.is_empty() { "/" } else { path })
+                .ok_or_else(|| bad("the path is ambiguous (double encoding or `..;`)"))?,
         })
     }
 
@@ -129,38 +130,43 @@ fn under_prefix(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// A request path as a server resolves it: percent-decoded (an encoded `/` or `.` counts
-/// as one) and with `.` and `..` segments removed (RFC 3986, 5.2.4).
-pub(crate) fn normalize_path(raw: &str) -> String {
+/// A request path as a server resolves it: percent-decoded once (an encoded `/` or `.`
+/// counts as one), empty segments collapsed (`//` is `/`, as most servers merge them),
+/// and `.` and `..` segments removed (RFC 3986, 5.2.4). `None` for a path that servers
+/// read differently — still percent-encoded after decoding (double encoding), or with
+/// path parameters on a dot segment (`..;`) — which is refused outright.
+pub(crate) fn normalize_path(raw: &str) -> Option<String> {
     let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
     let decoded = decoded.replace('\\', "/");
+    if percent_encoding::percent_decode_str(&decoded).decode_utf8_lossy() != decoded {
+        return None;
+    }
+    let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
+    let trailing = decoded.ends_with('/') && !segments.is_empty();
     let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = decoded.split('/').collect();
     let last = segments.len().saturating_sub(1);
+    let mut ends_in_dir = trailing;
     for (i, segment) in segments.iter().enumerate() {
+        let bare = segment.split(';').next().unwrap_or("");
+        if (bare == "." || bare == "..") && bare != *segment {
+            return None;
+        }
         match *segment {
-            "." => {
-                if i == last {
-                    out.push("");
-                }
-            }
+            "." => {}
             ".." => {
-                if out.len() > 1 {
-                    out.pop();
-                }
-                if i == last {
-                    out.push("");
-                }
+                out.pop();
             }
             other => out.push(other),
         }
+        if i == last && (*segment == "." || *segment == "..") {
+            ends_in_dir = true;
+        }
     }
-    let joined = out.join("/");
-    if joined.starts_with('/') {
-        joined
-    } else {
-        format!("/{joined}")
+    let mut path = format!("/{}", out.join("/"));
+    if ends_in_dir && !out.is_empty() {
+        path.push('/');
     }
+    Some(path)
 }
 
 /// Addresses no tenant reaches unless a rule names them.
@@ -229,13 +235,17 @@ impl Egress {
         let https = uri.scheme() == Some(&Scheme::HTTPS);
         let host = uri.host().unwrap_or("").to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let path = normalize_path(uri.path());
-        let allowing: Vec<Rule> = self
-            .rules
-            .iter()
-            .filter(|rule| rule.allows(method, https, &host, port, &path))
-            .cloned()
-            .collect();
+        let raw_path = uri.path();
+        let allowing: Vec<Rule> = match normalize_path(raw_path) {
+            Some(path) => self
+                .rules
+                .iter()
+                .filter(|rule| rule.allows(method, https, &host, port, &path))
+                .cloned()
+                .collect(),
+            // A path servers disagree about (double encoding, `..;`): refused outright.
+            None => Vec::new(),
+        };
         if !allowing.is_empty() {
             return Ok(allowing);
         }
@@ -247,7 +257,7 @@ impl Egress {
             format!("it allows only {}", rules.join(", "))
         };
         Err(format!(
-            "outgoing HTTP {method} {scheme}://{host}:{port}{path} is not on tenant '{}'s \
+            "outgoing HTTP {method} {scheme}://{host}:{port}{raw_path} is not on tenant '{}'s \
              http_allow list ({allowed}); add a rule such as \"{method} {scheme}://{host}:{port}\" \
              to [tenant_limits.{}] in the server config",
             self.tenant, self.tenant
@@ -301,7 +311,7 @@ impl WasiHttpHooks for Egress {
         let allowing = match self.check(&request) {
             Ok(allowing) => allowing,
             Err(why) => {
-                tracing::warn!(target: "steadfast::activity", tenant = %self.tenant, "{why}");
+                tracing::warn!(target: "steadfast::activity", tenant = %self.tenant, "{}", super::guest_log::escape(&why));
                 self.denied
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -315,7 +325,7 @@ impl WasiHttpHooks for Egress {
         Box::new(async move {
             use http_body_util::BodyExt;
             if let Err(why) = check_addresses(request.uri(), &allowing).await {
-                tracing::warn!(target: "steadfast::activity", tenant = %tenant, "{why}");
+                tracing::warn!(target: "steadfast::activity", tenant = %tenant, "{}", super::guest_log::escape(&why));
                 denied
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -361,7 +371,7 @@ mod tests {
             https,
             uri.host().unwrap(),
             uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
-            &normalize_path(uri.path()),
+            &normalize_path(uri.path()).expect("an unambiguous path"),
         )
     }
 
@@ -426,18 +436,25 @@ mod tests {
 
     #[test]
     fn paths_are_normalised_and_matched_on_segment_boundaries() {
-        assert_eq!(normalize_path("/hooks/../admin"), "/admin");
-        assert_eq!(normalize_path("/hooks/%2e%2e/admin"), "/admin");
-        assert_eq!(normalize_path("/hooks/%2E%2E%2Fadmin"), "/admin");
-        assert_eq!(normalize_path("/hooks/a/./b/.."), "/hooks/a/");
-        assert_eq!(normalize_path("/../../etc"), "/etc");
-        assert_eq!(normalize_path("/hooks\\..\\admin"), "/admin");
+        let n = |p: &str| normalize_path(p);
+        assert_eq!(n("/hooks/../admin").as_deref(), Some("/admin"));
+        assert_eq!(n("/hooks/%2e%2e/admin").as_deref(), Some("/admin"));
+        assert_eq!(n("/hooks/%2E%2E%2Fadmin").as_deref(), Some("/admin"));
+        assert_eq!(n("/hooks/a/./b/..").as_deref(), Some("/hooks/a/"));
+        assert_eq!(n("/../../etc").as_deref(), Some("/etc"));
+        assert_eq!(n("/hooks\\..\\admin").as_deref(), Some("/admin"));
+        assert_eq!(n("/hooks//../admin").as_deref(), Some("/admin"));
+        assert_eq!(n("/hooks/").as_deref(), Some("/hooks/"));
+        assert_eq!(n("/").as_deref(), Some("/"));
+        assert_eq!(n("/hooks/..;/admin"), None);
+        assert_eq!(n("/hooks/%252e%252e/admin"), None);
         let rule = "GET http://h.example/hooks/";
         assert!(allows(rule, "GET", "http://h.example/hooks/1"));
         assert!(allows(rule, "GET", "http://h.example/hooks/a/../b"));
         assert!(!allows(rule, "GET", "http://h.example/hooks/../admin"));
         assert!(!allows(rule, "GET", "http://h.example/hooks/%2e%2e/admin"));
         assert!(!allows(rule, "GET", "http://h.example/hooks/..%2fadmin"));
+        assert!(!allows(rule, "GET", "http://h.example/hooks//../admin"));
         let rule = "GET http://h.example/hooks";
         assert!(allows(rule, "GET", "http://h.example/hooks"));
         assert!(allows(rule, "GET", "http://h.example/hooks/x"));

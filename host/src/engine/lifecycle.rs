@@ -86,6 +86,13 @@ impl Engine {
         self.deploy_to(&Tenant::default_tenant(), bytes).await
     }
 
+    /// `tenant`'s turn to upload a component; take it before reading the upload. Fails
+    /// with [`EngineError::Busy`] while the tenant has another upload in progress or the
+    /// host's upload queue is full.
+    pub fn upload_ticket(&self, tenant: &Tenant) -> Result<super::UploadTicket, EngineError> {
+        super::UploadTicket::take(&self.shared.compiles, tenant)
+    }
+
     /// Validates, compiles and stores a component for `tenant`. New starts of its
     /// workflows get this version; running instances stay on the version they started
     /// with. Deploying the same bytes again is harmless.
@@ -94,11 +101,22 @@ impl Engine {
         tenant: &Tenant,
         bytes: Vec<u8>,
     ) -> Result<Deployment, EngineError> {
+        let ticket = self.upload_ticket(tenant)?;
+        self.deploy_with(&ticket, bytes).await
+    }
+
+    /// [`Engine::deploy_to`] with the tenant's ticket already taken.
+    pub async fn deploy_with(
+        &self,
+        ticket: &super::UploadTicket,
+        bytes: Vec<u8>,
+    ) -> Result<Deployment, EngineError> {
+        let tenant = ticket.tenant();
         self.require_tenant(tenant)?;
         let (digest, bytes) = super::components::digest_of(bytes).await;
         let inspected = self
             .shared
-            .inspect_upload(tenant.as_str(), &digest, Arc::clone(&bytes))
+            .inspect_upload(ticket, &digest, Arc::clone(&bytes))
             .await?;
         self.deploy_inspected(tenant, digest, bytes, &inspected)
             .await
@@ -155,11 +173,23 @@ impl Engine {
         bytes: Vec<u8>,
         migrate: bool,
     ) -> Result<(Option<Deployment>, Vec<InstanceCheck>), EngineError> {
+        let ticket = self.upload_ticket(tenant)?;
+        self.check_deploy_with(&ticket, bytes, migrate).await
+    }
+
+    /// [`Engine::check_deploy`] with the tenant's ticket already taken.
+    pub async fn check_deploy_with(
+        &self,
+        ticket: &super::UploadTicket,
+        bytes: Vec<u8>,
+        migrate: bool,
+    ) -> Result<(Option<Deployment>, Vec<InstanceCheck>), EngineError> {
+        let tenant = ticket.tenant();
         self.require_tenant(tenant)?;
         let (digest, bytes) = super::components::digest_of(bytes).await;
         let inspected = self
             .shared
-            .inspect_upload(tenant.as_str(), &digest, Arc::clone(&bytes))
+            .inspect_upload(ticket, &digest, Arc::clone(&bytes))
             .await?;
         let super::registry::Loaded::Orchestrator(pre) = &*inspected.loaded else {
             return Ok((None, Vec::new()));

@@ -66,6 +66,9 @@ pub struct Limits {
     pub deploys_per_minute: u32,
     /// Requests one token may make per second, on average (bursts of twice that pass).
     pub requests_per_second: u32,
+    /// Requests of the tenant in progress at once (long polls included), over all its
+    /// tokens: what keeps one tenant from holding every connection of the host.
+    pub max_requests_in_flight: u32,
     /// Outgoing HTTP that activity components may send, as rules
     /// `"[METHODS ]SCHEME://HOST[:PORT][/PATH-PREFIX]"` (see `engine::egress`). Empty: none.
     pub http_allow: Vec<String>,
@@ -94,6 +97,7 @@ impl Default for Limits {
             max_resident_instances: 1_024,
             deploys_per_minute: 20,
             requests_per_second: 500,
+            max_requests_in_flight: 256,
             http_allow: Vec::new(),
             activity_env: BTreeMap::new(),
             activity_dirs: BTreeMap::new(),

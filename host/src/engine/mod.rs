@@ -46,6 +46,7 @@ use activity_host::ActivityState;
 use bindings::activity::ActivityWorker;
 use bindings::orchestrator::{Orchestrator, OrchestratorPre};
 pub use compat::Compatibility;
+pub use components::UploadTicket;
 pub use lifecycle::{InstanceCheck, Scope, WorkflowInfo, WorkflowVersion, token_hash};
 pub use limits::{GuestMemory, Limits};
 use registry::{Loaded, Registry};
@@ -177,8 +178,8 @@ pub enum EngineError {
     #[error("the host is busy {what}; retry in {} s", retry_after.as_secs().max(1))]
     Busy { what: String, retry_after: Duration },
     #[error(
-        "instance '{id}' holds {why}; it takes more once its workflow waits for the events it \
-         has (or continues as new). Nothing was raised: retry later"
+        "instance '{id}' holds {why}. Nothing was raised: pending events make room as the \
+         workflow waits for them; event bytes only when it continues as new"
     )]
     TooManyEvents { id: InstanceId, why: String },
     #[error("{0}")]

@@ -83,12 +83,14 @@ impl Shared {
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let activation = self.next_activation.fetch_add(1, Ordering::Relaxed);
-        *self
-            .resident_per_tenant
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.tenant().to_owned())
-            .or_default() += 1;
+        if !resident.contains_key(&id) {
+            *self
+                .resident_per_tenant
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(id.tenant().to_owned())
+                .or_default() += 1;
+        }
         resident.insert(
             id.clone(),
             Resident {

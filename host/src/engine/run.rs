@@ -64,7 +64,7 @@ pub(crate) async fn run(
                 // journaled on their own. It is activated again after a pause, so a
                 // passing fault (a full instance pool, a storage hiccup) does not leave it
                 // hanging until the next restart.
-                tracing::error!(instance = %id, error = %message, "instance deactivated by a host fault; activating it again in {} ms", FAULT_RETRY_MS);
+                tracing::error!(instance = %id, error = %super::guest_log::escape(&message), "instance deactivated by a host fault; activating it again in {} ms", FAULT_RETRY_MS);
                 for (job, result) in unwritten {
                     shared.write_unwritten(job, result);
                 }
@@ -240,7 +240,7 @@ async fn run_generation(
             }
             None => {
                 let reason = super::limits::classify_trap(&error, &limits, "the workflow");
-                tracing::warn!(instance = %id, kind = %reason.kind, "workflow failed: {}", reason.message);
+                tracing::warn!(instance = %id, kind = %reason.kind, "workflow failed: {}", super::guest_log::escape(&reason.message));
                 Finish::Failed(reason)
             }
         },
@@ -324,7 +324,7 @@ async fn finish(
     };
     state.unwritten.clear();
     if let Some(reason) = stalled {
-        tracing::warn!(instance = %id, "instance stalled: {reason}");
+        tracing::warn!(instance = %id, "instance stalled: {}", super::guest_log::escape(&reason.to_string()));
     }
     shared.timers.cancel_instance(id);
     if let Some(notice) = notice {

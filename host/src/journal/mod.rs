@@ -61,8 +61,8 @@ pub enum JournalError {
     )]
     TooManyInstances { tenant: String, limit: u64 },
     #[error(
-        "instance '{id}' holds {why}; it takes more once its workflow waits for the events it \
-         has (or continues as new). Nothing was raised: retry later"
+        "instance '{id}' holds {why}. Nothing was raised: pending events make room as the \
+         workflow waits for them; event bytes only when it continues as new"
     )]
     TooManyEvents { id: InstanceId, why: String },
     #[error("instance '{id}' is {status}; it accepts no more events")]
@@ -371,8 +371,6 @@ fn lock_journal(path: &Path) -> Result<std::fs::File, JournalError> {
     }
 }
 
-/// Group commit: block for the first job, take whatever else is queued, run all in one
-/// transaction, commit, answer everyone.
 /// How often the checkpoint thread copies the WAL into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -388,6 +386,8 @@ fn checkpointer(conn: Connection, alive: std::sync::Weak<()>) {
     }
 }
 
+/// Group commit: block for the first job, take whatever else is queued, run all in one
+/// transaction, commit, answer everyone.
 fn writer_loop(
     conn: Connection,
     rx: mpsc::Receiver<WriteJob>,
