@@ -126,8 +126,6 @@ pub struct Journal {
     /// A few read connections: a long read (a page of large payloads) holds one, not all.
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
-    /// The checkpoint thread runs while this is alive.
-    _alive: std::sync::Arc<()>,
     path: PathBuf,
     stats: std::sync::Arc<WriterStats>,
     /// Set by [`Journal::crash`]: the writer commits nothing more.
@@ -154,19 +152,6 @@ impl Journal {
         let mut write_conn = open_connection(path)?;
         restrict_to_owner(path);
         schema::migrate(&mut write_conn)?;
-        // Checkpoints run on their own thread (see `checkpointer`), not inside a commit:
-        // copying megabytes of WAL into the database would hold up every write queued
-        // behind that commit, every tenant's.
-        write_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let alive = std::sync::Arc::new(());
-        let checkpoints = open_connection(path)?;
-        let weak = std::sync::Arc::downgrade(&alive);
-        std::thread::Builder::new()
-            .name("steadfast-checkpoint".into())
-            .spawn(move || checkpointer(checkpoints, weak))
-            .map_err(|e| {
-                JournalError::Storage(format!("cannot start the checkpoint thread: {e}"))
-            })?;
         let readers = (0..READERS)
             .map(|_| open_connection(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -187,7 +172,6 @@ impl Journal {
             writer: tx,
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
-            _alive: alive,
             path: path.to_owned(),
             stats,
             abandoned,
@@ -368,21 +352,6 @@ fn lock_journal(path: &Path) -> Result<std::fs::File, JournalError> {
             "cannot lock {}: {e}",
             lock_path.display()
         ))),
-    }
-}
-
-/// How often the checkpoint thread copies the WAL into the database.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Copies committed WAL frames into the database, alongside the writer: a PASSIVE
-/// checkpoint neither waits for nor blocks the writer or the readers. Ends with the
-/// journal (the last connection to close checkpoints what is left).
-fn checkpointer(conn: Connection, alive: std::sync::Weak<()>) {
-    while alive.upgrade().is_some() {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "journal: checkpoint failed; retrying");
-        }
     }
 }
 
