@@ -329,45 +329,9 @@ async fn under_attack<F: Future<Output = ()>>(
     }
 }
 
-/// A component that embeds `functions` functions of `nops` no-ops each in one core module
-/// and exports nothing: valid, and as much work for a compiler as its size.
+/// A valid component of `functions` functions of `nops` no-ops that exports nothing.
 fn bomb(functions: u32, nops: usize) -> Vec<u8> {
-    fn leb(mut n: u32, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    fn section(into: &mut Vec<u8>, id: u8, contents: &[u8]) {
-        into.push(id);
-        leb(contents.len() as u32, into);
-        into.extend(contents);
-    }
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    module.extend([1, 4, 1, 0x60, 0, 0]);
-    let mut funcs = Vec::new();
-    leb(functions, &mut funcs);
-    funcs.extend(std::iter::repeat_n(0u8, functions as usize));
-    section(&mut module, 3, &funcs);
-    let mut body = Vec::new();
-    leb(nops as u32 + 2, &mut body);
-    body.push(0);
-    body.extend(std::iter::repeat_n(0x01u8, nops));
-    body.push(0x0b);
-    let mut code = Vec::new();
-    leb(functions, &mut code);
-    for _ in 0..functions {
-        code.extend(&body);
-    }
-    section(&mut module, 10, &code);
-    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-    section(&mut component, 1, &module);
-    component
+    steadfast::sandbox::synthetic_component(functions, nops)
 }
 
 /// The same component with a custom section appended: new bytes, new digest, the same

@@ -21,7 +21,7 @@ use crate::model::Digest;
 mod precheck;
 
 use precheck::check_world;
-pub use precheck::{CompileLimits, precheck};
+pub use precheck::{CompileLimits, precheck, synthetic_component};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -183,7 +183,10 @@ impl Sandbox {
             .serialize()
             .map_err(|e| tracing::warn!(error = %e, "could not serialise compiled code"))
             .ok()?;
-        let tmp = path.with_extension("tmp");
+        // A name of its own, so two stores of one digest never write the same file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
         match write_private(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &path)) {
             Ok(()) => Some(Digest::of(&compiled).as_str().to_owned()),
             Err(e) => {

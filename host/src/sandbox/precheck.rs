@@ -181,55 +181,57 @@ pub(super) fn check_world(exports: &[String], imports: &[String]) -> Result<(), 
     }
 }
 
+/// A valid component that embeds `functions` functions of `nops` no-ops each in one core
+/// module and exports nothing: as much work for a compiler as its size. For tests of the
+/// compile bounds (here and in the hostile-tenant suite).
+#[doc(hidden)]
+pub fn synthetic_component(functions: u32, nops: usize) -> Vec<u8> {
+    // Core module: type section (one `() -> ()`), function section, code section.
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend([1, 4, 1, 0x60, 0, 0]);
+    let mut funcs = leb(functions);
+    funcs.extend(std::iter::repeat_n(0u8, functions as usize));
+    section(&mut module, 3, &funcs);
+    let mut body = leb(nops as u32 + 2);
+    body.push(0); // no locals
+    body.extend(std::iter::repeat_n(0x01u8, nops)); // nop
+    body.push(0x0b); // end
+    let mut code = leb(functions);
+    for _ in 0..functions {
+        code.extend(&body);
+    }
+    section(&mut module, 10, &code);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(&mut component, 1, &module);
+    component
+}
+
+fn section(into: &mut Vec<u8>, id: u8, contents: &[u8]) {
+    into.push(id);
+    into.extend(leb(contents.len() as u32));
+    into.extend(contents);
+}
+
+fn leb(mut n: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A component that embeds `functions` empty functions in one core module and
-    /// exports nothing.
-    fn component(functions: u32, body_padding: usize) -> Vec<u8> {
-        // Core module: type section (one `() -> ()`), function section, code section.
-        let mut module = b"\0asm\x01\0\0\0".to_vec();
-        module.extend([1, 4, 1, 0x60, 0, 0]);
-        let mut funcs = leb(functions);
-        funcs.extend(std::iter::repeat_n(0u8, functions as usize));
-        section(&mut module, 3, &funcs);
-        let mut body = leb(body_padding as u32 + 2);
-        body.push(0); // no locals
-        body.extend(std::iter::repeat_n(0x01u8, body_padding)); // nop
-        body.push(0x0b); // end
-        let mut code = leb(functions);
-        for _ in 0..functions {
-            code.extend(&body);
-        }
-        section(&mut module, 10, &code);
-        let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-        section(&mut component, 1, &module);
-        component
-    }
-
-    fn section(into: &mut Vec<u8>, id: u8, contents: &[u8]) {
-        into.push(id);
-        into.extend(leb(contents.len() as u32));
-        into.extend(contents);
-    }
-
-    fn leb(mut n: u32) -> Vec<u8> {
-        let mut out = Vec::new();
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return out;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-
     #[test]
     fn a_component_of_no_world_is_refused_before_compiling() {
-        let err = precheck(&component(3, 0), &CompileLimits::default()).unwrap_err();
+        let err = precheck(&synthetic_component(3, 0), &CompileLimits::default()).unwrap_err();
         assert!(matches!(err, SandboxError::NotOurWorld(_)), "{err}");
         assert!(err.to_string().contains("exports nothing"), "{err}");
     }
@@ -242,11 +244,11 @@ mod tests {
             max_function_bytes: 500,
             max_core_modules: 16,
         };
-        let err = precheck(&component(101, 0), &limits).unwrap_err();
+        let err = precheck(&synthetic_component(101, 0), &limits).unwrap_err();
         assert!(err.to_string().contains("over 100 functions"), "{err}");
-        let err = precheck(&component(2, 600), &limits).unwrap_err();
+        let err = precheck(&synthetic_component(2, 600), &limits).unwrap_err();
         assert!(err.to_string().contains("one function is"), "{err}");
-        let err = precheck(&component(50, 400), &limits).unwrap_err();
+        let err = precheck(&synthetic_component(50, 400), &limits).unwrap_err();
         assert!(err.to_string().contains("its code is over"), "{err}");
     }
 
