@@ -545,3 +545,88 @@ async fn a_tenants_idle_instances_beyond_its_own_resident_limit_wait_in_the_jour
         assert_eq!(output(&engine, id)["status"], "approved", "{id:?}");
     }
 }
+
+/// One tenant's activities cannot take every activity slot of the host: beyond its own
+/// `max_activities_in_flight` they wait in its own line, and another tenant's run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_stuck_activities_leave_slots_for_another_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::clone(&held);
+    let mut config = steadfast_tests::config(dir.path(), &clock()).with_activity(
+        "send_approval_request",
+        move |_, input| {
+            let held = Arc::clone(&held);
+            async move {
+                // The crowding tenant's requests hang until released.
+                if input["requester"] == "crowd" {
+                    held.notified().await;
+                }
+                Ok(json!(null))
+            }
+        },
+    );
+    config.max_concurrent_activities = 5;
+    let crowded = steadfast::engine::Limits {
+        max_activities_in_flight: 4,
+        ..steadfast::engine::Limits::default()
+    };
+    config.tenant_limits.insert("default".to_owned(), crowded);
+    let engine = steadfast::Engine::open(config).await.unwrap();
+    examples::install(&engine).await.unwrap();
+    let calm = steadfast::model::Tenant::new("calm").unwrap();
+    engine.create_tenant(&calm).await.unwrap();
+    engine
+        .deploy_to(&calm, examples::WORKFLOWS_WASM.to_vec())
+        .await
+        .unwrap();
+    engine
+        .deploy_to(&calm, examples::ACTIVITIES_WASM.to_vec())
+        .await
+        .unwrap();
+    let crowd =
+        json!({"request_id": "r", "requester": "crowd", "amount": 5000.0, "description": "x"});
+    for i in 0..10 {
+        engine
+            .start(
+                "approval_workflow",
+                &crowd.to_string(),
+                named(&format!("crowd-{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let request =
+        json!({"request_id": "r", "requester": "calm", "amount": 5000.0, "description": "x"});
+    let options = StartOptions {
+        instance_id: Some("calm-1".to_owned()),
+        tenant: Some(calm.clone()),
+        ..StartOptions::default()
+    };
+    let id = engine
+        .start("approval_workflow", &request.to_string(), options)
+        .await
+        .unwrap();
+    // The calm tenant's request gets a slot while ten of the crowd's hang.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = engine.status(&id).unwrap();
+        if status
+            .custom_status
+            .as_deref()
+            .is_some_and(|s| s.contains("waiting_for_approval"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other tenant's activity never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        release.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    release.notify_waiters();
+}

@@ -162,6 +162,7 @@ fn bench_limits() -> crate::engine::Limits {
     crate::engine::Limits {
         max_live_instances: u64::MAX / 2,
         max_resident_instances: usize::MAX,
+        max_activities_in_flight: usize::MAX >> 4,
         requests_per_second: u32::MAX / 4,
         max_requests_in_flight: u32::MAX / 4,
         ..crate::engine::Limits::default()

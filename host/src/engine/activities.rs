@@ -172,7 +172,10 @@ async fn run_activity(
 ) {
     let result = {
         // Bounded: a burst of scheduled activities queues here instead of instantiating
-        // thousands of components at once.
+        // thousands of components at once — first in its tenant's line, then in the
+        // host's, so one tenant's backlog cannot hold every slot.
+        let tenant_slots = shared.tenant_activity_slots(job.instance.tenant());
+        let _tenant_slot = tenant_slots.acquire().await;
         let _slot = shared.activity_slots.acquire().await;
         // Started only while its instance still wants it: an activity of an instance
         // terminated or purged since it was queued never starts. Without any termination

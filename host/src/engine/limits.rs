@@ -64,6 +64,9 @@ pub struct Limits {
     pub max_resident_instances: usize,
     /// Component uploads (deploys and checks) the tenant may make per minute.
     pub deploys_per_minute: u32,
+    /// Activities of the tenant executing at once (of the host's
+    /// `max_concurrent_activities`, 256 by default); the rest wait their turn.
+    pub max_activities_in_flight: usize,
     /// Requests one token may make per second, on average (bursts of twice that pass).
     pub requests_per_second: u32,
     /// Requests of the tenant in progress at once (long polls included), over all its
@@ -96,6 +99,7 @@ impl Default for Limits {
             max_event_bytes_per_generation: 32 << 20,
             max_resident_instances: 1_024,
             deploys_per_minute: 20,
+            max_activities_in_flight: 64,
             requests_per_second: 500,
             max_requests_in_flight: 256,
             http_allow: Vec::new(),

@@ -310,6 +310,9 @@ pub(crate) struct Shared {
     ids: Mutex<random::SplitMix64>,
     /// Activities executing at once.
     activity_slots: tokio::sync::Semaphore,
+    /// Each tenant's share of `activity_slots` (`limits.max_activities_in_flight`), taken
+    /// first: one tenant's backlog waits in its own line, not in everyone's.
+    tenant_activity_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Shared, not copied, by every activation and activity call.
     limits: Arc<Limits>,
     tenant_limits: HashMap<String, Arc<Limits>>,
@@ -392,6 +395,7 @@ impl Engine {
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
             activity_slots: tokio::sync::Semaphore::new(config.max_concurrent_activities.max(1)),
+            tenant_activity_slots: Mutex::new(HashMap::new()),
             limits: Arc::new(config.limits.clone()),
             tenant_limits: config
                 .tenant_limits
@@ -902,6 +906,18 @@ fn check_json(what: &'static str, text: &str) -> Result<(), EngineError> {
 impl Shared {
     pub(crate) fn limits(&self, tenant: &str) -> &Arc<Limits> {
         self.tenant_limits.get(tenant).unwrap_or(&self.limits)
+    }
+
+    /// `tenant`'s line for activity slots.
+    pub(crate) fn tenant_activity_slots(&self, tenant: &str) -> Arc<tokio::sync::Semaphore> {
+        let max = self.limits(tenant).max_activities_in_flight.max(1);
+        Arc::clone(
+            self.tenant_activity_slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(tenant.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max))),
+        )
     }
 
     pub(crate) fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
