@@ -45,6 +45,9 @@ pub struct ApiConfig {
     pub header_read_timeout: std::time::Duration,
     /// Most client connections served at once.
     pub max_connections: usize,
+    /// How long a response may wait for the client to read any of it before the
+    /// connection is dropped.
+    pub write_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +58,7 @@ impl Default for ApiConfig {
             auth: true,
             header_read_timeout: std::time::Duration::from_secs(10),
             max_connections: 1_024,
+            write_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -109,6 +113,9 @@ pub async fn serve(
             .header_read_timeout
             .max(std::time::Duration::from_millis(100)),
         max_connections: config.max_connections,
+        write_timeout: config
+            .write_timeout
+            .max(std::time::Duration::from_millis(100)),
     };
     server::run(listener, router(engine, config), bounds, shutdown).await
 }

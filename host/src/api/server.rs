@@ -8,7 +8,7 @@
 //!   a connection opened and never used, and a keep-alive connection idle that long); a
 //!   request body may not pause that long between two pieces, nor arrive slower than
 //!   [`MIN_BODY_RATE`] on average once that much time has passed; a response the client
-//!   stops reading for that long ends the connection.
+//!   stops reading for `write_timeout` ends the connection.
 //! - **Shutdown:** the listener closes first; each connection finishes the request it is
 //!   serving within [`SHUTDOWN_GRACE`], then is closed.
 //!
@@ -31,6 +31,7 @@ use tower::ServiceExt as _;
 pub(super) struct Bounds {
     pub(super) header_read_timeout: Duration,
     pub(super) max_connections: usize,
+    pub(super) write_timeout: Duration,
 }
 
 /// The slowest average rate a request body may arrive at, in bytes per second, once
@@ -119,7 +120,7 @@ async fn serve_connection(
                 let stalled = writes
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .is_some_and(|since| since.elapsed() >= bounds.header_read_timeout);
+                    .is_some_and(|since| since.elapsed() >= bounds.write_timeout);
                 if stalled {
                     // The client stopped reading what it asked for: drop the connection.
                     return;

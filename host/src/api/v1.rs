@@ -142,7 +142,23 @@ pub(super) async fn deploy(
     // The tenant's turn first, the upload's bytes after: a tenant buffers one upload at a
     // time, the host a few.
     let ticket = state.engine.upload_ticket(&principal.tenant)?;
-    let bytes = read_upload(upload, state.config.max_component_bytes).await?;
+    // The ticket is held while the body arrives: a deadline for the whole upload (the
+    // pause window plus the limit at 1 MiB/s), so a slow sender cannot keep it.
+    let limit = state.config.max_component_bytes;
+    let deadline = state.config.header_read_timeout
+        + std::time::Duration::from_secs_f64(limit as f64 / (1024.0 * 1024.0));
+    let bytes = tokio::time::timeout(deadline, read_upload(upload, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "upload_too_slow",
+                format!(
+                    "the upload did not arrive within {} s; send it faster or smaller",
+                    deadline.as_secs()
+                ),
+            )
+        })??;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "empty_body",

@@ -21,7 +21,7 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// A TOML file with any of: listen, data_dir, max_payload_bytes, max_component_bytes,
-    /// max_resident, header_read_timeout_ms, max_connections, [compile],
+    /// max_resident, header_read_timeout_ms, max_connections, write_timeout_ms, [compile],
     /// [limits],
     /// [tenant_limits.NAME] (a tenant's section overrides only the limits it names; see
     /// `GET /v1/limits` for every limit).
@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// Most client connections open at once; more wait to be accepted.
     pub max_connections: usize,
+    /// How long a response may wait for the client to read any of it, in ms.
+    pub write_timeout_ms: u64,
     /// What an uploaded component may be, checked before it is compiled (`[compile]`).
     pub compile: crate::sandbox::CompileLimits,
 }
@@ -92,6 +94,7 @@ impl Default for ServerConfig {
             tenant_limits: std::collections::HashMap::new(),
             header_read_timeout_ms: api.header_read_timeout.as_millis() as u64,
             max_connections: api.max_connections,
+            write_timeout_ms: api.write_timeout.as_millis() as u64,
             compile: crate::sandbox::CompileLimits::default(),
         }
     }
@@ -161,6 +164,7 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         auth,
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.max_connections.max(1),
+        write_timeout: std::time::Duration::from_millis(config.write_timeout_ms),
     };
     api::serve(listener, engine, api, shutdown_signal())
         .await

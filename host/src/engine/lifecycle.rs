@@ -105,8 +105,25 @@ impl Engine {
         self.deploy_with(&ticket, bytes).await
     }
 
-    /// [`Engine::deploy_to`] with the tenant's ticket already taken.
+    /// [`Engine::deploy_to`] with the tenant's ticket already taken. The deploy runs to
+    /// its end in a task of its own, even if the caller stops waiting: journal and
+    /// registry never disagree about what was deployed.
     pub async fn deploy_with(
+        &self,
+        ticket: &super::UploadTicket,
+        bytes: Vec<u8>,
+    ) -> Result<Deployment, EngineError> {
+        let (engine, ticket) = (self.clone(), ticket.clone());
+        tokio::spawn(async move { engine.deploy_now(&ticket, bytes).await })
+            .await
+            .map_err(|e| {
+                EngineError::from(crate::sandbox::SandboxError::Compile(format!(
+                    "the deploy stopped: {e}"
+                )))
+            })?
+    }
+
+    async fn deploy_now(
         &self,
         ticket: &super::UploadTicket,
         bytes: Vec<u8>,
@@ -177,8 +194,25 @@ impl Engine {
         self.check_deploy_with(&ticket, bytes, migrate).await
     }
 
-    /// [`Engine::check_deploy`] with the tenant's ticket already taken.
+    /// [`Engine::check_deploy`] with the tenant's ticket already taken; runs to its end in
+    /// a task of its own, like [`Engine::deploy_with`].
     pub async fn check_deploy_with(
+        &self,
+        ticket: &super::UploadTicket,
+        bytes: Vec<u8>,
+        migrate: bool,
+    ) -> Result<(Option<Deployment>, Vec<InstanceCheck>), EngineError> {
+        let (engine, ticket) = (self.clone(), ticket.clone());
+        tokio::spawn(async move { engine.check_deploy_now(&ticket, bytes, migrate).await })
+            .await
+            .map_err(|e| {
+                EngineError::from(crate::sandbox::SandboxError::Compile(format!(
+                    "the check stopped: {e}"
+                )))
+            })?
+    }
+
+    async fn check_deploy_now(
         &self,
         ticket: &super::UploadTicket,
         bytes: Vec<u8>,
