@@ -24,6 +24,7 @@
 //! its public signatures.
 
 pub mod baseline;
+mod control;
 mod reads;
 mod schema;
 mod writes;
