@@ -5,10 +5,10 @@
 //! **Invariants:**
 //! - Compiling is a bounded, fair resource: an upload takes its tenant's
 //!   [`UploadTicket`] before its body is read (one upload per tenant at a time, four in
-//!   all; beyond that it is refused as busy, 429); it is compiled on blocking threads
-//!   (never on the async workers that answer requests), at most [`CompileGate`]'s number at
-//!   once; the ticket and the compile slot are held until the work ends, also when the
-//!   client hangs up.
+//!   all; beyond that it is refused as busy, 429); it is compiled on [`CompileGate`]'s own
+//!   threads (never on the async workers that answer requests), which run at a lower
+//!   scheduling priority than the rest of the host; the ticket and the compile slot are
+//!   held until the work ends, also when the client hangs up.
 //! - A component reaches the registry, the journal and the compiled-code cache only when it
 //!   is accepted; a refused upload, or a `?check`, leaves nothing behind.
 //! - Inspecting a component (instantiating it and calling `names`) has a wall-clock bound,
@@ -49,14 +49,75 @@ pub(crate) struct CompileGate {
     slots: Arc<tokio::sync::Semaphore>,
     queued: Mutex<HashSet<String>>,
     max_queued: usize,
+    /// The compile threads' queue.
+    compilers: Mutex<std::sync::mpsc::Sender<CompileJob>>,
 }
 
+type CompileJob = Box<dyn FnOnce() + Send>;
+
+/// How much lower than the server's the compile threads' scheduling priority is (a nice
+/// value): a compile gets what CPU the requests leave.
+const COMPILE_NICENESS: i32 = 10;
+
 impl CompileGate {
+    /// `concurrency` compile threads, at a lower priority than the rest of the host.
     pub(crate) fn new(concurrency: usize, max_queued: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        let (tx, rx) = std::sync::mpsc::channel::<CompileJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..concurrency {
+            let rx = Arc::clone(&rx);
+            let _ = std::thread::Builder::new()
+                .name(format!("steadfast-compile-{n}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+        }
         CompileGate {
-            slots: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrency)),
             queued: Mutex::new(HashSet::new()),
             max_queued: max_queued.max(1),
+            compilers: Mutex::new(tx),
+        }
+    }
+
+    /// Runs `work` on a compile thread.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: CompileJob = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        let sent = self
+            .compilers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job);
+        if sent.is_err() {
+            return Err(SandboxError::Compile("no compile thread is running".into()).into());
+        }
+        rx.await
+            .map_err(|_| SandboxError::Compile("the compiler stopped".into()).into())
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (Linux: niceness is per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` and `setpriority` on the calling thread; no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, COMPILE_NICENESS) != 0 {
+            tracing::debug!("could not lower the compile thread's priority");
         }
     }
 }
@@ -165,9 +226,10 @@ impl Shared {
                 .await
                 .expect("never closed");
             let compiler = Arc::clone(&shared);
-            let component = tokio::task::spawn_blocking(move || compiler.sandbox.compile(&bytes))
-                .await
-                .map_err(|e| SandboxError::Compile(format!("the compiler stopped: {e}")))??;
+            let component = shared
+                .compiles
+                .run(move || compiler.sandbox.compile(&bytes))
+                .await??;
             shared.inspect(component, true).await
         });
         work.await.map_err(|e| {
