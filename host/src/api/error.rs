@@ -103,6 +103,7 @@ impl From<EngineError> for ApiError {
             EngineError::TooManyEvents { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_events"),
             EngineError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
             EngineError::NoVirtualClock
+            | EngineError::CannotReplay(_)
             | EngineError::InvalidLimits { .. }
             | EngineError::Journal(_) => {
                 tracing::error!(error = %message, "request failed inside the engine");

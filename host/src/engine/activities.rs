@@ -20,12 +20,47 @@ use crate::journal::QueuedActivity;
 use crate::model::{ErrorInfo, InstanceId};
 
 /// What a native activity is told about the call it serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ActivityContext {
     pub instance: InstanceId,
     pub activity: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ActivityContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivityContext")
+            .field("instance", &self.instance)
+            .field("activity", &self.activity)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActivityContext {
+    /// The engine's current time (virtual in tests).
+    pub fn now(&self) -> crate::model::Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Waits `duration` on the engine's clock. On a virtual clock the activity is not
+    /// counted as work while it sleeps, so `settle` returns and the clock can be moved
+    /// past its wake-up time, which is how a test gives an activity a duration without
+    /// waiting for it.
+    pub async fn sleep(&self, duration: std::time::Duration) {
+        let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let due = self.shared.clock.now().plus_ms(ms);
+        let (wake, woken) = tokio::sync::oneshot::channel();
+        // Lent back before the timer is queued, and taken again only once the firing's own
+        // guard is in hand, so the count never reads zero while this activity can run.
+        let parked = self.shared.work.park();
+        self.shared.timers.add(due, TimerJob::Wake(wake));
+        let firing = woken.await;
+        drop(parked);
+        drop(firing);
+    }
 }
 
 pub(crate) type NativeActivity = Arc<
@@ -58,7 +93,7 @@ impl Shared {
         tokio::spawn(run_activity(Arc::clone(self), job, guard, stops));
     }
 
-    async fn execute_activity(&self, job: &QueuedActivity) -> Result<String, ErrorInfo> {
+    async fn execute_activity(self: &Arc<Self>, job: &QueuedActivity) -> Result<String, ErrorInfo> {
         let registered = self
             .registry
             .read()
@@ -92,6 +127,7 @@ impl Shared {
                     instance: job.instance.clone(),
                     activity: job.name.clone(),
                     attempt: job.attempt,
+                    shared: Arc::clone(self),
                 };
                 let output = f(ctx, input).await?;
                 Ok(output.to_string())

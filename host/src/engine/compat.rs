@@ -7,10 +7,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use wasmtime::Store;
 
-use super::Shared;
 use super::activation::{HostState, Interrupt};
 use super::bindings::orchestrator::OrchestratorPre;
+use super::registry::Loaded;
+use super::{Engine, EngineError, Shared};
 use crate::journal::InstanceRecord;
+use crate::model::{Event, InstanceId};
 
 /// Whether an instance's journal replays on a new version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +48,65 @@ pub(crate) async fn check_compatible(
     (replay(shared, record, pre, history).await, upto)
 }
 
+impl Engine {
+    /// Replays `id`'s current generation, with no side effects, on `component` (the
+    /// bytes of another build of its workflow) or, when `None`, on the component it runs
+    /// on, and reports the first divergence from its journal. For a generation that
+    /// ended, the replay must also end the same way: the same output, or the same error.
+    ///
+    /// This is the check a test runs after changing a workflow's code: a journal written
+    /// by the old build must replay on the new one.
+    pub async fn replay_check(
+        &self,
+        id: &InstanceId,
+        component: Option<Vec<u8>>,
+    ) -> Result<Compatibility, EngineError> {
+        let record = self.status(id)?;
+        let loaded = match component {
+            Some(bytes) => {
+                let tenant = crate::model::Tenant::new(id.tenant()).map_err(EngineError::InvalidName)?;
+                let ticket = self.upload_ticket(&tenant)?;
+                let (digest, bytes) = super::components::digest_of(bytes).await;
+                self.shared
+                    .inspect_upload(&ticket, &digest, bytes)
+                    .await?
+                    .loaded
+                    .clone()
+            }
+            None => self
+                .shared
+                .registry
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .component(&record.component)
+                .ok_or_else(|| {
+                    EngineError::CannotReplay(format!(
+                        "the component {} that '{id}' runs on is not loaded",
+                        record.component
+                    ))
+                })?,
+        };
+        let Loaded::Orchestrator(pre) = &*loaded else {
+            return Err(EngineError::CannotReplay(
+                "the component is an activity component; replay needs the workflow's".into(),
+            ));
+        };
+        Ok(check_compatible(&self.shared, &record, pre.clone()).await.0)
+    }
+}
+
 async fn replay(
     shared: &Arc<Shared>,
     record: &InstanceRecord,
     pre: OrchestratorPre<HostState>,
     history: Vec<crate::journal::StoredEvent>,
 ) -> Compatibility {
+    // How the generation ended, if it did: the replay must end the same way.
+    let ended = history.iter().find_map(|stored| match &stored.event {
+        Event::WorkflowCompleted { output } => Some(Ok(output.clone())),
+        Event::WorkflowFailed { error } => Some(Err(error.clone())),
+        _ => None,
+    });
     let (_tx, rx) = mpsc::unbounded_channel();
     let mut state = HostState::new(
         Arc::clone(shared),
@@ -89,6 +144,32 @@ async fn replay(
         Ok(_) if state.replaying() => Compatibility::Incompatible(
             "the new code returns before replaying everything the journal recorded".into(),
         ),
-        Ok(_) => Compatibility::Compatible,
+        Ok(result) => match (ended, result) {
+            (Some(Ok(recorded)), Ok(output)) if !same_json(&recorded, &output) => {
+                Compatibility::Incompatible(format!(
+                    "the journal recorded the output {recorded}, the replay returned {output}"
+                ))
+            }
+            (Some(Ok(recorded)), Err(error)) => Compatibility::Incompatible(format!(
+                "the journal recorded the output {recorded}, the replay failed: {}",
+                error.message
+            )),
+            (Some(Err(recorded)), Ok(output)) => Compatibility::Incompatible(format!(
+                "the journal recorded the failure '{}', the replay returned {output}",
+                recorded.message
+            )),
+            _ => Compatibility::Compatible,
+        },
+    }
+}
+
+/// Equal as JSON values (a recorded output may have been re-serialised).
+fn same_json(a: &str, b: &str) -> bool {
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }

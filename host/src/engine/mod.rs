@@ -188,6 +188,8 @@ pub enum EngineError {
     InvalidLimits { tenant: String, why: String },
     #[error("this engine runs on the system clock; only a virtual clock can be advanced")]
     NoVirtualClock,
+    #[error("cannot replay: {0}")]
+    CannotReplay(String),
     #[error(transparent)]
     Journal(JournalError),
 }

@@ -25,6 +25,9 @@ pub(crate) enum TimerJob {
     Activity(QueuedActivity),
     /// The first run of an instance started with a later start time.
     Start(InstanceId),
+    /// A native activity sleeping on the engine's clock ([`super::ActivityContext::sleep`]):
+    /// it gets the firing's work guard, and holds it until it has taken its own back.
+    Wake(tokio::sync::oneshot::Sender<super::work::WorkGuard>),
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +51,8 @@ impl Timers {
             TimerJob::Fire { instance: i, .. } => i != instance,
             TimerJob::Activity(a) => &a.instance != instance,
             TimerJob::Start(i) => i != instance,
+            // The sleeping activity finds out on its own that its instance moved on.
+            TimerJob::Wake(_) => true,
         });
     }
 
@@ -99,7 +104,7 @@ mod tests {
             .into_iter()
             .map(|j| match j {
                 TimerJob::Fire { seq, .. } => seq,
-                TimerJob::Activity(_) | TimerJob::Start(_) => unreachable!(),
+                _ => unreachable!(),
             })
             .collect();
         assert_eq!(due, vec![1, 2]);

@@ -1,4 +1,6 @@
-//! Build-script helper that turns a guest crate of this workspace into a `.wasm` component.
+//! Turns a guest crate into a `.wasm` component: for the workspace's build scripts
+//! ([`build`]), and for `steadfast build` and the test kit on an author's crate
+//! ([`build_component`]).
 //!
 //! Guests are compiled for `wasm32-unknown-unknown`, so the core module imports nothing but
 //! our WIT (no WASI, no ambient authority), and then wrapped as a component with
@@ -43,24 +45,64 @@ pub fn build(guest: &Guest<'_>) -> PathBuf {
         "cargo:rerun-if-changed={}",
         root.join("Cargo.lock").display()
     );
-    ensure_target_installed(guest.target);
+    let component = build_component(&Build {
+        manifest_path: &root.join("Cargo.toml"),
+        package: Some(guest.package),
+        lib_name: &guest.package.replace('-', "_"),
+        features: guest.features,
+        target: guest.target,
+        target_dir: &root.join("target").join("guests"),
+        quiet: false,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    let out = out_dir.join(guest.output);
+    std::fs::write(&out, component)
+        .unwrap_or_else(|e| panic!("writing {} failed: {e}", out.display()));
+    out
+}
 
-    let target_dir = root.join("target").join("guests");
+/// One guest crate to build, anywhere: the `steadfast build` command and the test kit use
+/// this for an author's crate, build scripts for the workspace's own guests.
+#[derive(Debug, Clone)]
+pub struct Build<'a> {
+    /// The crate's (or its workspace's) `Cargo.toml`.
+    pub manifest_path: &'a Path,
+    /// `-p PACKAGE`, for a manifest that is a workspace.
+    pub package: Option<&'a str>,
+    /// The name of the crate's `cdylib` target (the package name with `-` made `_`,
+    /// unless `[lib] name` says otherwise): the core module is `<lib_name>.wasm`.
+    pub lib_name: &'a str,
+    pub features: &'a [&'a str],
+    /// [`PURE`] or [`WASIP2`].
+    pub target: &'a str,
+    /// Where cargo builds. Not the target directory of a cargo that may be running
+    /// around this one (a build script's, a test's): cargo locks it while it builds.
+    pub target_dir: &'a Path,
+    /// Pass `--quiet` to cargo.
+    pub quiet: bool,
+}
+
+/// Builds a guest crate in release mode for its wasm target and returns the component:
+/// a `wasm32-unknown-unknown` core module wrapped with `wit-component`, or the component
+/// the `wasm32-wasip2` linker made. Adds the target through rustup when it is missing.
+pub fn build_component(build: &Build<'_>) -> Result<Vec<u8>, String> {
+    ensure_target_installed(build.target)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            guest.target,
-            "-p",
-            guest.package,
-        ])
+    cmd.args(["build", "--release", "--target", build.target])
+        .arg("--manifest-path")
+        .arg(build.manifest_path)
         .arg("--target-dir")
-        .arg(&target_dir);
-    if !guest.features.is_empty() {
-        cmd.arg("--features").arg(guest.features.join(","));
+        .arg(build.target_dir);
+    if let Some(package) = build.package {
+        cmd.args(["-p", package]);
+    }
+    if !build.features.is_empty() {
+        cmd.arg("--features").arg(build.features.join(","));
+    }
+    if build.quiet {
+        cmd.arg("--quiet");
     }
     // The outer build's settings are for the host; the guest gets its own.
     for var in [
@@ -82,37 +124,38 @@ pub fn build(guest: &Guest<'_>) -> PathBuf {
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "true")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1");
+    let what = build.package.map_or_else(
+        || build.manifest_path.display().to_string(),
+        str::to_owned,
+    );
     let status = cmd
         .status()
-        .unwrap_or_else(|e| panic!("could not run cargo to build guest {}: {e}", guest.package));
-    assert!(
-        status.success(),
-        "building guest {} for {} failed ({status}); see the cargo output above",
-        guest.package,
-        guest.target
-    );
-
-    let core = target_dir
-        .join(guest.target)
-        .join("release")
-        .join(format!("{}.wasm", guest.package.replace('-', "_")));
-    let module = std::fs::read(&core)
-        .unwrap_or_else(|e| panic!("guest module {} is missing: {e}", core.display()));
-    let component = if guest.target == WASIP2 {
-        // wasm-component-ld already made a component.
-        Ok(module)
-    } else {
-        wit_component::ComponentEncoder::default()
-            .module(&module)
-            .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| format!("could not run cargo to build {what}: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building {what} for {} failed ({status}); see cargo's output above",
+            build.target
+        ));
     }
-    .unwrap_or_else(|e| panic!("wrapping {} as a component failed: {e:#}", core.display()));
-
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
-    let out = out_dir.join(guest.output);
-    std::fs::write(&out, component)
-        .unwrap_or_else(|e| panic!("writing {} failed: {e}", out.display()));
-    out
+    let core = build
+        .target_dir
+        .join(build.target)
+        .join("release")
+        .join(format!("{}.wasm", build.lib_name));
+    let module = std::fs::read(&core).map_err(|e| {
+        format!(
+            "cargo built {what} but wrote no {}: {e}; is its crate-type \"cdylib\"?",
+            core.display()
+        )
+    })?;
+    if build.target == WASIP2 {
+        // wasm-component-ld already made a component.
+        return Ok(module);
+    }
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| format!("wrapping {} as a component failed: {e:#}", core.display()))
 }
 
 /// The workspace root: the nearest ancestor of the calling crate that holds `wit/`.
@@ -129,7 +172,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Adds the wasm target with rustup when the toolchain lacks it.
-fn ensure_target_installed(target: &str) {
+pub fn ensure_target_installed(target: &str) -> Result<(), String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let sysroot = Command::new(&rustc)
         .args(["--print", "sysroot"])
@@ -143,7 +186,7 @@ fn ensure_target_installed(target: &str) {
             .is_some_and(|s| s.join("lib/rustlib").join(target).is_dir())
     };
     if installed() {
-        return;
+        return Ok(());
     }
     // Several build scripts (the host's, the tests') may get here at once, and two
     // `rustup target add` of the same target in parallel fail on each other's files:
@@ -154,20 +197,185 @@ fn ensure_target_installed(target: &str) {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
     lock.lock()
-        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
     if installed() {
-        return;
+        return Ok(());
     }
     let status = Command::new("rustup")
         .args(["target", "add", target])
         .status()
-        .unwrap_or_else(|e| {
-            panic!("the {target} target is missing and rustup could not be run to add it: {e}")
-        });
-    assert!(
-        status.success(),
-        "`rustup target add {target}` failed ({status}); install the target and build again"
-    );
+        .map_err(|e| {
+            format!("the {target} target is missing and rustup could not be run to add it: {e}")
+        })?;
+    if !status.success() {
+        return Err(format!(
+            "`rustup target add {target}` failed ({status}); install the target and build again"
+        ));
+    }
+    Ok(())
+}
+
+/// Which world a guest crate implements, as its manifest claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `steadfast:workflow/orchestrator`: workflows.
+    Orchestrator,
+    /// `steadfast:workflow/activity-worker`: activities.
+    Activity,
+}
+
+/// What [`describe`] learnt of a guest crate from `cargo metadata`.
+#[derive(Debug, Clone)]
+pub struct GuestCrate {
+    pub package: String,
+    pub manifest_path: PathBuf,
+    /// The `cdylib` target's name: the core module is `<lib_name>.wasm`.
+    pub lib_name: String,
+    pub world: World,
+    /// [`PURE`], or [`WASIP2`] for activities that use WASI (outgoing HTTP).
+    pub target: &'static str,
+    /// Cargo's target directory for the crate.
+    pub target_dir: PathBuf,
+}
+
+impl GuestCrate {
+    /// Where `steadfast build` and the test kit build the crate: a folder of its own in the
+    /// crate's target directory, so a `cargo test` running around the build does not hold
+    /// the lock the build needs.
+    pub fn guest_target_dir(&self) -> PathBuf {
+        self.target_dir.join("steadfast")
+    }
+
+    /// Where the built component is written.
+    pub fn component_path(&self) -> PathBuf {
+        self.guest_target_dir()
+            .join(format!("{}.wasm", self.lib_name))
+    }
+
+    /// Builds the crate (see [`build_component`]), writes the component to
+    /// [`GuestCrate::component_path`] and returns its bytes.
+    pub fn build(&self, quiet: bool) -> Result<Vec<u8>, String> {
+        let component = build_component(&Build {
+            manifest_path: &self.manifest_path,
+            package: Some(&self.package),
+            lib_name: &self.lib_name,
+            features: &[],
+            target: self.target,
+            target_dir: &self.guest_target_dir(),
+            quiet,
+        })?;
+        let out = self.component_path();
+        std::fs::write(&out, &component)
+            .map_err(|e| format!("writing {} failed: {e}", out.display()))?;
+        Ok(component)
+    }
+}
+
+/// Reads the guest crate in `dir` (a folder with a `Cargo.toml`) through `cargo metadata`.
+///
+/// The world comes from `[package.metadata.steadfast] world = "orchestrator" | "activity"`
+/// (as `steadfast new` writes it) or else from the `steadfast-sdk` features the crate
+/// enables; activities that enable the SDK's `http` feature build for `wasm32-wasip2`.
+pub fn describe(dir: &Path) -> Result<GuestCrate, String> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Err(format!(
+            "{} has no Cargo.toml; give the folder of a workflow crate (`steadfast new NAME` makes one)",
+            dir.display()
+        ));
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .arg(&manifest)
+        .output()
+        .map_err(|e| format!("could not run `cargo metadata`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`cargo metadata` failed on {}: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("`cargo metadata` printed something that is not JSON: {e}"))?;
+    let manifest = manifest.canonicalize().unwrap_or(manifest);
+    let package = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["manifest_path"]
+                .as_str()
+                .is_some_and(|m| Path::new(m) == manifest)
+        })
+        .ok_or_else(|| {
+            format!(
+                "{} is a workspace manifest; give the folder of one of its guest crates",
+                manifest.display()
+            )
+        })?;
+    let name = package["name"].as_str().unwrap_or_default().to_owned();
+    let lib_name = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            t["crate_types"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"))
+        })
+        .and_then(|t| t["name"].as_str())
+        .map(|n| n.replace('-', "_"))
+        .ok_or_else(|| {
+            format!(
+                "{name} has no library of crate-type \"cdylib\"; add `[lib] crate-type = [\"cdylib\", \"rlib\"]` to its Cargo.toml"
+            )
+        })?;
+    let sdk_features: Vec<String> = package["dependencies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["name"] == "steadfast-sdk" && d["kind"].is_null())
+        .flat_map(|d| d["features"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect();
+    let claimed = &package["metadata"]["steadfast"];
+    let world = match claimed["world"].as_str() {
+        Some("orchestrator") => World::Orchestrator,
+        Some("activity") => World::Activity,
+        Some(other) => {
+            return Err(format!(
+                "{name}'s [package.metadata.steadfast] world is '{other}'; it must be \"orchestrator\" or \"activity\""
+            ));
+        }
+        None if sdk_features.iter().any(|f| f == "activity" || f == "http") => World::Activity,
+        None => World::Orchestrator,
+    };
+    let target = match (world, claimed["target"].as_str()) {
+        (_, Some(PURE)) => PURE,
+        (World::Activity, Some(WASIP2)) => WASIP2,
+        (World::Orchestrator, Some(WASIP2)) => {
+            return Err(format!(
+                "{name} is an orchestrator: it builds for {PURE} (it may import nothing but steadfast:workflow), not {WASIP2}"
+            ));
+        }
+        (_, Some(other)) => return Err(format!("{name}: unknown target '{other}'")),
+        (World::Activity, None) if sdk_features.iter().any(|f| f == "http") => WASIP2,
+        _ => PURE,
+    };
+    let target_dir = metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or("`cargo metadata` named no target directory")?;
+    Ok(GuestCrate {
+        package: name,
+        manifest_path: manifest,
+        lib_name,
+        world,
+        target,
+        target_dir,
+    })
 }
