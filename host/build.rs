@@ -1,9 +1,33 @@
 //! Builds the example workflow and activity components that the `steadfast` binary embeds
-//! (for `steadfast demo` and `steadfast dev`) and the benchmark workflows (`steadfast bench`).
+//! (for `steadfast demo` and `steadfast dev`) and the benchmark workflows (`steadfast bench`),
+//! and lists the sources the binary carries for `steadfast new` (see `cli/scaffold.rs`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use steadfast_guest_build::{Guest, build};
 
 fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf();
+    carry_sources(&root);
+    if std::env::var_os("CARGO_FEATURE_EXAMPLES").is_none() {
+        // Built as a library (the test kit's engine): no components to embed.
+        let empty =
+            PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("none.wasm");
+        std::fs::write(&empty, b"").expect("OUT_DIR is writable");
+        for var in [
+            "STEADFAST_BENCH_WASM",
+            "STEADFAST_HTTP_ACTIVITIES_WASM",
+            "STEADFAST_EXAMPLES_WASM",
+            "STEADFAST_EXAMPLE_ACTIVITIES_WASM",
+        ] {
+            println!("cargo:rustc-env={var}={}", empty.display());
+        }
+        return;
+    }
     let examples = build(&Guest {
         package: "steadfast-examples",
         features: &[],
@@ -41,4 +65,67 @@ fn main() {
         "cargo:rustc-env=STEADFAST_EXAMPLE_ACTIVITIES_WASM={}",
         activities.display()
     );
+}
+
+/// What an author's crate needs, relative to the workspace root: the SDK and its WIT, the
+/// test kit, and the engine and guest builder the kit is made of.
+const CARRIED: &[&str] = &[
+    "Cargo.toml",
+    "Cargo.lock",
+    "LICENSE-MIT",
+    "wit",
+    "guest-sdk/Cargo.toml",
+    "guest-sdk/src",
+    "testkit/Cargo.toml",
+    "testkit/src",
+    "tools/guest-build/Cargo.toml",
+    "tools/guest-build/src",
+    "host/Cargo.toml",
+    "host/build.rs",
+    "host/src",
+];
+
+/// Writes `carried.rs` into `OUT_DIR`: every carried file's path and bytes.
+fn carry_sources(root: &Path) {
+    let mut files = Vec::new();
+    for entry in CARRIED {
+        let path = root.join(entry);
+        println!("cargo:rerun-if-changed={}", path.display());
+        collect(&path, &mut files);
+    }
+    files.sort();
+    let mut code = String::from("&[\n");
+    for file in &files {
+        let relative = file
+            .strip_prefix(root)
+            .expect("under the root")
+            .to_str()
+            .expect("source paths are UTF-8");
+        writeln!(
+            code,
+            "    ({relative:?}, include_bytes!({:?}) as &[u8]),",
+            file.display().to_string()
+        )
+        .expect("writing to a String");
+    }
+    code.push(']');
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("carried.rs");
+    std::fs::write(out, code).expect("OUT_DIR is writable");
+}
+
+fn collect(path: &Path, files: &mut Vec<PathBuf>) {
+    if path.is_dir() {
+        let entries = std::fs::read_dir(path)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()));
+        for entry in entries {
+            collect(&entry.expect("a directory entry").path(), files);
+        }
+    } else if path.is_file() {
+        files.push(path.to_path_buf());
+    } else {
+        panic!(
+            "{} is missing: the binary carries it for `steadfast new`",
+            path.display()
+        );
+    }
 }

@@ -113,6 +113,7 @@ pub mod activity_bindings {
 #[macro_export]
 macro_rules! workflows {
     ($($name:literal => $func:path),+ $(,)?) => {
+        #[allow(dead_code)]
         struct __SteadfastWorkflows;
 
         impl $crate::bindings::exports::steadfast::workflow::workflows::Guest
@@ -140,6 +141,9 @@ macro_rules! workflows {
             }
         }
 
+        // Exported only from the wasm build: a host build of the crate (its tests) has
+        // no component model to export to, and the export names do not link there.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::export_orchestrator!(
             __SteadfastWorkflows with_types_in $crate::bindings
         );
@@ -167,6 +171,7 @@ macro_rules! workflows {
 #[macro_export]
 macro_rules! activities {
     ($($name:literal => $func:path),+ $(,)?) => {
+        #[allow(dead_code)]
         struct __SteadfastActivities;
 
         impl $crate::activity_bindings::exports::steadfast::workflow::activities::Guest
@@ -194,6 +199,7 @@ macro_rules! activities {
             }
         }
 
+        #[cfg(target_arch = "wasm32")]
         $crate::activity_bindings::export_activity_worker!(
             __SteadfastActivities with_types_in $crate::activity_bindings
         );

@@ -140,7 +140,9 @@ impl TestEnv {
     }
 
     fn engine(&self) -> &Engine {
-        self.engine.as_ref().expect("the engine lives as long as the TestEnv")
+        self.engine
+            .as_ref()
+            .expect("the engine lives as long as the TestEnv")
     }
 
     fn block_on<T>(&self, work: impl Future<Output = T>) -> T {
@@ -207,10 +209,7 @@ impl TestEnv {
                 }
                 let output = run(&call)?;
                 serde_json::to_value(output).map_err(|e| {
-                    ErrorInfo::new(
-                        "bad_output",
-                        format!("the fake's output is not JSON: {e}"),
-                    )
+                    ErrorInfo::new("bad_output", format!("the fake's output is not JSON: {e}"))
                 })
             }
         });
@@ -284,7 +283,11 @@ impl TestEnv {
             (RuntimeStatus::Completed, Some(output)) => serde_json::from_str(&output)
                 .with_context(|| format!("{id}'s output {output} is not of the type asked for")),
             (status, _) => match record.error {
-                Some(error) => bail!("{id} is {status}, not COMPLETED: {}: {}", error.kind, error.message),
+                Some(error) => bail!(
+                    "{id} is {status}, not COMPLETED: {}: {}",
+                    error.kind,
+                    error.message
+                ),
                 None => bail!("{id} is {status}, not COMPLETED"),
             },
         }
@@ -320,10 +323,7 @@ impl TestEnv {
 
     /// Every call the fakes answered, in the order the attempts started.
     pub fn calls(&self) -> Vec<Call> {
-        self.calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The names of the activities called, in the order the attempts started (a retried

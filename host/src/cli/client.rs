@@ -1,8 +1,6 @@
 //! The CLI client: each subcommand is one HTTP call to a running server, printed for
 //! people (or as JSON with `-o json`).
 
-use std::path::PathBuf;
-
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -24,6 +22,13 @@ pub(super) struct ClientArgs {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+}
+
+impl ClientArgs {
+    /// Whether `-o json` was asked for.
+    pub(super) fn json(&self) -> bool {
+        self.output == Output::Json
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -200,11 +205,10 @@ impl Client {
 
     pub(super) async fn deploy(
         &self,
-        file: PathBuf,
+        bytes: Vec<u8>,
         check: bool,
         migrate: bool,
     ) -> anyhow::Result<()> {
-        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
         let query = match (check, migrate) {
             (_, true) => "?migrate=true",
             (true, false) => "?check=true",

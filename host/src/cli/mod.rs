@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod demo;
+mod scaffold;
 mod serve;
 
 use std::path::PathBuf;
@@ -36,9 +37,32 @@ enum Command {
     /// Run a local development server with the example workflows deployed; prints an
     /// admin token and writes it to DATA_DIR/admin.token.
     Dev(serve::ServeArgs),
+    /// Write a new workflow crate (or, with --activity, an activity crate) with an example
+    /// and its tests, ready for `cargo test` and `steadfast build`.
+    New {
+        /// The crate's name; the example workflow is named after it (`-` becomes `_`).
+        name: String,
+        /// An activity component instead of a workflow.
+        #[arg(long)]
+        activity: bool,
+        /// Where to write it [default: ./NAME].
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Use the Steadfast SDK and test kit of this source tree (a checkout) instead of
+        /// the copy this binary carries.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the crate at PATH as a component, check it as a deploy would, and print its
+    /// path, size and names.
+    Build {
+        /// The crate's folder.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
     /// Deploy a component to the server.
     Deploy {
-        /// The `.wasm` component.
+        /// The `.wasm` component, or a crate's folder to build first.
         file: PathBuf,
         /// Only check whether live instances would replay on it; deploy nothing.
         #[arg(long)]
@@ -83,16 +107,43 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo { .. } | Command::Dev(_) | Command::Bench(_) | Command::Examples { .. }
+                if !cfg!(feature = "examples") =>
+            {
+                anyhow::bail!(
+                    "this steadfast was built without its example components (the `examples` feature)"
+                )
+            }
             Command::Demo { keep } => demo::run(keep).await,
             Command::Serve(args) => serve::run(args, false).await,
             Command::Dev(args) => serve::run(args, true).await,
+            Command::New {
+                name,
+                activity,
+                path,
+                sdk,
+            } => scaffold::new(scaffold::NewCrate {
+                name,
+                activity,
+                path,
+                sdk,
+            }),
+            Command::Build { path } => scaffold::run_build(&path, cli.client.json()).await,
             Command::Deploy {
                 file,
                 check,
                 migrate,
             } => {
+                let bytes = if file.is_dir() {
+                    let (guest, bytes, _) = scaffold::build(&file).await?;
+                    eprintln!("built {}", guest.component_path().display());
+                    bytes
+                } else {
+                    use anyhow::Context as _;
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+                };
                 client::Client::new(cli.client)?
-                    .deploy(file, check, migrate)
+                    .deploy(bytes, check, migrate)
                     .await
             }
             Command::Workflow { command } => {

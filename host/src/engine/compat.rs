@@ -64,7 +64,8 @@ impl Engine {
         let record = self.status(id)?;
         let loaded = match component {
             Some(bytes) => {
-                let tenant = crate::model::Tenant::new(id.tenant()).map_err(EngineError::InvalidName)?;
+                let tenant =
+                    crate::model::Tenant::new(id.tenant()).map_err(EngineError::InvalidName)?;
                 let ticket = self.upload_ticket(&tenant)?;
                 let (digest, bytes) = super::components::digest_of(bytes).await;
                 self.shared

@@ -124,10 +124,9 @@ pub fn build_component(build: &Build<'_>) -> Result<Vec<u8>, String> {
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "true")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1");
-    let what = build.package.map_or_else(
-        || build.manifest_path.display().to_string(),
-        str::to_owned,
-    );
+    let what = build
+        .package
+        .map_or_else(|| build.manifest_path.display().to_string(), str::to_owned);
     let status = cmd
         .status()
         .map_err(|e| format!("could not run cargo to build {what}: {e}"))?;
@@ -288,7 +287,13 @@ pub fn describe(dir: &Path) -> Result<GuestCrate, String> {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .output()
         .map_err(|e| format!("could not run `cargo metadata`: {e}"))?;

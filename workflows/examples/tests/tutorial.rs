@@ -29,7 +29,10 @@ fn saga_activities(env: &TestEnv, failing: &'static [&'static str]) {
     ] {
         env.activity(name, move |call| {
             if failing.contains(&call.activity.as_str()) {
-                Err(ErrorInfo::new("unavailable", "Dashboard service unavailable"))
+                Err(ErrorInfo::new(
+                    "unavailable",
+                    "Dashboard service unavailable",
+                ))
             } else {
                 Ok(true)
             }
@@ -86,7 +89,11 @@ fn a_failed_step_compensates_in_reverse_order() -> steadfast_testkit::Result<()>
         ]
     );
     assert!(
-        run_order.iter().filter(|a| *a == "update_dashboard").count() >= 1,
+        run_order
+            .iter()
+            .filter(|a| *a == "update_dashboard")
+            .count()
+            >= 1,
         "{run_order:?}"
     );
     env.replay_check(&run)
@@ -173,7 +180,11 @@ fn three_days_without_a_decision_time_out() -> steadfast_testkit::Result<()> {
     let env = approval_env()?;
     let run = env.start("approval_workflow", request("REQ-3", 5000.0))?;
     env.advance(3 * DAY - Duration::from_secs(1))?;
-    assert_eq!(env.status(&run)?, RuntimeStatus::Running, "not a second early");
+    assert_eq!(
+        env.status(&run)?,
+        RuntimeStatus::Running,
+        "not a second early"
+    );
     env.advance(Duration::from_secs(1))?;
     let result: Value = env.output(&run)?;
     assert_eq!(result["status"], "timeout");
@@ -182,7 +193,11 @@ fn three_days_without_a_decision_time_out() -> steadfast_testkit::Result<()> {
         ["send_approval_request", "send_timeout_notification"]
     );
     // A decision after the timeout finds the instance finished.
-    let late = env.raise(&run, "approval_received", json!({ "approved": true, "approver": "x" }));
+    let late = env.raise(
+        &run,
+        "approval_received",
+        json!({ "approved": true, "approver": "x" }),
+    );
     assert!(late.is_err());
     env.replay_check(&run)
 }
@@ -200,15 +215,21 @@ fn small_amounts_are_approved_without_asking() -> steadfast_testkit::Result<()> 
 fn a_slow_request_email_still_gets_its_three_days() -> steadfast_testkit::Result<()> {
     let env = env()?;
     // Sending the request takes two hours of virtual time.
-    env.activity_taking("send_approval_request", 2 * Duration::from_secs(3600), |_| {
-        Ok(true)
-    });
+    env.activity_taking(
+        "send_approval_request",
+        2 * Duration::from_secs(3600),
+        |_| Ok(true),
+    );
     env.activity("send_timeout_notification", |_| Ok(true));
     let started = env.now();
     let run = env.start("approval_workflow", request("REQ-5", 5000.0))?;
     assert_eq!(env.custom_status(&run)?, None, "still sending the request");
     env.advance(3 * DAY)?;
-    assert_eq!(env.status(&run)?, RuntimeStatus::Running, "the timer started two hours late");
+    assert_eq!(
+        env.status(&run)?,
+        RuntimeStatus::Running,
+        "the timer started two hours late"
+    );
     env.advance(2 * Duration::from_secs(3600))?;
     assert_eq!(env.output::<Value>(&run)?["status"], "timeout");
     let calls = env.calls();
@@ -224,11 +245,13 @@ fn the_monitor_alerts_once_then_escalates_and_its_history_stays_bounded()
     // Healthy for the first two checks, then down for good.
     env.activity("check_service_status", |call| {
         let _ = &call.input;
-        Ok(if call.at.0 < steadfast_testkit::EPOCH.0 + 2 * 3600 * 1000 {
-            "healthy"
-        } else {
-            "unhealthy"
-        })
+        Ok(
+            if call.at.0 < steadfast_testkit::EPOCH.0 + 2 * 3600 * 1000 {
+                "healthy"
+            } else {
+                "unhealthy"
+            },
+        )
     });
     env.activity("send_alert", |call| Ok(call.input["severity"].clone()));
     let run = env.start("health_monitor_workflow", json!({ "job_id": "api-server" }))?;
@@ -245,11 +268,17 @@ fn the_monitor_alerts_once_then_escalates_and_its_history_stays_bounded()
     // One warning when it went down, then a critical alert on every check from the third.
     assert_eq!(alerts[0], "warning");
     assert!(alerts[1..].iter().all(|s| s == "critical"), "{alerts:?}");
-    let status = env.custom_status(&run)?.expect("the monitor reports its state");
+    let status = env
+        .custom_status(&run)?
+        .expect("the monitor reports its state");
     assert_eq!(status["check_count"], 301);
     assert_eq!(status["is_healthy"], false);
     // Continue-as-new keeps the journal to the current check, however long it runs.
     let history = env.history(&run)?;
-    assert!(history.len() < 20, "{} entries after 301 checks", history.len());
+    assert!(
+        history.len() < 20,
+        "{} entries after 301 checks",
+        history.len()
+    );
     env.replay_check(&run)
 }
