@@ -25,6 +25,14 @@
 //! # fn main() {}
 //! ```
 //!
+//! # Getting started
+//!
+//! `steadfast new NAME` writes a crate with one workflow and its tests; `cargo test` runs
+//! them with the test kit (`steadfast-testkit`: the real engine in-process, a virtual
+//! clock, fake activities, a replay check); `steadfast build` makes the component and
+//! `steadfast deploy .` ships it. The walk-through is "Write your own workflow" in
+//! Steadfast's README.
+//!
 //! # Determinism
 //!
 //! The host replays a workflow from its journal after a restart, so a workflow must make

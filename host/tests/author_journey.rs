@@ -257,3 +257,46 @@ fn a_new_author_goes_from_new_to_a_completed_workflow() {
     assert_eq!(output["approver"], "manager@company.com", "{ended}");
     assert_eq!(output["request_id"], "REQ-7", "{ended}");
 }
+
+/// `steadfast ARGS` in `dir` that must fail: its stderr.
+fn refused(dir: &Path, home: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(args)
+        .current_dir(dir)
+        .env("STEADFAST_HOME", home)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .expect("the CLI runs");
+    assert!(!output.status.success(), "steadfast {args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn new_and_build_say_what_is_wrong_and_overwrite_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let (root, home) = (root.path(), root.path().join("home"));
+
+    let e = refused(root, &home, &["new", "Expense Approval"]);
+    assert!(e.contains("lowercase letters"), "{e}");
+
+    std::fs::create_dir(root.join("taken")).unwrap();
+    std::fs::write(root.join("taken/notes.txt"), "mine").unwrap();
+    let e = refused(root, &home, &["new", "taken"]);
+    assert!(e.contains("not empty"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("taken/notes.txt")).unwrap(),
+        "mine"
+    );
+
+    let e = refused(root, &home, &["new", "elsewhere", "--sdk", "/nonexistent"]);
+    assert!(e.contains("--sdk takes a Steadfast source tree"), "{e}");
+    assert!(!root.join("elsewhere").exists());
+
+    let e = refused(root, &home, &["build", "taken"]);
+    assert!(
+        e.contains("has no Cargo.toml") && e.contains("steadfast new"),
+        "{e}"
+    );
+    let e = refused(root, &home, &["deploy", "taken"]);
+    assert!(e.contains("has no Cargo.toml"), "{e}");
+}

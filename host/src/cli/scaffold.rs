@@ -114,7 +114,7 @@ pub(super) fn new(args: NewCrate) -> anyhow::Result<()> {
     let files = [
         ("Cargo.toml", fill(include_str!("templates/Cargo.toml.in"))),
         ("README.md", fill(include_str!("templates/README.md.in"))),
-        (".gitignore", "/target\n".to_owned()),
+        (".gitignore", "/target\n/steadfast-data\n".to_owned()),
         ("src/lib.rs", fill(lib)),
         (&format!("tests/{test_name}"), fill(test)),
         // The versions this binary was tested with; `cargo update` moves on from them.
@@ -158,6 +158,68 @@ fn check_crate_name(name: &str) -> anyhow::Result<()> {
             "'{name}' cannot name a crate: use lowercase letters, digits, '-' and '_', \
              starting with a letter (e.g. expense-approval)"
         );
+    }
+    // The workflow function is named after the crate, and the crate is a Rust library.
+    const TAKEN: &[&str] = &[
+        "as",
+        "async",
+        "await",
+        "break",
+        "const",
+        "continue",
+        "crate",
+        "dyn",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "fn",
+        "for",
+        "gen",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "pub",
+        "ref",
+        "return",
+        "self",
+        "static",
+        "struct",
+        "super",
+        "trait",
+        "true",
+        "type",
+        "unsafe",
+        "use",
+        "where",
+        "while",
+        "abstract",
+        "become",
+        "box",
+        "do",
+        "final",
+        "macro",
+        "override",
+        "priv",
+        "try",
+        "typeof",
+        "unsized",
+        "virtual",
+        "yield",
+        "alloc",
+        "core",
+        "proc_macro",
+        "std",
+        "test",
+    ];
+    if TAKEN.contains(&name.replace('-', "_").as_str()) {
+        bail!("'{name}' is taken by Rust itself; choose another name (e.g. {name}-flow)");
     }
     Ok(())
 }
@@ -335,4 +397,63 @@ pub(super) async fn run_build(dir: &Path, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_carried_workspace_has_only_the_carried_members() {
+        let manifest =
+            carried_workspace_manifest(carried_text("Cargo.toml").unwrap().as_bytes()).unwrap();
+        assert!(manifest.contains(CARRIED_MEMBERS), "{manifest}");
+        assert!(!manifest.contains("workflows/"), "{manifest}");
+        assert!(!manifest.contains("exclude"), "{manifest}");
+        // What members inherit is still there.
+        assert!(manifest.contains("[workspace.dependencies]"));
+        assert!(manifest.contains("[profile.dev.package.\"*\"]"));
+        for member in ["host", "guest-sdk", "tools/guest-build", "testkit"] {
+            assert!(
+                CARRIED
+                    .iter()
+                    .any(|(path, _)| *path == format!("{member}/Cargo.toml")),
+                "{member} is not carried"
+            );
+        }
+    }
+
+    #[test]
+    fn the_carried_engine_leaves_its_test_crates_behind() {
+        let manifest =
+            without_dev_dependencies(carried_text("host/Cargo.toml").unwrap().as_bytes()).unwrap();
+        assert!(!manifest.contains("[dev-dependencies]"), "{manifest}");
+        assert!(!manifest.contains("../tests"), "{manifest}");
+        assert!(manifest.contains("[dependencies]"));
+        assert!(manifest.contains("[build-dependencies]"));
+    }
+
+    #[test]
+    fn crate_names_are_checked() {
+        for good in ["expense-approval", "a", "orders_v2"] {
+            check_crate_name(good).unwrap();
+        }
+        for taken in ["fn", "test", "std", "self"] {
+            let e = check_crate_name(taken).unwrap_err().to_string();
+            assert!(e.contains("taken by Rust"), "{taken}: {e}");
+        }
+        for bad in [
+            "",
+            "Expense",
+            "2fast",
+            "-x",
+            "a b",
+            "../x",
+            "a/b",
+            &"x".repeat(65),
+        ] {
+            let e = check_crate_name(bad).unwrap_err().to_string();
+            assert!(e.contains("lowercase"), "{bad}: {e}");
+        }
+    }
 }

@@ -312,9 +312,10 @@ pub fn describe(dir: &Path) -> Result<GuestCrate, String> {
         .into_iter()
         .flatten()
         .find(|p| {
-            p["manifest_path"]
-                .as_str()
-                .is_some_and(|m| Path::new(m) == manifest)
+            p["manifest_path"].as_str().is_some_and(|m| {
+                let m = Path::new(m);
+                m == manifest || m.canonicalize().is_ok_and(|m| m == manifest)
+            })
         })
         .ok_or_else(|| {
             format!(

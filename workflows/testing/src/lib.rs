@@ -28,6 +28,7 @@ steadfast_sdk::workflows! {
     "nan_bits" => nan_bits,
     "forget" => forget,
     "pair" => pair,
+    "verdict" => verdict,
 }
 
 /// Races event `e` against a one-hour timer, then waits for `e` once more.
@@ -238,4 +239,11 @@ fn two_events(ctx: &Context, _: Value) -> Result<Value, Error> {
 /// Waits for event `go` and returns its payload.
 fn wait_go(ctx: &Context, _: Value) -> Result<Value, Error> {
     ctx.wait_for_external_event("go").get()
+}
+
+/// Calls `step_a`, then says which build it is: the same requests in both builds, a
+/// different end (for the replay check of a finished run).
+fn verdict(ctx: &Context, _: Value) -> Result<Value, Error> {
+    ctx.call_activity("step_a", &1).wait()?;
+    Ok(json!(if cfg!(feature = "v2") { "v2" } else { "v1" }))
 }

@@ -1,0 +1,155 @@
+//! `Engine::replay_check`: a journal re-run, with no side effects, on the build it ran on
+//! or on another build, reporting the first divergence; and native activities that sleep
+//! on the virtual clock (what the test kit's slow fakes are made of).
+
+use std::time::Duration;
+
+use serde_json::json;
+use steadfast::engine::Compatibility;
+use steadfast::{EngineError, RuntimeStatus, StartOptions};
+use steadfast_tests::{TESTING_V1_WASM, TESTING_V2_WASM, clock, config, runtime};
+
+async fn engine(dir: &std::path::Path) -> steadfast::Engine {
+    let mut config = config(dir, &clock());
+    for name in ["step_a", "step_b", "step_c"] {
+        config = config.with_activity(name, |ctx, _| async move { Ok(json!(ctx.activity)) });
+    }
+    config = config.with_activity("slow", |ctx, _| async move {
+        ctx.sleep(Duration::from_secs(3600)).await;
+        Ok(json!(ctx.now().0))
+    });
+    let engine = steadfast::Engine::open(config).await.expect("engine opens");
+    engine
+        .deploy(TESTING_V1_WASM.to_vec())
+        .await
+        .expect("v1 deploys");
+    engine
+}
+
+async fn start(engine: &steadfast::Engine, workflow: &str, id: &str) -> steadfast::InstanceId {
+    let options = StartOptions {
+        instance_id: Some(id.into()),
+        ..StartOptions::default()
+    };
+    let id = engine
+        .start(workflow, "null", options)
+        .await
+        .expect("starts");
+    engine.settle().await;
+    id
+}
+
+#[test]
+fn a_changed_build_is_reported_at_the_first_request_it_does_not_repeat() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path()).await;
+        let id = start(&engine, "changing", "c1").await;
+        assert_eq!(engine.status(&id).unwrap().status, RuntimeStatus::Running);
+
+        assert_eq!(
+            engine.replay_check(&id, None).await.unwrap(),
+            Compatibility::Compatible
+        );
+        match engine
+            .replay_check(&id, Some(TESTING_V2_WASM.to_vec()))
+            .await
+            .unwrap()
+        {
+            Compatibility::Incompatible(why) => assert!(why.contains("step_c"), "{why}"),
+            Compatibility::Compatible => panic!("v2 asks for step_c where v1 waited for go"),
+        }
+        // The check changed nothing: the instance goes on as before, on v1.
+        engine.raise_event(&id, "go", "null").await.unwrap();
+        engine.settle().await;
+        let record = engine.status(&id).unwrap();
+        assert_eq!(record.status, RuntimeStatus::Completed);
+        assert_eq!(record.output.as_deref(), Some("\"step_b\""));
+        assert_eq!(
+            engine.replay_check(&id, None).await.unwrap(),
+            Compatibility::Compatible
+        );
+    });
+}
+
+#[test]
+fn a_finished_run_must_end_the_same_way_on_replay() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path()).await;
+        let id = start(&engine, "verdict", "v").await;
+        assert_eq!(
+            engine.status(&id).unwrap().output.as_deref(),
+            Some("\"v1\"")
+        );
+        assert_eq!(
+            engine.replay_check(&id, None).await.unwrap(),
+            Compatibility::Compatible
+        );
+        match engine
+            .replay_check(&id, Some(TESTING_V2_WASM.to_vec()))
+            .await
+            .unwrap()
+        {
+            Compatibility::Incompatible(why) => {
+                assert!(why.contains("\"v1\"") && why.contains("\"v2\""), "{why}")
+            }
+            Compatibility::Compatible => panic!("v2 returns another output"),
+        }
+    });
+}
+
+#[test]
+fn replay_needs_a_workflow_component_and_an_instance() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path()).await;
+        let id = start(&engine, "verdict", "v").await;
+        let activities = steadfast::examples::ACTIVITIES_WASM.to_vec();
+        let refused = engine.replay_check(&id, Some(activities)).await;
+        assert!(
+            matches!(&refused, Err(EngineError::CannotReplay(why)) if why.contains("activity")),
+            "{refused:?}"
+        );
+        let missing = engine
+            .replay_check(&steadfast_tests::id("nobody"), None)
+            .await;
+        assert!(
+            matches!(missing, Err(EngineError::InstanceNotFound(_))),
+            "{missing:?}"
+        );
+        let broken = engine.replay_check(&id, Some(b"\0asm nope".to_vec())).await;
+        assert!(
+            matches!(broken, Err(EngineError::Component(_))),
+            "{broken:?}"
+        );
+    });
+}
+
+#[test]
+fn a_sleeping_activity_lets_the_virtual_clock_pass_it() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path()).await;
+        let started = engine.now();
+        let id = engine
+            .start(
+                "call",
+                &json!({ "activity": "slow" }).to_string(),
+                StartOptions::default(),
+            )
+            .await
+            .unwrap();
+        // `settle` returns although the activity has not answered: it sleeps on the clock.
+        engine.settle().await;
+        assert_eq!(engine.status(&id).unwrap().status, RuntimeStatus::Running);
+        engine.advance_by(Duration::from_secs(3599)).await.unwrap();
+        assert_eq!(engine.status(&id).unwrap().status, RuntimeStatus::Running);
+        engine.advance_by(Duration::from_secs(1)).await.unwrap();
+        let record = engine.status(&id).unwrap();
+        assert_eq!(record.status, RuntimeStatus::Completed, "{record:?}");
+        // It woke exactly an hour after it started.
+        let woke: u64 = serde_json::from_str(record.output.as_deref().unwrap()).unwrap();
+        assert_eq!(woke, started.0 + 3_600_000);
+    });
+}
