@@ -113,12 +113,25 @@ fn carry_sources(root: &Path) {
     std::fs::write(out, code).expect("OUT_DIR is writable");
 }
 
+/// A listed file, or the source files under a listed folder (not editor backups and the
+/// like, which would change the carried copy's digest).
 fn collect(path: &Path, files: &mut Vec<PathBuf>) {
     if path.is_dir() {
         let entries = std::fs::read_dir(path)
             .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()));
         for entry in entries {
-            collect(&entry.expect("a directory entry").path(), files);
+            let entry = entry.expect("a directory entry").path();
+            let source = entry
+                .extension()
+                .is_some_and(|ext| ["rs", "toml", "wit", "in"].iter().any(|e| ext == *e));
+            let hidden = entry
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with('.'));
+            if entry.is_dir() && !hidden {
+                collect(&entry, files);
+            } else if source && !hidden {
+                files.push(entry);
+            }
         }
     } else if path.is_file() {
         files.push(path.to_path_buf());

@@ -4,9 +4,10 @@
 //! running `steadfast serve`, start the workflow, raise the approval event, and see the
 //! instance COMPLETED with the expected output.
 //!
-//! The crates' builds share this workspace's target directory, so the engine the test
-//! kit links is compiled once, for the workspace and for them. Each step's time is
-//! printed (`--nocapture` shows it).
+//! The crates' builds share this workspace's target directory, so the registry crates the
+//! test kit links (wasmtime, SQLite, ...) are compiled once, for the workspace and for
+//! them; only the carried engine crate itself (another path) compiles again. Each step's
+//! time is printed (`--nocapture` shows it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

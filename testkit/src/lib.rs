@@ -20,12 +20,15 @@
 //! env.activity("send_approval_request", |call| Ok(call.input.clone()));
 //! let run = env.start("approval_workflow", json!({"request_id": "r1", "amount": 5000.0}))?;
 //! env.advance(Duration::from_secs(3 * 24 * 3600))?; // no decision within three days
-//! assert_eq!(env.output(&run)?["status"], "timeout");
+//! assert_eq!(env.output::<steadfast_testkit::Value>(&run)?["status"], "timeout");
 //! env.replay_check(&run)?;
 //! # Ok(()) }
 //! ```
 //!
 //! "Write your own workflow" in the repository's README walks through a whole crate.
+//!
+//! A [`TestEnv`] runs its own async runtime and blocks on it: use it from plain `#[test]`
+//! functions, not from inside `#[tokio::test]` or another runtime.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -77,6 +80,8 @@ pub fn build_crate(dir: impl AsRef<Path>) -> Result<Vec<u8>> {
 }
 
 /// One call of a fake activity, as the test registered it and the workflow made it.
+/// Calls are recorded in the order their attempts started; activities a workflow runs at
+/// once (a fan-out) start in the order the engine dispatched them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
     pub activity: String,
@@ -90,10 +95,13 @@ pub struct Call {
 
 /// An in-process Steadfast engine on a temporary journal and a virtual clock.
 ///
-/// Every call waits until the engine has nothing left to do at the current virtual time
-/// (every instance waits on a timer, an event or nothing), so a test reads like a script.
+/// Every call that makes work (start, raise, advance, terminate) returns only once the
+/// engine has nothing left to do at the current virtual time (every instance waits on a
+/// timer, an event or nothing), so a test reads like a script.
 pub struct TestEnv {
     engine: Option<Engine>,
+    /// What panicked inside fakes, re-raised by the next call that waits.
+    panics: Arc<Mutex<Vec<String>>>,
     calls: Arc<Mutex<Vec<Call>>>,
     runtime: tokio::runtime::Runtime,
     // Dropped last: the journal lives here.
@@ -133,6 +141,7 @@ impl TestEnv {
             .context("opening the test engine")?;
         Ok(TestEnv {
             engine: Some(engine),
+            panics: Arc::default(),
             calls: Arc::default(),
             runtime,
             _dir: dir,
@@ -149,9 +158,18 @@ impl TestEnv {
         self.runtime.block_on(work)
     }
 
-    /// Waits until nothing can run at the current virtual time.
+    /// Waits until nothing can run at the current virtual time. Panics if a fake
+    /// panicked meanwhile (an `assert!` inside a fake fails the test here).
     pub fn settle(&self) {
         self.block_on(self.engine().settle());
+        self.raise_fake_panics();
+    }
+
+    fn raise_fake_panics(&self) {
+        let panics = std::mem::take(&mut *self.panics.lock().unwrap_or_else(|p| p.into_inner()));
+        if !panics.is_empty() {
+            panic!("{}", panics.join("\n"));
+        }
     }
 
     /// Deploys a component (workflows or activities), checked as a server checks it.
@@ -174,7 +192,8 @@ impl TestEnv {
 
     /// Like [`TestEnv::activity`], for an activity that takes `duration` of virtual time:
     /// its answer arrives once the clock has moved that far past the attempt's start (so a
-    /// timer racing it can win).
+    /// timer racing it can win). `run` is called when the duration has passed; if the
+    /// instance ends first, it is not called.
     pub fn activity_taking<F, O>(&self, name: &str, duration: Duration, run: F)
     where
         F: Fn(&Call) -> Result<O, ErrorInfo> + Send + Sync + 'static,
@@ -189,25 +208,46 @@ impl TestEnv {
         O: Serialize,
     {
         let run = Arc::new(run);
-        let calls = Arc::clone(&self.calls);
+        let (calls, panics) = (Arc::clone(&self.calls), Arc::clone(&self.panics));
         self.engine().register_activity(name, move |ctx, input| {
-            let (run, calls) = (Arc::clone(&run), Arc::clone(&calls));
+            let (run, calls, panics) = (Arc::clone(&run), Arc::clone(&calls), Arc::clone(&panics));
             async move {
                 let call = Call {
                     activity: ctx.activity.clone(),
                     input,
                     attempt: ctx.attempt,
                     instance: ctx.instance.clone(),
-                    at: ctx.now(),
+                    at: ctx.now().unwrap_or(Timestamp(0)),
                 };
                 calls
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(call.clone());
-                if let Some(duration) = duration {
-                    ctx.sleep(duration).await;
+                if let Some(duration) = duration
+                    && !ctx.sleep(duration).await
+                {
+                    return Err(ErrorInfo::new(
+                        "cancelled",
+                        "the instance ended while the activity took its time",
+                    ));
                 }
-                let output = run(&call)?;
+                let answered =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&call)));
+                let output = match answered {
+                    Ok(answer) => answer?,
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".to_owned());
+                        panics
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(format!("the fake '{}' panicked: {what}", call.activity));
+                        return Err(ErrorInfo::new("fake_panicked", what));
+                    }
+                };
                 serde_json::to_value(output).map_err(|e| {
                     ErrorInfo::new("bad_output", format!("the fake's output is not JSON: {e}"))
                 })
@@ -257,12 +297,18 @@ impl TestEnv {
     /// Moves the virtual clock forward by `by`, firing every timer on the way, in order,
     /// and letting the workflows react to each.
     pub fn advance(&self, by: Duration) -> Result<()> {
-        Ok(self.block_on(self.engine().advance_by(by))?)
+        self.block_on(self.engine().advance_by(by))?;
+        self.raise_fake_panics();
+        Ok(())
     }
 
     /// Moves the clock to the next timer and fires it. `None` when no timer is pending.
+    /// Besides the workflows' timers, that may be an activity's next attempt or the end
+    /// of a fake's duration ([`TestEnv::activity_taking`]).
     pub fn advance_to_next_timer(&self) -> Result<Option<Timestamp>> {
-        Ok(self.block_on(self.engine().advance_to_next_timer())?)
+        let next = self.block_on(self.engine().advance_to_next_timer())?;
+        self.raise_fake_panics();
+        Ok(next)
     }
 
     /// The virtual time.
@@ -311,7 +357,9 @@ impl TestEnv {
             .transpose()
     }
 
-    /// The instance's journal, every generation, in order.
+    /// The instance's journal, in order: its current generation (after a continue-as-new,
+    /// the earlier generations are gone, which is what keeps an eternal workflow's history
+    /// bounded), with the events it carried over.
     pub fn history(&self, id: &InstanceId) -> Result<Vec<Event>> {
         Ok(self
             .engine()
@@ -339,8 +387,10 @@ impl TestEnv {
         self.replay_on(id, None)
     }
 
-    /// Replays `id`'s journal on another build of its workflow: is a change to the code
-    /// safe for the instances already running?
+    /// Replays `id`'s journal on another build of its workflow. To check that a change is
+    /// safe for instances already running, keep the old build's `.wasm` (e.g. in
+    /// `tests/fixtures/`), deploy it, run the instance on it, then replay its journal on
+    /// the new build (`this_crate!()`).
     pub fn replay_check_on(&self, id: &InstanceId, component: &[u8]) -> Result<()> {
         self.replay_on(id, Some(component.to_vec()))
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use steadfast::engine::Compatibility;
 use steadfast::{EngineError, RuntimeStatus, StartOptions};
-use steadfast_tests::{TESTING_V1_WASM, TESTING_V2_WASM, clock, config, runtime};
+use steadfast_tests::{HOSTILE_WASM, TESTING_V1_WASM, TESTING_V2_WASM, clock, config, runtime};
 
 async fn engine(dir: &std::path::Path) -> steadfast::Engine {
     let mut config = config(dir, &clock());
@@ -15,8 +15,10 @@ async fn engine(dir: &std::path::Path) -> steadfast::Engine {
         config = config.with_activity(name, |ctx, _| async move { Ok(json!(ctx.activity)) });
     }
     config = config.with_activity("slow", |ctx, _| async move {
-        ctx.sleep(Duration::from_secs(3600)).await;
-        Ok(json!(ctx.now().0))
+        if !ctx.sleep(Duration::from_secs(3600)).await {
+            return Err(steadfast::ErrorInfo::new("cancelled", "cut short"));
+        }
+        Ok(json!(ctx.now().expect("the engine runs").0))
     });
     let engine = steadfast::Engine::open(config).await.expect("engine opens");
     engine
@@ -151,5 +153,102 @@ fn a_sleeping_activity_lets_the_virtual_clock_pass_it() {
         // It woke exactly an hour after it started.
         let woke: u64 = serde_json::from_str(record.output.as_deref().unwrap()).unwrap();
         assert_eq!(woke, started.0 + 3_600_000);
+    });
+}
+
+#[test]
+fn a_failure_replays_to_the_same_failure() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path()).await;
+        // An activity nobody registered: the workflow fails with its error.
+        let id = engine
+            .start(
+                "call",
+                &json!({ "activity": "missing" }).to_string(),
+                StartOptions::default(),
+            )
+            .await
+            .unwrap();
+        engine.settle().await;
+        let record = engine.status(&id).unwrap();
+        assert_eq!(record.status, RuntimeStatus::Failed, "{record:?}");
+        assert_eq!(
+            engine.replay_check(&id, None).await.unwrap(),
+            Compatibility::Compatible
+        );
+        // A workflow that panics fails the same way on every replay of its journal.
+        engine.deploy(HOSTILE_WASM.to_vec()).await.unwrap();
+        let panicked = start(&engine, "panic", "p").await;
+        assert_eq!(
+            engine.status(&panicked).unwrap().status,
+            RuntimeStatus::Failed
+        );
+        assert_eq!(
+            engine.replay_check(&panicked, None).await.unwrap(),
+            Compatibility::Compatible
+        );
+        // On a build whose workflow of that name does something else, it is reported.
+        match engine
+            .replay_check(&panicked, Some(TESTING_V1_WASM.to_vec()))
+            .await
+            .unwrap()
+        {
+            Compatibility::Incompatible(why) => assert!(why.contains("failure"), "{why}"),
+            Compatibility::Compatible => panic!("the testing build has no `panic` workflow"),
+        }
+    });
+}
+
+#[test]
+fn a_sleep_is_cut_short_when_its_instance_ends() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path()).await;
+        let id = engine
+            .start(
+                "call",
+                &json!({ "activity": "slow" }).to_string(),
+                StartOptions::default(),
+            )
+            .await
+            .unwrap();
+        engine.settle().await;
+        engine.terminate(&id, "no longer needed").await.unwrap();
+        engine.settle().await;
+        // The wake-up went with the instance: no timer is left to jump to.
+        assert_eq!(engine.advance_to_next_timer().await.unwrap(), None);
+        assert_eq!(
+            engine.status(&id).unwrap().status,
+            RuntimeStatus::Terminated
+        );
+    });
+}
+
+#[test]
+fn more_sleepers_than_activity_slots_do_not_stall_the_clock() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path()).await;
+        let limit = engine.limits("default").max_activities_in_flight;
+        let mut ids = Vec::new();
+        for _ in 0..limit + 8 {
+            ids.push(
+                engine
+                    .start(
+                        "call",
+                        &json!({ "activity": "slow" }).to_string(),
+                        StartOptions::default(),
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Every one of them sleeps at once: a sleeper holds no slot.
+        engine.settle().await;
+        engine.advance_by(Duration::from_secs(3600)).await.unwrap();
+        for id in &ids {
+            assert_eq!(engine.status(id).unwrap().status, RuntimeStatus::Completed);
+        }
     });
 }

@@ -111,7 +111,8 @@ pub fn main() -> ExitCode {
                 if !cfg!(feature = "examples") =>
             {
                 anyhow::bail!(
-                    "this steadfast was built without its example components (the `examples` feature)"
+                    "this steadfast was built without its example components (the `examples` \
+                     feature); build it with its default features: cargo install --locked --path host"
                 )
             }
             Command::Demo { keep } => demo::run(keep).await,
@@ -134,6 +135,8 @@ pub fn main() -> ExitCode {
                 check,
                 migrate,
             } => {
+                // The client first: a missing token is told before minutes of building.
+                let client = client::Client::new(cli.client)?;
                 let bytes = if file.is_dir() {
                     let (guest, bytes, _) = scaffold::build(&file).await?;
                     eprintln!("built {}", guest.component_path().display());
@@ -142,9 +145,7 @@ pub fn main() -> ExitCode {
                     use anyhow::Context as _;
                     std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
                 };
-                client::Client::new(cli.client)?
-                    .deploy(bytes, check, migrate)
-                    .await
+                client.deploy(bytes, check, migrate).await
             }
             Command::Workflow { command } => {
                 client::Client::new(cli.client)?.workflow(command).await

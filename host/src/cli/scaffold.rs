@@ -20,6 +20,9 @@ use crate::engine::{ComponentKind, Deployment, Engine, EngineConfig};
 /// Every carried file: its path under the workspace root, and its bytes.
 const CARRIED: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/carried.rs"));
 
+/// The file that marks a written SDK copy complete.
+const COMPLETE: &str = ".steadfast-complete";
+
 /// The members of the carried workspace (the full one has more).
 const CARRIED_MEMBERS: &str =
     "members = [\"host\", \"guest-sdk\", \"tools/guest-build\", \"testkit\"]";
@@ -40,7 +43,10 @@ pub(super) fn new(args: NewCrate) -> anyhow::Result<()> {
         .path
         .clone()
         .unwrap_or_else(|| PathBuf::from(&args.name));
-    if dir.exists()
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} is a file; choose another NAME or --path", dir.display());
+    }
+    if dir.is_dir()
         && std::fs::read_dir(&dir)
             .with_context(|| format!("reading {}", dir.display()))?
             .next()
@@ -72,32 +78,40 @@ pub(super) fn new(args: NewCrate) -> anyhow::Result<()> {
     } else {
         "orchestrator"
     };
-    let sdk_text = sdk.to_str().context("the SDK's path is not UTF-8")?;
-    let fill = |template: &str| {
-        template
-            .replace("{{name}}", &args.name)
-            .replace("{{crate}}", &crate_ident)
-            .replace("{{workflow}}", &crate_ident)
-            .replace("{{world}}", world)
-            .replace(
-                "{{kind}}",
-                if args.activity {
-                    "activity"
-                } else {
-                    "workflow"
-                },
-            )
-            .replace("{{sdk}}", sdk_text)
-            .replace("{{sdk_note}}", sdk_text)
-            .replace(
-                "{{sdk_features}}",
-                if args.activity {
-                    ", default-features = false, features = [\"activity\"]"
-                } else {
-                    ""
-                },
-            )
-    };
+    let sdk_text = sdk.to_str().with_context(|| {
+        format!(
+            "the SDK's path {} is not UTF-8; set STEADFAST_HOME to a UTF-8 path",
+            sdk.display()
+        )
+    })?;
+    // Paths go into Cargo.toml as TOML strings, quoted and escaped.
+    let toml_path = |dir: &str| toml::Value::String(format!("{sdk_text}/{dir}")).to_string();
+    let values = [
+        ("name", args.name.clone()),
+        ("crate", crate_ident.clone()),
+        ("workflow", crate_ident.clone()),
+        ("world", world.to_owned()),
+        (
+            "kind",
+            if args.activity {
+                "activity"
+            } else {
+                "workflow"
+            }
+            .to_owned(),
+        ),
+        ("sdk_path", toml_path("guest-sdk")),
+        ("testkit_path", toml_path("testkit")),
+        (
+            "sdk_features",
+            if args.activity {
+                ", default-features = false, features = [\"activity\"]".to_owned()
+            } else {
+                String::new()
+            },
+        ),
+    ];
+    let fill = |template: &str| fill_template(template, &values);
     let (lib, test, test_name) = if args.activity {
         (
             include_str!("templates/activity_lib.rs"),
@@ -126,7 +140,14 @@ pub(super) fn new(args: NewCrate) -> anyhow::Result<()> {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        // Never over a file that appeared meanwhile (another `new` into the same folder).
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
         "created {world} crate `{}` in {} (SDK: {})",
@@ -143,6 +164,27 @@ pub(super) fn new(args: NewCrate) -> anyhow::Result<()> {
     println!("  steadfast build           # -> target/steadfast/{crate_ident}.wasm");
     println!("  steadfast deploy .        # build, then deploy to the server");
     Ok(())
+}
+
+/// Replaces each `{{key}}` of `template` with its value, in one pass (a value is never
+/// read as a template). An unknown key is a bug in a template.
+fn fill_template(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").expect("a template's {{ is closed");
+        let key = &after[..end];
+        let (_, value) = values
+            .iter()
+            .find(|(k, _)| *k == key)
+            .unwrap_or_else(|| panic!("the template names an unknown key {{{{{key}}}}}"));
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Cargo package names: ASCII letters, digits, `-` and `_`, starting with a letter; the
@@ -237,7 +279,9 @@ fn carried_text(path: &str) -> anyhow::Result<&'static str> {
 /// renamed, so a crash or a concurrent `new` never leaves half a tree behind.
 fn write_carried_sources() -> anyhow::Result<PathBuf> {
     let home = match std::env::var_os("STEADFAST_HOME") {
-        Some(home) => PathBuf::from(home),
+        // Absolute: the crate's Cargo.toml names the SDK by this path.
+        Some(home) => std::path::absolute(PathBuf::from(home))
+            .context("STEADFAST_HOME cannot be made an absolute path")?,
         None => std::env::var_os("HOME")
             .map(|home| PathBuf::from(home).join(".steadfast"))
             .context("neither STEADFAST_HOME nor HOME is set: set STEADFAST_HOME to where the SDK may be written")?,
@@ -252,7 +296,7 @@ fn write_carried_sources() -> anyhow::Result<PathBuf> {
     let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
     let sdk_root = home.join("sdk");
     let dir = sdk_root.join(format!("{}-{hex}", env!("CARGO_PKG_VERSION")));
-    if dir.join("Cargo.toml").is_file() {
+    if dir.join(COMPLETE).is_file() {
         return Ok(dir);
     }
     std::fs::create_dir_all(&sdk_root)
@@ -264,7 +308,8 @@ fn write_carried_sources() -> anyhow::Result<PathBuf> {
     for (path, bytes) in CARRIED {
         let target = staging.path().join(path);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         let bytes = match *path {
             "Cargo.toml" => carried_workspace_manifest(bytes)?.into_bytes(),
@@ -273,11 +318,21 @@ fn write_carried_sources() -> anyhow::Result<PathBuf> {
         };
         std::fs::write(&target, bytes).with_context(|| format!("writing {}", target.display()))?;
     }
+    // Written last: a copy without it is incomplete, and is replaced.
+    std::fs::write(staging.path().join(COMPLETE), "")?;
+    {
+        // Readable by everyone who shares this STEADFAST_HOME, like any source tree.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))?;
+    }
     let staged = staging.keep();
+    if dir.exists() && !dir.join(COMPLETE).is_file() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     if let Err(e) = std::fs::rename(&staged, &dir) {
         // Another `new` won the race: use its copy, drop ours.
         let _ = std::fs::remove_dir_all(&staged);
-        if !dir.join("Cargo.toml").is_file() {
+        if !dir.join(COMPLETE).is_file() {
             return Err(e).with_context(|| format!("moving the SDK to {}", dir.display()));
         }
     }
@@ -442,6 +497,10 @@ mod tests {
             let e = check_crate_name(taken).unwrap_err().to_string();
             assert!(e.contains("taken by Rust"), "{taken}: {e}");
         }
+        for dependency in ["steadfast-sdk", "serde_json", "steadfast"] {
+            let e = check_crate_name(dependency).unwrap_err().to_string();
+            assert!(e.contains("dependencies"), "{dependency}: {e}");
+        }
         for bad in [
             "",
             "Expense",
@@ -455,5 +514,44 @@ mod tests {
             let e = check_crate_name(bad).unwrap_err().to_string();
             assert!(e.contains("lowercase"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn templates_are_filled_in_one_pass() {
+        let values = [("a", "{{b}}".to_owned()), ("b", "B".to_owned())];
+        assert_eq!(fill_template("x {{a}} {{b}} y", &values), "x {{b}} B y");
+    }
+
+    #[test]
+    fn paths_with_quotes_stay_one_toml_string() {
+        let root = tempfile::tempdir().unwrap();
+        let sdk = root.path().join("odd \"sdk\" \\ dir");
+        for needed in ["guest-sdk", "testkit"] {
+            std::fs::create_dir_all(sdk.join(needed)).unwrap();
+            std::fs::write(sdk.join(needed).join("Cargo.toml"), "").unwrap();
+        }
+        let dir = root.path().join("flow");
+        new(NewCrate {
+            name: "flow".into(),
+            activity: true,
+            path: Some(dir.clone()),
+            sdk: Some(sdk.clone()),
+        })
+        .unwrap();
+        let manifest: toml::Value =
+            toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml")).unwrap()).unwrap();
+        let sdk = sdk.canonicalize().unwrap();
+        assert_eq!(
+            manifest["dependencies"]["steadfast-sdk"]["path"].as_str(),
+            Some(format!("{}/guest-sdk", sdk.display()).as_str())
+        );
+        assert_eq!(
+            manifest["dev-dependencies"]["steadfast-testkit"]["path"].as_str(),
+            Some(format!("{}/testkit", sdk.display()).as_str())
+        );
+        assert_eq!(
+            manifest["package"]["metadata"]["steadfast"]["world"].as_str(),
+            Some("activity")
+        );
     }
 }

@@ -7,7 +7,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::OwnedSemaphorePermit;
 
 use wasmtime::Store;
 
@@ -26,7 +28,17 @@ pub struct ActivityContext {
     pub activity: String,
     /// 1 for the first attempt.
     pub attempt: u32,
-    shared: Arc<Shared>,
+    // Weak: a context kept past its call must not keep a stopped engine alive.
+    shared: Weak<Shared>,
+    holding: Arc<Mutex<Holding>>,
+}
+
+/// What an executing activity holds: its unit of work and its activity slots. A native
+/// activity lends them back while it sleeps on the engine's clock.
+#[derive(Debug, Default)]
+pub(crate) struct Holding {
+    work: Option<WorkGuard>,
+    slots: Vec<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for ActivityContext {
@@ -40,26 +52,60 @@ impl std::fmt::Debug for ActivityContext {
 }
 
 impl ActivityContext {
-    /// The engine's current time (virtual in tests).
-    pub fn now(&self) -> crate::model::Timestamp {
-        self.shared.clock.now()
+    /// The engine's current time (virtual in tests); `None` once the engine has stopped.
+    pub fn now(&self) -> Option<crate::model::Timestamp> {
+        self.shared.upgrade().map(|shared| shared.clock.now())
     }
 
-    /// Waits `duration` on the engine's clock. On a virtual clock the activity is not
-    /// counted as work while it sleeps, so `settle` returns and the clock can be moved
-    /// past its wake-up time, which is how a test gives an activity a duration without
-    /// waiting for it.
-    pub async fn sleep(&self, duration: std::time::Duration) {
+    /// Waits `duration` on the engine's clock. Returns `false` if the wait was cut short
+    /// because the activity's instance ended (its result would be discarded) or the engine
+    /// stopped: the activity should then give up.
+    ///
+    /// While it sleeps, the activity holds no activity slot and is not counted as work,
+    /// so on a virtual clock `settle` returns and the clock can be moved past its wake-up
+    /// time: that is how a test gives an activity a duration without waiting for it.
+    pub async fn sleep(&self, duration: std::time::Duration) -> bool {
+        let Some(shared) = self.shared.upgrade() else {
+            return false;
+        };
         let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-        let due = self.shared.clock.now().plus_ms(ms);
         let (wake, woken) = tokio::sync::oneshot::channel();
-        // Lent back before the timer is queued, and taken again only once the firing's own
-        // guard is in hand, so the count never reads zero while this activity can run.
-        let parked = self.shared.work.park();
-        self.shared.timers.add(due, TimerJob::Wake(wake));
-        let firing = woken.await;
-        drop(parked);
-        drop(firing);
+        shared.timers.add(
+            shared.clock.now().plus_ms(ms),
+            TimerJob::Wake {
+                instance: self.instance.clone(),
+                wake,
+            },
+        );
+        // Lent back only once the wake-up is queued, so that a `settle` in between sees
+        // either this work or the timer. (Sleeps that overlap in one activity lend once.)
+        let lent = {
+            let mut holding = self.holding.lock().unwrap_or_else(|p| p.into_inner());
+            (holding.work.take(), std::mem::take(&mut holding.slots))
+        };
+        let parked = lent.0.is_some();
+        drop(lent);
+        drop(shared);
+        // The firing hands over a guard of its own: the count stays above zero from the
+        // firing until this activity has its unit back.
+        let woken = woken.await;
+        let Some(shared) = self.shared.upgrade() else {
+            return false;
+        };
+        let slept = woken.is_ok();
+        if parked {
+            // Counted again before anything else: with the firing's guard or, for a sleep
+            // cut short, a fresh one (this activity runs again now).
+            let work = match woken {
+                Ok(firing) => firing,
+                Err(_) => shared.work.guard(),
+            };
+            let slots = shared.take_activity_slots(self.instance.tenant()).await;
+            let mut holding = self.holding.lock().unwrap_or_else(|p| p.into_inner());
+            holding.work = Some(work);
+            holding.slots = slots;
+        }
+        slept
     }
 }
 
@@ -93,7 +139,24 @@ impl Shared {
         tokio::spawn(run_activity(Arc::clone(self), job, guard, stops));
     }
 
-    async fn execute_activity(self: &Arc<Self>, job: &QueuedActivity) -> Result<String, ErrorInfo> {
+    /// An activity's slots, its tenant's first, then one of the host's.
+    pub(crate) async fn take_activity_slots(&self, tenant: &str) -> Vec<OwnedSemaphorePermit> {
+        // The semaphores are never closed: `acquire_owned` cannot fail.
+        let mut slots = Vec::with_capacity(2);
+        if let Ok(slot) = self.tenant_activity_slots(tenant).acquire_owned().await {
+            slots.push(slot);
+        }
+        if let Ok(slot) = Arc::clone(&self.activity_slots).acquire_owned().await {
+            slots.push(slot);
+        }
+        slots
+    }
+
+    async fn execute_activity(
+        self: &Arc<Self>,
+        job: &QueuedActivity,
+        holding: &Arc<Mutex<Holding>>,
+    ) -> Result<String, ErrorInfo> {
         let registered = self
             .registry
             .read()
@@ -127,7 +190,8 @@ impl Shared {
                     instance: job.instance.clone(),
                     activity: job.name.clone(),
                     attempt: job.attempt,
-                    shared: Arc::clone(self),
+                    shared: Arc::downgrade(self),
+                    holding: Arc::clone(holding),
                 };
                 let output = f(ctx, input).await?;
                 Ok(output.to_string())
@@ -206,13 +270,15 @@ async fn run_activity(
     work: WorkGuard,
     stops: Option<u64>,
 ) {
-    let result = {
+    let (result, work) = {
         // Bounded: a burst of scheduled activities queues here instead of instantiating
         // thousands of components at once — first in its tenant's line, then in the
         // host's, so one tenant's backlog cannot hold every slot.
-        let tenant_slots = shared.tenant_activity_slots(job.instance.tenant());
-        let _tenant_slot = tenant_slots.acquire().await;
-        let _slot = shared.activity_slots.acquire().await;
+        let slots = shared.take_activity_slots(job.instance.tenant()).await;
+        let holding = Arc::new(Mutex::new(Holding {
+            work: Some(work),
+            slots,
+        }));
         // Started only while its instance still wants it: an activity of an instance
         // terminated or purged since it was queued never starts. Without any termination
         // or purge since the step that queued it, there is nothing to look up.
@@ -232,16 +298,25 @@ async fn run_activity(
                 tracing::warn!(instance = %job.instance, activity = %job.name, error = %e, "cannot check the activity queue; running the activity")
             }
         }
-        let result = shared.execute_activity(&job).await;
+        let result = shared.execute_activity(&job, &holding).await;
+        // Its unit of work back from the context: missing only if a task the activity
+        // spawned still sleeps with it, and then this one counts the rest of the work.
+        let work = holding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .work
+            .take()
+            .unwrap_or_else(|| shared.work.guard());
         let limits = shared.limits(job.instance.tenant());
-        match result {
+        let result = match result {
             Ok(output) => super::limits::check_payload("the activity result", &output, limits)
                 .map(|()| output)
                 .map_err(|e| {
                     ErrorInfo::new("payload_too_large", format!("activity '{}': {e}", job.name))
                 }),
             Err(e) => Err(e),
-        }
+        };
+        (result, work)
     };
     let now = shared.clock.now();
     let retry_delay = match (&result, &job.retry) {

@@ -52,7 +52,8 @@ impl Engine {
     /// Replays `id`'s current generation, with no side effects, on `component` (the
     /// bytes of another build of its workflow) or, when `None`, on the component it runs
     /// on, and reports the first divergence from its journal. For a generation that
-    /// ended, the replay must also end the same way: the same output, or the same error.
+    /// ended, the replay must also end the same way: the same output, or the same failure
+    /// (kind and message; a trap is classified as a live run classifies it).
     ///
     /// This is the check a test runs after changing a workflow's code: a journal written
     /// by the old build must replay on the new one.
@@ -104,8 +105,9 @@ async fn replay(
 ) -> Compatibility {
     // How the generation ended, if it did: the replay must end the same way.
     let ended = history.iter().find_map(|stored| match &stored.event {
-        Event::WorkflowCompleted { output } => Some(Ok(output.clone())),
-        Event::WorkflowFailed { error } => Some(Err(error.clone())),
+        Event::WorkflowCompleted { output } => Some(Ending::Completed(output.clone())),
+        Event::WorkflowFailed { error } => Some(Ending::Failed(error.clone())),
+        Event::ContinuedAsNew { input } => Some(Ending::ContinuedAsNew(input.clone())),
         _ => None,
     });
     let (_tx, rx) = mpsc::unbounded_channel();
@@ -133,34 +135,84 @@ async fn replay(
             .await
     }
     .await;
-    let state = store.into_data();
-    match result {
+    let mut state = store.into_data();
+    // The end the replay reached, decided as a live run decides it (`run.rs`).
+    let replayed = match result {
         Err(error) => match error.downcast_ref::<Interrupt>() {
-            Some(Interrupt::Frontier) => Compatibility::Compatible,
+            // It waits where the journal ends: nothing recorded contradicts it, unless the
+            // journal recorded an end there.
+            Some(Interrupt::Frontier) => match ended {
+                None => return Compatibility::Compatible,
+                Some(ended) => {
+                    return Compatibility::Incompatible(format!(
+                        "the journal recorded {}, the replay waits for more",
+                        ended.describe()
+                    ));
+                }
+            },
             Some(divergence @ Interrupt::Nondeterminism { .. }) => {
-                Compatibility::Incompatible(divergence.to_string())
+                return Compatibility::Incompatible(divergence.to_string());
             }
-            _ => Compatibility::Incompatible(format!("the replay trapped: {error:#}")),
-        },
-        Ok(_) if state.replaying() => Compatibility::Incompatible(
-            "the new code returns before replaying everything the journal recorded".into(),
-        ),
-        Ok(result) => match (ended, result) {
-            (Some(Ok(recorded)), Ok(output)) if !same_json(&recorded, &output) => {
-                Compatibility::Incompatible(format!(
-                    "the journal recorded the output {recorded}, the replay returned {output}"
-                ))
+            Some(other) => return Compatibility::Incompatible(other.to_string()),
+            // A live run would stall here, not fail.
+            None if state.replaying() => {
+                return Compatibility::Incompatible(format!(
+                    "the replay trapped before it replayed everything the journal recorded: {}",
+                    super::limits::classify_trap(&error, &limits, "the workflow").message
+                ));
             }
-            (Some(Ok(recorded)), Err(error)) => Compatibility::Incompatible(format!(
-                "the journal recorded the output {recorded}, the replay failed: {}",
-                error.message
+            None => Ending::Failed(super::limits::classify_trap(
+                &error,
+                &limits,
+                "the workflow",
             )),
-            (Some(Err(recorded)), Ok(output)) => Compatibility::Incompatible(format!(
-                "the journal recorded the failure '{}', the replay returned {output}",
-                recorded.message
-            )),
-            _ => Compatibility::Compatible,
         },
+        Ok(_) if state.replaying() => {
+            return Compatibility::Incompatible(
+                "the new code returns before replaying everything the journal recorded".into(),
+            );
+        }
+        Ok(returned) => match (state.continue_as_new.take(), returned) {
+            (Some((input, _)), _) => Ending::ContinuedAsNew(input),
+            (None, Ok(output)) => Ending::Completed(output),
+            (None, Err(e)) => Ending::Failed(crate::model::ErrorInfo::new(e.kind, e.message)),
+        },
+    };
+    match ended {
+        Some(ended) if !ended.same_as(&replayed) => Compatibility::Incompatible(format!(
+            "the journal recorded {}, the replay {}",
+            ended.describe(),
+            replayed.describe().replacen("the ", "reached the ", 1)
+        )),
+        // Same end, or a live generation whose new code ends where the old one waits
+        // (a hot swap may do that).
+        _ => Compatibility::Compatible,
+    }
+}
+
+/// How a generation ended.
+enum Ending {
+    Completed(String),
+    Failed(crate::model::ErrorInfo),
+    ContinuedAsNew(String),
+}
+
+impl Ending {
+    fn same_as(&self, other: &Ending) -> bool {
+        match (self, other) {
+            (Ending::Completed(a), Ending::Completed(b))
+            | (Ending::ContinuedAsNew(a), Ending::ContinuedAsNew(b)) => same_json(a, b),
+            (Ending::Failed(a), Ending::Failed(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Ending::Completed(output) => format!("the output {output}"),
+            Ending::Failed(error) => format!("the failure {}: {}", error.kind, error.message),
+            Ending::ContinuedAsNew(input) => format!("the continue-as-new with {input}"),
+        }
     }
 }
 

@@ -311,7 +311,7 @@ pub(crate) struct Shared {
     next_waiter: AtomicU64,
     ids: Mutex<random::SplitMix64>,
     /// Activities executing at once.
-    activity_slots: tokio::sync::Semaphore,
+    activity_slots: Arc<tokio::sync::Semaphore>,
     /// Each tenant's share of `activity_slots` (`limits.max_activities_in_flight`), taken
     /// first: one tenant's backlog waits in its own line, not in everyone's.
     tenant_activity_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
@@ -396,7 +396,9 @@ impl Engine {
             work: Arc::new(Work::default()),
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
-            activity_slots: tokio::sync::Semaphore::new(config.max_concurrent_activities.max(1)),
+            activity_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_activities.max(1),
+            )),
             tenant_activity_slots: Mutex::new(HashMap::new()),
             limits: Arc::new(config.limits.clone()),
             tenant_limits: config

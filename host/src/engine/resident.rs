@@ -282,9 +282,9 @@ impl Shared {
                 }
                 TimerJob::Activity(job) => self.dispatch_activity(job),
                 TimerJob::Start(instance) => self.activate(instance),
-                TimerJob::Wake(sleeper) => {
-                    // A sleeper that is gone (its engine stopped) drops the guard here.
-                    let _ = sleeper.send(self.work.guard());
+                TimerJob::Wake { wake, .. } => {
+                    // A sleeper that is gone drops the guard here.
+                    let _ = wake.send(self.work.guard());
                 }
             }
         }

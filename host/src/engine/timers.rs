@@ -26,8 +26,11 @@ pub(crate) enum TimerJob {
     /// The first run of an instance started with a later start time.
     Start(InstanceId),
     /// A native activity sleeping on the engine's clock ([`super::ActivityContext::sleep`]):
-    /// it gets the firing's work guard, and holds it until it has taken its own back.
-    Wake(tokio::sync::oneshot::Sender<super::work::WorkGuard>),
+    /// it gets the firing's work guard, which becomes its own unit of work again.
+    Wake {
+        instance: InstanceId,
+        wake: tokio::sync::oneshot::Sender<super::work::WorkGuard>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -51,8 +54,9 @@ impl Timers {
             TimerJob::Fire { instance: i, .. } => i != instance,
             TimerJob::Activity(a) => &a.instance != instance,
             TimerJob::Start(i) => i != instance,
-            // The sleeping activity finds out on its own that its instance moved on.
-            TimerJob::Wake(_) => true,
+            // Dropping the sender cuts the sleep short: the activity learns its instance
+            // moved on.
+            TimerJob::Wake { instance: i, .. } => i != instance,
         });
     }
 

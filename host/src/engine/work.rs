@@ -27,16 +27,6 @@ impl Work {
         WorkGuard(Arc::clone(self))
     }
 
-    /// Lends one unit of the caller's work back until the returned value is dropped: for
-    /// work that waits on the clock (an activity sleeping), which must not keep the
-    /// virtual clock from moving.
-    pub(crate) fn park(self: &Arc<Self>) -> Parked {
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
-        }
-        Parked(Arc::clone(self))
-    }
-
     /// Resolves once no work is in flight.
     pub(crate) async fn wait_idle(&self) {
         loop {
@@ -48,16 +38,6 @@ impl Work {
             }
             notified.await;
         }
-    }
-}
-
-/// A unit of work lent back by [`Work::park`]; dropping it takes the unit again.
-#[derive(Debug)]
-pub(crate) struct Parked(Arc<Work>);
-
-impl Drop for Parked {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -7,8 +7,9 @@
 //! `wit-component`. The helper installs the wasm target through rustup when it is missing,
 //! so a fresh machine with only the stock toolchain can build everything.
 //!
-//! Guests are built in release mode into `target/guests`, shared by every build script that
-//! calls this, so each guest is compiled once however many host crates embed it.
+//! The workspace's own guests are built in release mode into `target/guests`, shared by
+//! every build script that calls this, so each is compiled once however many host crates
+//! embed it. An author's crate is built into `<its target dir>/steadfast`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +30,7 @@ pub struct Guest<'a> {
 
 /// The target for orchestrators and activities.
 pub const PURE: &str = "wasm32-unknown-unknown";
-/// WASI preview 2: used only to build components that must be refused.
+/// WASI preview 2: for activity components that use WASI (outgoing HTTP).
 pub const WASIP2: &str = "wasm32-wasip2";
 
 /// Builds `guest` as a component into `OUT_DIR` and returns the path of the `.wasm` file.
@@ -87,10 +88,14 @@ pub struct Build<'a> {
 /// a `wasm32-unknown-unknown` core module wrapped with `wit-component`, or the component
 /// the `wasm32-wasip2` linker made. Adds the target through rustup when it is missing.
 pub fn build_component(build: &Build<'_>) -> Result<Vec<u8>, String> {
-    ensure_target_installed(build.target)?;
+    // From the crate's folder: its `.cargo/config.toml` and toolchain file apply, not the
+    // ones of wherever the command was typed.
+    let dir = build.manifest_path.parent().unwrap_or(Path::new("."));
+    ensure_target_installed(build.target, dir)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", build.target])
+    cmd.current_dir(dir)
+        .args(["build", "--release", "--target", build.target])
         .arg("--manifest-path")
         .arg(build.manifest_path)
         .arg("--target-dir")
@@ -108,6 +113,7 @@ pub fn build_component(build: &Build<'_>) -> Result<Vec<u8>, String> {
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
         "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
         "CARGO_TARGET_DIR",
         "CARGO_MAKEFLAGS",
@@ -171,9 +177,11 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Adds the wasm target with rustup when the toolchain lacks it.
-pub fn ensure_target_installed(target: &str) -> Result<(), String> {
+/// `dir` is where the build runs: the toolchain is the one rustup picks there.
+pub fn ensure_target_installed(target: &str, dir: &Path) -> Result<(), String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let sysroot = Command::new(&rustc)
+        .current_dir(dir)
         .args(["--print", "sysroot"])
         .output()
         .ok()
@@ -203,6 +211,7 @@ pub fn ensure_target_installed(target: &str) -> Result<(), String> {
         return Ok(());
     }
     let status = Command::new("rustup")
+        .current_dir(dir)
         .args(["target", "add", target])
         .status()
         .map_err(|e| {
@@ -340,7 +349,9 @@ pub fn describe(dir: &Path) -> Result<GuestCrate, String> {
                 "{name} has no library of crate-type \"cdylib\"; add `[lib] crate-type = [\"cdylib\", \"rlib\"]` to its Cargo.toml"
             )
         })?;
-    let sdk_features: Vec<String> = package["dependencies"]
+    // The SDK features the crate enables: on the dependency, or through a feature of its
+    // own (`x = ["steadfast-sdk/http"]`).
+    let mut sdk_features: Vec<String> = package["dependencies"]
         .as_array()
         .into_iter()
         .flatten()
@@ -348,6 +359,20 @@ pub fn describe(dir: &Path) -> Result<GuestCrate, String> {
         .flat_map(|d| d["features"].as_array().cloned().unwrap_or_default())
         .filter_map(|f| f.as_str().map(str::to_owned))
         .collect();
+    sdk_features.extend(
+        package["features"]
+            .as_object()
+            .into_iter()
+            .flat_map(|features| features.values())
+            .filter_map(|enables| enables.as_array())
+            .flatten()
+            .filter_map(|f| f.as_str())
+            .filter_map(|f| {
+                f.strip_prefix("steadfast-sdk/")
+                    .or_else(|| f.strip_prefix("steadfast-sdk?/"))
+            })
+            .map(str::to_owned),
+    );
     let claimed = &package["metadata"]["steadfast"];
     let world = match claimed["world"].as_str() {
         Some("orchestrator") => World::Orchestrator,
@@ -384,4 +409,93 @@ pub fn describe(dir: &Path) -> Result<GuestCrate, String> {
         target,
         target_dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crate in a temporary folder with `manifest` after its `[package]` name.
+    fn krate(manifest: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            format!("[package]\nname = \"my-flow\"\nversion = \"0.1.0\"\nedition = \"2024\"\n{manifest}\n[workspace]\n"),
+        )
+        .unwrap();
+        dir
+    }
+
+    const CDYLIB: &str = "[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n";
+
+    #[test]
+    fn a_crate_is_an_orchestrator_for_the_pure_target_by_default() {
+        let dir = krate(&format!(
+            "{CDYLIB}[dependencies]\nsteadfast-sdk = \"0.1\"\n"
+        ));
+        let guest = describe(dir.path()).unwrap();
+        assert_eq!(guest.package, "my-flow");
+        assert_eq!(guest.lib_name, "my_flow");
+        assert_eq!(guest.world, World::Orchestrator);
+        assert_eq!(guest.target, PURE);
+        assert!(guest.component_path().ends_with("steadfast/my_flow.wasm"));
+    }
+
+    #[test]
+    fn sdk_features_tell_an_activity_and_its_target() {
+        let dir = krate(&format!(
+            "{CDYLIB}[dependencies]\nsteadfast-sdk = {{ version = \"0.1\", default-features = false, features = [\"activity\"] }}\n"
+        ));
+        let guest = describe(dir.path()).unwrap();
+        assert_eq!((guest.world, guest.target), (World::Activity, PURE));
+        // `http`, here enabled through a feature of the crate's own, needs WASI.
+        let dir = krate(&format!(
+            "{CDYLIB}[features]\ndefault = [\"net\"]\nnet = [\"steadfast-sdk/http\"]\n[dependencies]\nsteadfast-sdk = {{ version = \"0.1\", default-features = false }}\n"
+        ));
+        let guest = describe(dir.path()).unwrap();
+        assert_eq!((guest.world, guest.target), (World::Activity, WASIP2));
+    }
+
+    #[test]
+    fn the_manifest_s_claim_wins_and_is_checked() {
+        let dir = krate(&format!(
+            "{CDYLIB}[package.metadata.steadfast]\nworld = \"activity\"\ntarget = \"wasm32-wasip2\"\n"
+        ));
+        let guest = describe(dir.path()).unwrap();
+        assert_eq!((guest.world, guest.target), (World::Activity, WASIP2));
+
+        let dir = krate(&format!(
+            "{CDYLIB}[package.metadata.steadfast]\nworld = \"orchestrator\"\ntarget = \"wasm32-wasip2\"\n"
+        ));
+        let e = describe(dir.path()).unwrap_err();
+        assert!(
+            e.contains("may import nothing but steadfast:workflow"),
+            "{e}"
+        );
+
+        let dir = krate(&format!(
+            "{CDYLIB}[package.metadata.steadfast]\nworld = \"saga\"\n"
+        ));
+        let e = describe(dir.path()).unwrap_err();
+        assert!(
+            e.contains("must be \"orchestrator\" or \"activity\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_built_is_named() {
+        let dir = krate("");
+        let e = describe(dir.path()).unwrap_err();
+        assert!(e.contains("crate-type = [\"cdylib\", \"rlib\"]"), "{e}");
+
+        let empty = tempfile::tempdir().unwrap();
+        let e = describe(empty.path()).unwrap_err();
+        assert!(
+            e.contains("has no Cargo.toml") && e.contains("steadfast new"),
+            "{e}"
+        );
+    }
 }

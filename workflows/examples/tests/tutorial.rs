@@ -73,28 +73,22 @@ fn a_failed_step_compensates_in_reverse_order() -> steadfast_testkit::Result<()>
     let env = env()?;
     saga_activities(&env, &["update_dashboard"]);
     let run = env.start("task_processing_saga", order())?;
-    // Retries of the failing step wait on the virtual clock: let them all pass.
-    env.advance(DAY)?;
     let result: Value = env.output(&run)?;
     assert_eq!(result["status"], "failed");
     assert_eq!(result["error"], "Dashboard service unavailable");
-    let run_order = env.activities_run();
-    let compensations = &run_order[run_order.len() - 3..];
+    // The saga calls its steps without a retry policy: one attempt of the failing step,
+    // then the three compensations, newest first.
     assert_eq!(
-        compensations,
+        env.activities_run(),
         [
+            "create_task_record",
+            "reserve_assignee_capacity",
+            "notify_assignee",
+            "update_dashboard",
             "send_cancellation_notice",
             "release_assignee_capacity",
             "delete_task_record"
         ]
-    );
-    assert!(
-        run_order
-            .iter()
-            .filter(|a| *a == "update_dashboard")
-            .count()
-            >= 1,
-        "{run_order:?}"
     );
     env.replay_check(&run)
 }
@@ -198,7 +192,8 @@ fn three_days_without_a_decision_time_out() -> steadfast_testkit::Result<()> {
         "approval_received",
         json!({ "approved": true, "approver": "x" }),
     );
-    assert!(late.is_err());
+    let refused = format!("{:#}", late.expect_err("the instance has ended"));
+    assert!(refused.contains("accepts no more events"), "{refused}");
     env.replay_check(&run)
 }
 
