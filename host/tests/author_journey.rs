@@ -289,6 +289,17 @@ fn new_and_build_say_what_is_wrong_and_overwrite_nothing() {
         "mine"
     );
 
+    std::fs::write(root.join("a-file"), "mine").unwrap();
+    let e = refused(root, &home, &["new", "flow", "--path", "a-file"]);
+    assert!(e.contains("is a file"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("a-file")).unwrap(),
+        "mine"
+    );
+
+    let e = refused(root, &home, &["new", "serde"]);
+    assert!(e.contains("dependencies"), "{e}");
+
     let e = refused(root, &home, &["new", "elsewhere", "--sdk", "/nonexistent"]);
     assert!(e.contains("--sdk takes a Steadfast source tree"), "{e}");
     assert!(!root.join("elsewhere").exists());

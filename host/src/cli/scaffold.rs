@@ -260,8 +260,23 @@ fn check_crate_name(name: &str) -> anyhow::Result<()> {
         "std",
         "test",
     ];
-    if TAKEN.contains(&name.replace('-', "_").as_str()) {
+    // A package may not share a name with one of its dependencies.
+    const DEPENDENCIES: &[&str] = &[
+        "steadfast",
+        "steadfast_sdk",
+        "steadfast_testkit",
+        "serde",
+        "serde_json",
+    ];
+    let ident = name.replace('-', "_");
+    if TAKEN.contains(&ident.as_str()) {
         bail!("'{name}' is taken by Rust itself; choose another name (e.g. {name}-flow)");
+    }
+    if DEPENDENCIES.contains(&ident.as_str()) {
+        bail!(
+            "'{name}' is the name of one of the crate's dependencies; choose another name \
+             (e.g. {name}-flow)"
+        );
     }
     Ok(())
 }

@@ -296,6 +296,7 @@ pub fn describe(dir: &Path) -> Result<GuestCrate, String> {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
+        .current_dir(dir)
         .args([
             "metadata",
             "--no-deps",

@@ -277,3 +277,20 @@ fn the_monitor_alerts_once_then_escalates_and_its_history_stays_bounded()
     );
     env.replay_check(&run)
 }
+
+#[test]
+#[should_panic(
+    expected = "the fake 'send_approval_request' panicked: the request names a requester"
+)]
+fn an_assertion_inside_a_fake_fails_the_test() {
+    let env = env().unwrap();
+    env.activity("send_approval_request", |call| {
+        assert!(
+            call.input["requester"] == "nobody",
+            "the request names a requester"
+        );
+        Ok(true)
+    });
+    env.start("approval_workflow", request("REQ-6", 5000.0))
+        .unwrap();
+}
