@@ -121,7 +121,6 @@ pub mod activity_bindings {
 #[macro_export]
 macro_rules! workflows {
     ($($name:literal => $func:path),+ $(,)?) => {
-        #[allow(dead_code)]
         struct __SteadfastWorkflows;
 
         impl $crate::bindings::exports::steadfast::workflow::workflows::Guest
@@ -155,6 +154,13 @@ macro_rules! workflows {
         $crate::bindings::export_orchestrator!(
             __SteadfastWorkflows with_types_in $crate::bindings
         );
+
+        // On the host, this keeps the workflows reachable (not "never used").
+        #[cfg(not(target_arch = "wasm32"))]
+        #[doc(hidden)]
+        pub fn __steadfast_workflows() {
+            let _ = <__SteadfastWorkflows as $crate::bindings::exports::steadfast::workflow::workflows::Guest>::run;
+        }
     };
 }
 
@@ -179,7 +185,6 @@ macro_rules! workflows {
 #[macro_export]
 macro_rules! activities {
     ($($name:literal => $func:path),+ $(,)?) => {
-        #[allow(dead_code)]
         struct __SteadfastActivities;
 
         impl $crate::activity_bindings::exports::steadfast::workflow::activities::Guest
@@ -211,5 +216,12 @@ macro_rules! activities {
         $crate::activity_bindings::export_activity_worker!(
             __SteadfastActivities with_types_in $crate::activity_bindings
         );
+
+        // On the host, this keeps the activities reachable (not "never used").
+        #[cfg(not(target_arch = "wasm32"))]
+        #[doc(hidden)]
+        pub fn __steadfast_activities() {
+            let _ = <__SteadfastActivities as $crate::activity_bindings::exports::steadfast::workflow::activities::Guest>::run;
+        }
     };
 }
