@@ -119,6 +119,7 @@ fn serve(root: &Path) -> Serve {
 impl Serve {
     /// The CLI against this server, as the admin, answering in JSON.
     fn cli(&self, dir: &Path, home: &Path, args: &[&str]) -> Value {
+        let started = Instant::now();
         let output = Command::new(env!("CARGO_BIN_EXE_steadfast"))
             .args(["-o", "json"])
             .args(args)
@@ -133,6 +134,11 @@ impl Serve {
             output.status.success(),
             "steadfast {args:?} failed: {}",
             String::from_utf8_lossy(&output.stderr)
+        );
+        eprintln!(
+            "[journey] steadfast {}: {:.1} s",
+            args.join(" "),
+            started.elapsed().as_secs_f64()
         );
         serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!(
