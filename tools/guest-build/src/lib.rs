@@ -287,6 +287,9 @@ impl GuestCrate {
 /// (as `steadfast new` writes it) or else from the `steadfast-sdk` features the crate
 /// enables; activities that enable the SDK's `http` feature build for `wasm32-wasip2`.
 pub fn describe(dir: &Path) -> Result<GuestCrate, String> {
+    // Absolute: cargo runs from the crate's folder, not from where the command was typed.
+    let dir = &std::path::absolute(dir)
+        .map_err(|e| format!("{} cannot be made absolute: {e}", dir.display()))?;
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
         return Err(format!(
