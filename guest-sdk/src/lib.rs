@@ -158,6 +158,7 @@ macro_rules! workflows {
         // On the host, this keeps the workflows reachable (not "never used").
         #[cfg(not(target_arch = "wasm32"))]
         #[doc(hidden)]
+        #[allow(dead_code)]
         pub fn __steadfast_workflows() {
             let _ = <__SteadfastWorkflows as $crate::bindings::exports::steadfast::workflow::workflows::Guest>::run;
         }
@@ -220,6 +221,7 @@ macro_rules! activities {
         // On the host, this keeps the activities reachable (not "never used").
         #[cfg(not(target_arch = "wasm32"))]
         #[doc(hidden)]
+        #[allow(dead_code)]
         pub fn __steadfast_activities() {
             let _ = <__SteadfastActivities as $crate::activity_bindings::exports::steadfast::workflow::activities::Guest>::run;
         }

@@ -14,6 +14,19 @@ async fn engine(dir: &std::path::Path) -> steadfast::Engine {
     for name in ["step_a", "step_b", "step_c"] {
         config = config.with_activity(name, |ctx, _| async move { Ok(json!(ctx.activity)) });
     }
+    // Two sleeps at once (both pass), then a sleep given up for something ready at once.
+    config = config.with_activity("twin", |ctx, _| async move {
+        let (a, b) = tokio::join!(
+            ctx.sleep(Duration::from_secs(600)),
+            ctx.sleep(Duration::from_secs(1200))
+        );
+        let raced = tokio::select! {
+            biased;
+            _ = ctx.sleep(Duration::from_secs(3600)) => "slept",
+            _ = std::future::ready(()) => "ready",
+        };
+        Ok(json!([a, b, raced, ctx.now().expect("the engine runs").0]))
+    });
     config = config.with_activity("slow", |ctx, _| async move {
         if !ctx.sleep(Duration::from_secs(3600)).await {
             return Err(steadfast::ErrorInfo::new("cancelled", "cut short"));
@@ -35,6 +48,17 @@ async fn start(engine: &steadfast::Engine, workflow: &str, id: &str) -> steadfas
     };
     let id = engine
         .start(workflow, "null", options)
+        .await
+        .expect("starts");
+    engine.settle().await;
+    id
+}
+
+/// Starts the `call` workflow on `activity` and lets it run as far as it goes.
+async fn call(engine: &steadfast::Engine, activity: &str) -> steadfast::InstanceId {
+    let input = json!({ "activity": activity }).to_string();
+    let id = engine
+        .start("call", &input, StartOptions::default())
         .await
         .expect("starts");
     engine.settle().await;
@@ -134,16 +158,8 @@ fn a_sleeping_activity_lets_the_virtual_clock_pass_it() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path()).await;
         let started = engine.now();
-        let id = engine
-            .start(
-                "call",
-                &json!({ "activity": "slow" }).to_string(),
-                StartOptions::default(),
-            )
-            .await
-            .unwrap();
-        // `settle` returns although the activity has not answered: it sleeps on the clock.
-        engine.settle().await;
+        // `call` settles although the activity has not answered: it sleeps on the clock.
+        let id = call(&engine, "slow").await;
         assert_eq!(engine.status(&id).unwrap().status, RuntimeStatus::Running);
         engine.advance_by(Duration::from_secs(3599)).await.unwrap();
         assert_eq!(engine.status(&id).unwrap().status, RuntimeStatus::Running);
@@ -162,15 +178,7 @@ fn a_failure_replays_to_the_same_failure() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path()).await;
         // An activity nobody registered: the workflow fails with its error.
-        let id = engine
-            .start(
-                "call",
-                &json!({ "activity": "missing" }).to_string(),
-                StartOptions::default(),
-            )
-            .await
-            .unwrap();
-        engine.settle().await;
+        let id = call(&engine, "missing").await;
         let record = engine.status(&id).unwrap();
         assert_eq!(record.status, RuntimeStatus::Failed, "{record:?}");
         assert_eq!(
@@ -205,15 +213,7 @@ fn a_sleep_is_cut_short_when_its_instance_ends() {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path()).await;
-        let id = engine
-            .start(
-                "call",
-                &json!({ "activity": "slow" }).to_string(),
-                StartOptions::default(),
-            )
-            .await
-            .unwrap();
-        engine.settle().await;
+        let id = call(&engine, "slow").await;
         engine.terminate(&id, "no longer needed").await.unwrap();
         engine.settle().await;
         // The wake-up went with the instance: no timer is left to jump to.
@@ -232,17 +232,10 @@ fn more_sleepers_than_activity_slots_do_not_stall_the_clock() {
         let engine = engine(dir.path()).await;
         let limit = engine.limits("default").max_activities_in_flight;
         let mut ids = Vec::new();
+        let input = json!({ "activity": "slow" }).to_string();
         for _ in 0..limit + 8 {
-            ids.push(
-                engine
-                    .start(
-                        "call",
-                        &json!({ "activity": "slow" }).to_string(),
-                        StartOptions::default(),
-                    )
-                    .await
-                    .unwrap(),
-            );
+            let started = engine.start("call", &input, StartOptions::default());
+            ids.push(started.await.unwrap());
         }
         // Every one of them sleeps at once: a sleeper holds no slot. (Before, the ones
         // beyond the limit waited for a slot forever, counted as work: `settle` hung.)
@@ -255,5 +248,53 @@ fn more_sleepers_than_activity_slots_do_not_stall_the_clock() {
         for id in &ids {
             assert_eq!(engine.status(id).unwrap().status, RuntimeStatus::Completed);
         }
+    });
+}
+
+#[test]
+fn a_live_instance_is_not_moved_to_code_that_would_trap() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path()).await;
+        let id = start(&engine, "brittle", "b").await;
+        assert_eq!(engine.status(&id).unwrap().status, RuntimeStatus::Running);
+        match engine
+            .replay_check(&id, Some(TESTING_V2_WASM.to_vec()))
+            .await
+            .unwrap()
+        {
+            Compatibility::Incompatible(why) => {
+                assert!(
+                    why.contains("traps after the journal's last entry"),
+                    "{why}"
+                )
+            }
+            Compatibility::Compatible => panic!("v2 panics where v1 waits"),
+        }
+    });
+}
+
+#[test]
+fn sleeps_at_once_and_a_dropped_sleep_keep_the_clock_honest() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path()).await;
+        let started = engine.now();
+        let id = call(&engine, "twin").await;
+        tokio::time::timeout(Duration::from_secs(120), async {
+            engine.advance_by(Duration::from_secs(1199)).await.unwrap();
+            assert_eq!(engine.status(&id).unwrap().status, RuntimeStatus::Running);
+            engine.advance_by(Duration::from_secs(1)).await.unwrap();
+        })
+        .await
+        .expect("the clock is not held by a sleeper");
+        let record = engine.status(&id).unwrap();
+        assert_eq!(record.status, RuntimeStatus::Completed, "{record:?}");
+        let output: serde_json::Value =
+            serde_json::from_str(record.output.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            output,
+            json!([true, true, "ready", started.0 + 1200 * 1000])
+        );
     });
 }

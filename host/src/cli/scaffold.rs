@@ -265,6 +265,7 @@ fn check_crate_name(name: &str) -> anyhow::Result<()> {
         "steadfast",
         "steadfast_sdk",
         "steadfast_testkit",
+        "steadfast_guest_build",
         "serde",
         "serde_json",
     ];
@@ -298,7 +299,7 @@ fn write_carried_sources() -> anyhow::Result<PathBuf> {
         Some(home) => std::path::absolute(PathBuf::from(home))
             .context("STEADFAST_HOME cannot be made an absolute path")?,
         None => std::env::var_os("HOME")
-            .map(|home| PathBuf::from(home).join(".steadfast"))
+            .and_then(|home| std::path::absolute(PathBuf::from(home).join(".steadfast")).ok())
             .context("neither STEADFAST_HOME nor HOME is set: set STEADFAST_HOME to where the SDK may be written")?,
     };
     let mut digest = Sha256::new();
@@ -335,6 +336,7 @@ fn write_carried_sources() -> anyhow::Result<PathBuf> {
     }
     // Written last: a copy without it is incomplete, and is replaced.
     std::fs::write(staging.path().join(COMPLETE), "")?;
+    #[cfg(unix)]
     {
         // Readable by everyone who shares this STEADFAST_HOME, like any source tree.
         use std::os::unix::fs::PermissionsExt as _;

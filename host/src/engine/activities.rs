@@ -34,11 +34,20 @@ pub struct ActivityContext {
 }
 
 /// What an executing activity holds: its unit of work and its activity slots. A native
-/// activity lends them back while it sleeps on the engine's clock.
+/// activity lends them back while all it waits for is a sleep on the engine's clock.
 #[derive(Debug, Default)]
 pub(crate) struct Holding {
     work: Option<WorkGuard>,
     slots: Vec<OwnedSemaphorePermit>,
+    /// The task the activity runs on: only its own sleeps count (a task it spawned may
+    /// sleep while the activity itself waits for something else).
+    task: Option<tokio::task::Id>,
+    /// Sleeps of the activity's task under way.
+    asleep: usize,
+    /// The unit and slots are lent out.
+    lent: bool,
+    /// The activity has returned: sleeping now means nothing.
+    finished: bool,
 }
 
 impl std::fmt::Debug for ActivityContext {
@@ -58,16 +67,30 @@ impl ActivityContext {
     }
 
     /// Waits `duration` on the engine's clock. Returns `false` if the wait was cut short
-    /// because the activity's instance ended (its result would be discarded) or the engine
-    /// stopped: the activity should then give up.
+    /// because the activity's instance ended or continued as new (its result would be
+    /// discarded), the engine stopped, or the activity had already returned: the activity
+    /// should then give up.
     ///
-    /// While it sleeps, the activity holds no activity slot and is not counted as work,
-    /// so on a virtual clock `settle` returns and the clock can be moved past its wake-up
-    /// time: that is how a test gives an activity a duration without waiting for it.
+    /// While all the activity waits for is its sleeps, it holds no activity slot and is
+    /// not counted as work, so on a virtual clock `settle` returns and the clock can be
+    /// moved past its wake-up time: that is how a test gives an activity a duration without
+    /// waiting for it. (Sleeps in a task the activity spawned do not count.)
     pub async fn sleep(&self, duration: std::time::Duration) -> bool {
         let Some(shared) = self.shared.upgrade() else {
             return false;
         };
+        let own_task = {
+            let mut holding = lock(&self.holding);
+            if holding.finished {
+                return false;
+            }
+            let own = holding.task.is_some() && tokio::task::try_id() == holding.task;
+            if own {
+                holding.asleep += 1;
+            }
+            own
+        };
+        let _asleep = own_task.then(|| Asleep(&self.holding));
         let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let (wake, woken) = tokio::sync::oneshot::channel();
         shared.timers.add(
@@ -77,35 +100,82 @@ impl ActivityContext {
                 wake,
             },
         );
-        // Lent back only once the wake-up is queued, so that a `settle` in between sees
-        // either this work or the timer. (Sleeps that overlap in one activity lend once.)
-        let lent = {
-            let mut holding = self.holding.lock().unwrap_or_else(|p| p.into_inner());
-            (holding.work.take(), std::mem::take(&mut holding.slots))
-        };
-        let parked = lent.0.is_some();
-        drop(lent);
         drop(shared);
-        // The firing hands over a guard of its own: the count stays above zero from the
-        // firing until this activity has its unit back.
-        let woken = woken.await;
-        let Some(shared) = self.shared.upgrade() else {
-            return false;
-        };
-        let slept = woken.is_ok();
-        if parked {
-            // Counted again before anything else: with the firing's guard or, for a sleep
-            // cut short, a fresh one (this activity runs again now).
-            let work = match woken {
-                Ok(firing) => firing,
-                Err(_) => shared.work.guard(),
-            };
-            let slots = shared.take_activity_slots(self.instance.tenant()).await;
-            let mut holding = self.holding.lock().unwrap_or_else(|p| p.into_inner());
-            holding.work = Some(work);
-            holding.slots = slots;
+        // The firing (or the instance's end) sends a guard along: the count stays above
+        // zero until the activity's task runs again and takes its unit back (`Counted`).
+        match woken.await {
+            Ok((_firing, full)) => full,
+            // The engine stopped.
+            Err(_) => false,
         }
-        slept
+    }
+}
+
+/// One sleep of the activity's task under way, counted in [`Holding::asleep`] until it
+/// ends or is dropped (a `select!` or timeout gave up on it).
+struct Asleep<'a>(&'a Mutex<Holding>);
+
+impl Drop for Asleep<'_> {
+    fn drop(&mut self) {
+        lock(self.0).asleep -= 1;
+    }
+}
+
+fn lock(holding: &Mutex<Holding>) -> std::sync::MutexGuard<'_, Holding> {
+    holding.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A native activity's future, counted as work except while it waits only on its sleeps:
+/// its unit and slots are lent when it yields with a sleep under way, and taken back the
+/// moment it is polled again, before its code runs.
+struct Counted<F> {
+    inner: Pin<Box<F>>,
+    holding: Arc<Mutex<Holding>>,
+    shared: Weak<Shared>,
+    tenant: String,
+    acquiring: Option<Pin<Box<dyn Future<Output = Vec<OwnedSemaphorePermit>> + Send>>>,
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.acquiring.is_none() {
+            let mut holding = lock(&this.holding);
+            if std::mem::take(&mut holding.lent) {
+                let Some(shared) = this.shared.upgrade() else {
+                    drop(holding);
+                    return this.inner.as_mut().poll(cx);
+                };
+                // Running again: counted at once, then its slots.
+                holding.work = Some(shared.work.guard());
+                let tenant = this.tenant.clone();
+                this.acquiring = Some(Box::pin(async move {
+                    shared.take_activity_slots(&tenant).await
+                }));
+            }
+        }
+        if let Some(acquiring) = &mut this.acquiring {
+            match acquiring.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(slots) => {
+                    lock(&this.holding).slots = slots;
+                    this.acquiring = None;
+                }
+            }
+        }
+        let polled = this.inner.as_mut().poll(cx);
+        if polled.is_pending() {
+            let mut holding = lock(&this.holding);
+            if holding.asleep > 0 && holding.work.is_some() {
+                holding.lent = true;
+                drop(holding.work.take());
+                holding.slots.clear();
+            }
+        }
+        polled
     }
 }
 
@@ -193,7 +263,14 @@ impl Shared {
                     shared: Arc::downgrade(self),
                     holding: Arc::clone(holding),
                 };
-                let output = f(ctx, input).await?;
+                let output = Counted {
+                    inner: Box::pin(f(ctx, input)),
+                    holding: Arc::clone(holding),
+                    shared: Arc::downgrade(self),
+                    tenant: job.instance.tenant().to_owned(),
+                    acquiring: None,
+                }
+                .await?;
                 Ok(output.to_string())
             }
             Some(ActivityImpl::Component(digest)) => {
@@ -278,6 +355,8 @@ async fn run_activity(
         let holding = Arc::new(Mutex::new(Holding {
             work: Some(work),
             slots,
+            task: tokio::task::try_id(),
+            ..Holding::default()
         }));
         // Started only while its instance still wants it: an activity of an instance
         // terminated or purged since it was queued never starts. Without any termination
@@ -299,14 +378,17 @@ async fn run_activity(
             }
         }
         let result = shared.execute_activity(&job, &holding).await;
-        // Its unit of work back from the context: missing only if a task the activity
-        // spawned still sleeps with it, and then this one counts the rest of the work.
-        let work = holding
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .work
-            .take()
-            .unwrap_or_else(|| shared.work.guard());
+        // Its unit of work back from the context, and its slots given up: a context kept
+        // by a task the activity spawned must hold neither. (The unit is missing only if
+        // the activity returned from inside a cancelled sleep; then a fresh one counts
+        // the rest of the work.)
+        let work = {
+            let mut holding = holding.lock().unwrap_or_else(|p| p.into_inner());
+            holding.finished = true;
+            holding.slots.clear();
+            holding.work.take()
+        }
+        .unwrap_or_else(|| shared.work.guard());
         let limits = shared.limits(job.instance.tenant());
         let result = match result {
             Ok(output) => super::limits::check_payload("the activity result", &output, limits)

@@ -9,6 +9,7 @@ use wasmtime::Store;
 
 use super::activation::{HostState, Interrupt};
 use super::bindings::orchestrator::OrchestratorPre;
+use super::limits::check_payload;
 use super::registry::Loaded;
 use super::{Engine, EngineError, Shared};
 use crate::journal::InstanceRecord;
@@ -52,8 +53,10 @@ impl Engine {
     /// Replays `id`'s current generation, with no side effects, on `component` (the
     /// bytes of another build of its workflow) or, when `None`, on the component it runs
     /// on, and reports the first divergence from its journal. For a generation that
-    /// ended, the replay must also end the same way: the same output, or the same failure
-    /// (kind and message; a trap is classified as a live run classifies it).
+    /// ended, the replay must also end the same way: the same output, the same failure
+    /// (kind and message), or a trap of the same kind (its message names code offsets,
+    /// which differ between builds). A step stopped by the wall-clock limit cannot be
+    /// re-run without side effects and is reported as such.
     ///
     /// This is the check a test runs after changing a workflow's code: a journal written
     /// by the old build must replay on the new one.
@@ -161,7 +164,15 @@ async fn replay(
                     super::limits::classify_trap(&error, &limits, "the workflow").message
                 ));
             }
-            None => Ending::Failed(super::limits::classify_trap(
+            // Past the journal's end of a live generation: the new code would fail the
+            // instance on its next step.
+            None if ended.is_none() => {
+                return Compatibility::Incompatible(format!(
+                    "the new code traps after the journal's last entry: {}",
+                    super::limits::classify_trap(&error, &limits, "the workflow").message
+                ));
+            }
+            None => Ending::Trapped(super::limits::classify_trap(
                 &error,
                 &limits,
                 "the workflow",
@@ -174,11 +185,25 @@ async fn replay(
         }
         Ok(returned) => match (state.continue_as_new.take(), returned) {
             (Some((input, _)), _) => Ending::ContinuedAsNew(input),
-            (None, Ok(output)) => Ending::Completed(output),
+            // As a live run decides it: an output over the limit fails the instance.
+            (None, Ok(output)) => match check_payload("the workflow output", &output, &limits) {
+                Ok(()) => Ending::Completed(output),
+                Err(e) => Ending::Failed(crate::model::ErrorInfo::new(
+                    "payload_too_large",
+                    e.to_string(),
+                )),
+            },
             (None, Err(e)) => Ending::Failed(crate::model::ErrorInfo::new(e.kind, e.message)),
         },
     };
     match ended {
+        // The dry run has no step clock: a step the wall-clock limit stopped cannot be
+        // run again here, so nothing can be said of it.
+        Some(Ending::Failed(error)) if error.kind == "time_limit" => Compatibility::Incompatible(
+            "the generation failed on the step wall-clock limit (time_limit), which a \
+                 replay without side effects cannot reproduce"
+                .into(),
+        ),
         Some(ended) if !ended.same_as(&replayed) => Compatibility::Incompatible(format!(
             "the journal recorded {}, the replay {}",
             ended.describe(),
@@ -193,7 +218,10 @@ async fn replay(
 /// How a generation ended.
 enum Ending {
     Completed(String),
+    /// The workflow returned an error (or the host failed it, as for a too large output).
     Failed(crate::model::ErrorInfo),
+    /// The guest trapped (a panic, a limit): only ever from a replay.
+    Trapped(crate::model::ErrorInfo),
     ContinuedAsNew(String),
 }
 
@@ -203,6 +231,11 @@ impl Ending {
             (Ending::Completed(a), Ending::Completed(b))
             | (Ending::ContinuedAsNew(a), Ending::ContinuedAsNew(b)) => same_json(a, b),
             (Ending::Failed(a), Ending::Failed(b)) => a == b,
+            // A trap's message carries code offsets, which differ between builds: the
+            // same kind of trap is the same end.
+            (Ending::Failed(a), Ending::Trapped(b)) | (Ending::Trapped(a), Ending::Failed(b)) => {
+                a.kind == b.kind
+            }
             _ => false,
         }
     }
@@ -210,7 +243,9 @@ impl Ending {
     fn describe(&self) -> String {
         match self {
             Ending::Completed(output) => format!("the output {output}"),
-            Ending::Failed(error) => format!("the failure {}: {}", error.kind, error.message),
+            Ending::Failed(error) | Ending::Trapped(error) => {
+                format!("the failure {}: {}", error.kind, error.message)
+            }
             Ending::ContinuedAsNew(input) => format!("the continue-as-new with {input}"),
         }
     }

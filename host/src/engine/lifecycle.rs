@@ -424,7 +424,9 @@ impl Engine {
             .terminate(id.clone(), reason.to_owned(), now)
             .await?;
         for instance in &terminated {
-            self.shared.timers.cancel_instance(instance);
+            self.shared
+                .timers
+                .cancel_instance(instance, &self.shared.work);
             self.request_eviction(instance);
             self.shared.status_changed(instance);
         }
@@ -466,7 +468,9 @@ impl Engine {
         let purged = self.shared.journal.purge(id.clone(), force).await?;
         // Whatever of them is still in memory leaves; its writes are fenced off already.
         for instance in &purged {
-            self.shared.timers.cancel_instance(instance);
+            self.shared
+                .timers
+                .cancel_instance(instance, &self.shared.work);
             self.request_eviction(instance);
             self.shared.status_changed(instance);
         }

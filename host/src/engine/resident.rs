@@ -284,7 +284,7 @@ impl Shared {
                 TimerJob::Start(instance) => self.activate(instance),
                 TimerJob::Wake { wake, .. } => {
                     // A sleeper that is gone drops the guard here.
-                    let _ = wake.send(self.work.guard());
+                    let _ = wake.send((self.work.guard(), true));
                 }
             }
         }

@@ -326,7 +326,7 @@ async fn finish(
     if let Some(reason) = stalled {
         tracing::warn!(instance = %id, "instance stalled: {}", super::guest_log::escape(&reason.to_string()));
     }
-    shared.timers.cancel_instance(id);
+    shared.timers.cancel_instance(id, &shared.work);
     if let Some(notice) = notice {
         let guard = shared.work.guard();
         shared.deliver(

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
+use super::work::Work;
 use crate::journal::QueuedActivity;
 use crate::model::{InstanceId, Timestamp};
 
@@ -29,8 +30,20 @@ pub(crate) enum TimerJob {
     /// it gets the firing's work guard, which becomes its own unit of work again.
     Wake {
         instance: InstanceId,
-        wake: tokio::sync::oneshot::Sender<super::work::WorkGuard>,
+        /// The guard, and whether the whole duration passed (`false`: the instance ended).
+        wake: tokio::sync::oneshot::Sender<(super::work::WorkGuard, bool)>,
     },
+}
+
+impl TimerJob {
+    fn instance(&self) -> &InstanceId {
+        match self {
+            TimerJob::Fire { instance, .. }
+            | TimerJob::Start(instance)
+            | TimerJob::Wake { instance, .. } => instance,
+            TimerJob::Activity(job) => &job.instance,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -49,15 +62,26 @@ impl Timers {
 
     /// Drops the timers and retries of an instance whose generation ended (their journal
     /// rows went with it; firing them would do nothing but move a virtual clock).
-    pub(crate) fn cancel_instance(&self, instance: &InstanceId) {
-        self.lock().retain(|_, job| match job {
-            TimerJob::Fire { instance: i, .. } => i != instance,
-            TimerJob::Activity(a) => &a.instance != instance,
-            TimerJob::Start(i) => i != instance,
-            // Dropping the sender cuts the sleep short: the activity learns its instance
-            // moved on.
-            TimerJob::Wake { instance: i, .. } => i != instance,
-        });
+    pub(crate) fn cancel_instance(&self, instance: &InstanceId, work: &std::sync::Arc<Work>) {
+        let mut woken = Vec::new();
+        {
+            let mut queue = self.lock();
+            let keys: Vec<_> = queue
+                .iter()
+                .filter(|(_, job)| job.instance() == instance)
+                .map(|(key, _)| *key)
+                .collect();
+            for key in keys {
+                if let Some(TimerJob::Wake { wake, .. }) = queue.remove(&key) {
+                    woken.push(wake);
+                }
+            }
+        }
+        // Sleeping activities of the instance are woken now, told they were cut short,
+        // each with a guard, so the count holds until they have their own unit back.
+        for wake in woken {
+            let _ = wake.send((work.guard(), false));
+        }
     }
 
     pub(crate) fn next_due(&self) -> Option<Timestamp> {

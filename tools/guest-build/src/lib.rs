@@ -89,17 +89,21 @@ pub struct Build<'a> {
 /// the `wasm32-wasip2` linker made. Adds the target through rustup when it is missing.
 pub fn build_component(build: &Build<'_>) -> Result<Vec<u8>, String> {
     // From the crate's folder: its `.cargo/config.toml` and toolchain file apply, not the
-    // ones of wherever the command was typed.
-    let dir = build.manifest_path.parent().unwrap_or(Path::new("."));
+    // ones of wherever the command was typed. So the paths given must not be relative.
+    let absolute =
+        |path: &Path| std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()));
+    let manifest_path = absolute(build.manifest_path)?;
+    let target_dir = absolute(build.target_dir)?;
+    let dir = manifest_path.parent().unwrap_or(Path::new("/"));
     ensure_target_installed(build.target, dir)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(dir)
         .args(["build", "--release", "--target", build.target])
         .arg("--manifest-path")
-        .arg(build.manifest_path)
+        .arg(&manifest_path)
         .arg("--target-dir")
-        .arg(build.target_dir);
+        .arg(&target_dir);
     if let Some(package) = build.package {
         cmd.args(["-p", package]);
     }
@@ -142,8 +146,7 @@ pub fn build_component(build: &Build<'_>) -> Result<Vec<u8>, String> {
             build.target
         ));
     }
-    let core = build
-        .target_dir
+    let core = target_dir
         .join(build.target)
         .join("release")
         .join(format!("{}.wasm", build.lib_name));
@@ -363,20 +366,32 @@ pub fn describe(dir: &Path) -> Result<GuestCrate, String> {
         .flat_map(|d| d["features"].as_array().cloned().unwrap_or_default())
         .filter_map(|f| f.as_str().map(str::to_owned))
         .collect();
-    sdk_features.extend(
-        package["features"]
-            .as_object()
+    // Only what the build turns on: the crate's `default` features, followed through.
+    let own = package["features"].as_object();
+    let mut seen = vec!["default".to_owned()];
+    let mut next = 0;
+    while let Some(feature) = seen.get(next).cloned() {
+        next += 1;
+        let enables = own
+            .and_then(|features| features.get(&feature))
+            .and_then(|enables| enables.as_array())
             .into_iter()
-            .flat_map(|features| features.values())
-            .filter_map(|enables| enables.as_array())
             .flatten()
-            .filter_map(|f| f.as_str())
-            .filter_map(|f| {
-                f.strip_prefix("steadfast-sdk/")
-                    .or_else(|| f.strip_prefix("steadfast-sdk?/"))
-            })
-            .map(str::to_owned),
-    );
+            .filter_map(|f| f.as_str());
+        for item in enables {
+            if let Some(sdk) = item
+                .strip_prefix("steadfast-sdk/")
+                .or_else(|| item.strip_prefix("steadfast-sdk?/"))
+            {
+                sdk_features.push(sdk.to_owned());
+            } else if !item.contains('/')
+                && !item.starts_with("dep:")
+                && !seen.iter().any(|s| s == item)
+            {
+                seen.push(item.to_owned());
+            }
+        }
+    }
     let claimed = &package["metadata"]["steadfast"];
     let world = match claimed["world"].as_str() {
         Some("orchestrator") => World::Orchestrator,
@@ -460,6 +475,12 @@ mod tests {
         ));
         let guest = describe(dir.path()).unwrap();
         assert_eq!((guest.world, guest.target), (World::Activity, WASIP2));
+        // A feature the build does not turn on changes nothing.
+        let dir = krate(&format!(
+            "{CDYLIB}[features]\nnet = [\"steadfast-sdk/http\"]\n[dependencies]\nsteadfast-sdk = \"0.1\"\n"
+        ));
+        let guest = describe(dir.path()).unwrap();
+        assert_eq!((guest.world, guest.target), (World::Orchestrator, PURE));
     }
 
     #[test]

@@ -29,6 +29,7 @@ steadfast_sdk::workflows! {
     "forget" => forget,
     "pair" => pair,
     "verdict" => verdict,
+    "brittle" => brittle,
 }
 
 /// Races event `e` against a one-hour timer, then waits for `e` once more.
@@ -246,4 +247,16 @@ fn wait_go(ctx: &Context, _: Value) -> Result<Value, Error> {
 fn verdict(ctx: &Context, _: Value) -> Result<Value, Error> {
     ctx.call_activity("step_a", &1).wait()?;
     Ok(json!(if cfg!(feature = "v2") { "v2" } else { "v1" }))
+}
+
+/// Calls `slow` (an hour-long activity) and waits for it; the `v2` build panics right
+/// after calling it, past what a journal of `v1` records while `slow` runs (for the
+/// replay check of a live instance on a build that would fail it).
+fn brittle(ctx: &Context, _: Value) -> Result<Value, Error> {
+    let slow = ctx.call_activity("slow", &Value::Null);
+    if cfg!(feature = "v2") {
+        panic!("v2 cannot go on from here");
+    }
+    slow.wait()?;
+    Ok(json!("done"))
 }
