@@ -54,6 +54,19 @@ async fn start(engine: &steadfast::Engine, workflow: &str, id: &str) -> steadfas
     id
 }
 
+/// Why `id` does not replay on `build`; panics (with `expected`) if it does.
+async fn divergence(
+    engine: &steadfast::Engine,
+    id: &steadfast::InstanceId,
+    build: &[u8],
+    expected: &str,
+) -> String {
+    match engine.replay_check(id, Some(build.to_vec())).await.unwrap() {
+        Compatibility::Incompatible(why) => why,
+        Compatibility::Compatible => panic!("{id} replays on the other build, though {expected}"),
+    }
+}
+
 /// Starts the `call` workflow on `activity` and lets it run as far as it goes.
 async fn call(engine: &steadfast::Engine, activity: &str) -> steadfast::InstanceId {
     let input = json!({ "activity": activity }).to_string();
@@ -77,14 +90,14 @@ fn a_changed_build_is_reported_at_the_first_request_it_does_not_repeat() {
             engine.replay_check(&id, None).await.unwrap(),
             Compatibility::Compatible
         );
-        match engine
-            .replay_check(&id, Some(TESTING_V2_WASM.to_vec()))
-            .await
-            .unwrap()
-        {
-            Compatibility::Incompatible(why) => assert!(why.contains("step_c"), "{why}"),
-            Compatibility::Compatible => panic!("v2 asks for step_c where v1 waited for go"),
-        }
+        let why = divergence(
+            &engine,
+            &id,
+            TESTING_V2_WASM,
+            "v2 asks for step_c where v1 waited for go",
+        )
+        .await;
+        assert!(why.contains("step_c"), "{why}");
         // The check changed nothing: the instance goes on as before, on v1.
         engine.raise_event(&id, "go", "null").await.unwrap();
         engine.settle().await;
@@ -112,16 +125,8 @@ fn a_finished_run_must_end_the_same_way_on_replay() {
             engine.replay_check(&id, None).await.unwrap(),
             Compatibility::Compatible
         );
-        match engine
-            .replay_check(&id, Some(TESTING_V2_WASM.to_vec()))
-            .await
-            .unwrap()
-        {
-            Compatibility::Incompatible(why) => {
-                assert!(why.contains("\"v1\"") && why.contains("\"v2\""), "{why}")
-            }
-            Compatibility::Compatible => panic!("v2 returns another output"),
-        }
+        let why = divergence(&engine, &id, TESTING_V2_WASM, "v2 returns another output").await;
+        assert!(why.contains("\"v1\"") && why.contains("\"v2\""), "{why}");
     });
 }
 
@@ -197,14 +202,14 @@ fn a_failure_replays_to_the_same_failure() {
             Compatibility::Compatible
         );
         // On a build whose workflow of that name does something else, it is reported.
-        match engine
-            .replay_check(&panicked, Some(TESTING_V1_WASM.to_vec()))
-            .await
-            .unwrap()
-        {
-            Compatibility::Incompatible(why) => assert!(why.contains("failure"), "{why}"),
-            Compatibility::Compatible => panic!("the testing build has no `panic` workflow"),
-        }
+        let why = divergence(
+            &engine,
+            &panicked,
+            TESTING_V1_WASM,
+            "the testing build has no `panic` workflow",
+        )
+        .await;
+        assert!(why.contains("failure"), "{why}");
     });
 }
 
@@ -258,19 +263,11 @@ fn a_live_instance_is_not_moved_to_code_that_would_trap() {
         let engine = engine(dir.path()).await;
         let id = start(&engine, "brittle", "b").await;
         assert_eq!(engine.status(&id).unwrap().status, RuntimeStatus::Running);
-        match engine
-            .replay_check(&id, Some(TESTING_V2_WASM.to_vec()))
-            .await
-            .unwrap()
-        {
-            Compatibility::Incompatible(why) => {
-                assert!(
-                    why.contains("traps after the journal's last entry"),
-                    "{why}"
-                )
-            }
-            Compatibility::Compatible => panic!("v2 panics where v1 waits"),
-        }
+        let why = divergence(&engine, &id, TESTING_V2_WASM, "v2 panics where v1 waits").await;
+        assert!(
+            why.contains("traps after the journal's last entry"),
+            "{why}"
+        );
     });
 }
 
