@@ -18,8 +18,10 @@ pub mod cli;
 pub mod engine;
 pub mod examples;
 pub mod journal;
+pub mod metrics;
 pub mod model;
 pub mod sandbox;
+pub mod traces;
 
 pub use engine::{
     ActivityContext, Deployment, Engine, EngineConfig, EngineError, ReusePolicy, StartOptions,

@@ -30,6 +30,13 @@ impl Principal {
         }
     }
 
+    /// The caller's scopes by name, sorted.
+    pub fn scope_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.scopes.iter().map(|s| s.as_str()).collect();
+        names.sort_unstable();
+        names
+    }
+
     /// The caller's instance with local id `local`.
     pub fn instance(&self, local: &str) -> Result<InstanceId, ApiError> {
         InstanceId::scoped(&self.tenant, local)

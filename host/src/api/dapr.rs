@@ -69,6 +69,7 @@ async fn start(
     principal: Principal,
     Path(name): Path<String>,
     Query(query): Query<StartQuery>,
+    headers: axum::http::HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, DaprError> {
     principal.require(Scope::Start)?;
@@ -81,6 +82,7 @@ async fn start(
     let options = StartOptions {
         instance_id: query.instance_id,
         tenant: Some(principal.tenant.clone()),
+        traceparent: super::traceparent(&headers),
         ..StartOptions::default()
     };
     let id = state
@@ -139,14 +141,17 @@ async fn raise_event(
     State(state): State<AppState>,
     principal: Principal,
     Path((id, event)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, DaprError> {
     principal.require(Scope::Signal)?;
     let payload = super::event_payload(raw, state.config.max_payload_bytes).await?;
+    let instance = principal.instance(&id)?;
     state
         .engine
-        .raise_event(&principal.instance(&id)?, &event, &payload)
+        .raise_event(&instance, &event, &payload)
         .await?;
+    super::trace_event(&state, instance, event, &headers).await;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP API: JSON under `/v1/`, Dapr-compatible paths under `/v1.0/workflows/dapr/`,
-//! and the OpenAPI document at `/v1/openapi.json`.
+//! the OpenAPI document at `/v1/openapi.json`, the web console at `/ui/` and Prometheus
+//! metrics at `/metrics`.
 //!
 //! **Invariant:** this is the only module that knows HTTP and the JSON shapes of requests
 //! and responses. Every route but `/healthz` and the OpenAPI document authenticates its
@@ -7,10 +8,12 @@
 //! of one tenant gets 404 for anything of another.
 
 mod auth;
+mod console;
 mod dapr;
 mod dto;
 mod error;
 mod guard;
+mod observe;
 mod openapi;
 mod server;
 mod v1;
@@ -83,8 +86,10 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
     let router = Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/v1/openapi.json", axum::routing::get(openapi::document))
+        .route("/metrics", axum::routing::get(observe::metrics))
         .merge(v1::routes())
         .merge(dapr::routes())
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(config.max_payload_bytes))
         .merge(components)
         .fallback(|| async {
@@ -98,7 +103,12 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
             guard::loopback_only,
         ))
     };
-    router.with_state(state)
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::time_requests,
+        ))
+        .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; requests in flight finish.
@@ -174,4 +184,32 @@ pub(crate) fn json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, A
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("{what} is not valid JSON: {e}"))
     })
+}
+
+/// The request's W3C `traceparent` header, if it has a usable one.
+pub(crate) fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| crate::traces::parse_traceparent(v).is_some())
+        .map(str::to_owned)
+}
+
+/// Records a raised event in the caller's trace (journal reads, so off the async workers;
+/// nothing at all when traces are off).
+pub(crate) async fn trace_event(
+    state: &AppState,
+    instance: crate::model::InstanceId,
+    event: String,
+    headers: &axum::http::HeaderMap,
+) {
+    if !state.engine.traces_on() {
+        return;
+    }
+    let caller = traceparent(headers);
+    let engine = state.engine.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        engine.trace_event_raised(&instance, &event, caller.as_deref());
+    })
+    .await;
 }

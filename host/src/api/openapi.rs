@@ -37,7 +37,7 @@ pub(crate) fn spec() -> Value {
         "security": [{ "bearer": [] }],
         "paths": {
             "/v1/tenants": { "post": op("Create a tenant and a token for it ({\"name\"})", "admin", &with(&[("201", "created: {tenant, token, scopes}")])) },
-            "/v1/tokens": { "post": op("Issue a token with just the scopes named ({tenant?, scopes: [deploy|start|signal|read|admin], label?})", "admin", &with(&[("201", "created: {tenant, token, scopes}")])) },
+            "/v1/tokens": { "post": op("Issue a token with just the scopes named ({tenant?, scopes: [deploy|start|signal|read|metrics|admin], label?})", "admin", &with(&[("201", "created: {tenant, token, scopes}")])) },
             "/v1/components": { "post": {
                 "summary": "Deploy a component (body: the .wasm bytes); ?check=true replays live instances against it without deploying; ?migrate=true deploys and moves the compatible ones",
                 "description": "Requires the 'deploy' scope.",

@@ -23,6 +23,7 @@ pub(super) fn routes() -> axum::Router<AppState> {
         .route("/v1/tokens", post(issue_token))
         .route("/v1/workflows", get(list_workflows))
         .route("/v1/limits", get(limits))
+        .route("/v1/me", get(me))
         .route("/v1/workflows/{name}/start", post(start))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}", get(status).delete(purge))
@@ -240,20 +241,35 @@ async fn limits(
     ))
 }
 
+/// Who the caller is: its tenant and scopes (the console shows only what they allow).
+async fn me(principal: Principal) -> Json<Value> {
+    Json(json!({ "tenant": principal.tenant.as_str(), "scopes": principal.scope_names() }))
+}
+
 async fn list_workflows(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
+    let tenant = principal.tenant.clone();
+    let live = super::blocking(&state, move |engine| engine.live_counts(&tenant)).await?;
     let workflows: Vec<Value> = state
         .engine
         .workflows(&principal.tenant)
         .into_iter()
         .map(|w| {
-            json!({
-                "name": w.name,
-                "versions": w.versions.iter().map(|v| json!({"version": v.version, "digest": v.digest.as_str()})).collect::<Vec<_>>(),
-            })
+            let versions: Vec<Value> = w
+                .versions
+                .iter()
+                .map(|v| {
+                    let pinned = live
+                        .get(&(w.name.clone(), v.digest.as_str().to_owned()))
+                        .copied()
+                        .unwrap_or(0);
+                    json!({"version": v.version, "digest": v.digest.as_str(), "live_instances": pinned})
+                })
+                .collect();
+            json!({ "name": w.name, "versions": versions })
         })
         .collect();
     Ok(Json(json!({ "workflows": workflows })))
@@ -263,6 +279,7 @@ async fn start(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Start)?;
@@ -295,6 +312,7 @@ async fn start(
         start_at: request
             .start_delay_ms
             .map(|delay| state.engine.now().plus_ms(delay)),
+        traceparent: super::traceparent(&headers),
     };
     let id = state.engine.start(&name, &input, options).await?;
     Ok((
@@ -311,6 +329,10 @@ struct ListQuery {
     /// Milliseconds since the epoch.
     created_after: Option<u64>,
     created_before: Option<u64>,
+    /// Only ids containing this text.
+    search: Option<String>,
+    /// `asc` (default) or `desc`, by id.
+    order: Option<String>,
     cursor: Option<String>,
     limit: Option<u32>,
 }
@@ -328,7 +350,25 @@ async fn list_instances(
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_status", e))?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let descending = match query.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_order",
+                format!("order '{other}' is not one of asc, desc"),
+            ));
+        }
+    };
+    if query.search.as_ref().is_some_and(|s| s.len() > 200) {
+        return Err(ApiError::bad_request(
+            "invalid_search",
+            "a search text is at most 200 bytes",
+        ));
+    }
     let filter = InstanceFilter {
+        search: query.search,
+        descending,
         workflow: query.workflow,
         status,
         created_after: query.created_after.map(Timestamp),
@@ -450,14 +490,17 @@ async fn raise_event(
     State(state): State<AppState>,
     principal: Principal,
     Path((id, event)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Signal)?;
     let payload = super::event_payload(raw, state.config.max_payload_bytes).await?;
+    let instance = principal.instance(&id)?;
     state
         .engine
-        .raise_event(&principal.instance(&id)?, &event, &payload)
+        .raise_event(&instance, &event, &payload)
         .await?;
+    super::trace_event(&state, instance, event.clone(), &headers).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "status": "event_raised", "instance_id": id, "event": event })),

@@ -10,6 +10,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The spinner shown while a scenario runs (on a terminal only).
+static PROGRESS: std::sync::OnceLock<super::progress::Progress> = std::sync::OnceLock::new();
+
+/// Prints a line of the report, above the spinner if there is one.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        match PROGRESS.get() {
+            Some(progress) => progress.println(format!($($arg)*)),
+            None => println!($($arg)*),
+        }
+    };
+}
+
 use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::{Value, json};
@@ -78,7 +91,7 @@ struct Figures(Vec<(&'static str, f64, &'static str)>);
 
 impl Figures {
     fn add(&mut self, key: &'static str, value: f64, unit: &'static str) {
-        println!("  {key:<28} {value:>12.2} {unit}");
+        say!("  {key:<28} {value:>12.2} {unit}");
         self.0.push((key, value, unit));
     }
 }
@@ -97,7 +110,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => std::env::temp_dir().join(format!("steadfast-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    println!(
+    say!(
         "steadfast bench ({}), {} cores, data in {}",
         if args.smoke { "smoke" } else { "full" },
         cores(),
@@ -107,33 +120,42 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut figures = Figures::default();
     let wanted =
         |s: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(s));
+    let progress = PROGRESS.get_or_init(|| super::progress::Progress::spinner(false, "starting"));
+    let step = |name: &str| progress.set_message(format!("{name} running"));
     let outcome = async {
         if wanted("s6") {
+            step("S6 restart");
             restart(&base.join("s6"), sizes, &mut figures).await?;
         }
         if wanted("s5") {
+            step("S5 many waiting");
             many_waiting(&base.join("s5"), sizes, &mut figures).await?;
         }
         if wanted("s1") {
+            step("S1 saga throughput");
             saga_throughput(&base.join("s1"), sizes, &mut figures).await?;
         }
         if wanted("s2") {
+            step("S2 event latency");
             event_latency(&base.join("s2"), sizes, &mut figures).await?;
         }
         if wanted("s4") {
+            step("S4 cold resume");
             cold_resume(&base.join("s4"), sizes, &mut figures).await?;
         }
         if wanted("s3") {
+            step("S3 eternal monitor");
             eternal_monitor(&base.join("s3"), sizes, &mut figures).await?;
         }
         anyhow::Ok(())
     }
     .await;
+    progress.clear();
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&base);
     }
     outcome?;
-    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    say!("done in {:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = args.json {
         let mut map = serde_json::Map::new();
         for (key, value, _) in &figures.0 {
@@ -143,7 +165,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         map.insert("smoke".into(), json!(args.smoke));
         std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(map))?)
             .with_context(|| format!("writing {}", path.display()))?;
-        println!("figures written to {}", path.display());
+        say!("figures written to {}", path.display());
     }
     Ok(())
 }
@@ -191,9 +213,10 @@ fn per_second(count: f64, elapsed: Duration) -> f64 {
 /// S1: the four-step saga, one at a time, with many in flight, and through HTTP; and the
 /// raw-SQLite baseline with the same batching.
 async fn saga_throughput(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
-    println!(
+    say!(
         "S1 saga throughput ({} sagas, {} in flight)",
-        sizes.sagas, sizes.in_flight
+        sizes.sagas,
+        sizes.in_flight
     );
     let engine = open(dir, DEFAULT_RESIDENT).await?;
     crate::examples::install(&engine).await?;
@@ -292,7 +315,7 @@ async fn saga_throughput(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
         crate::journal::baseline::insert_rows(&dir.join("baseline.db"), rows as u64, batch, 120)?;
     let baseline_rate = per_second(rows, baseline);
     let journal_rate = per_second(rows, conc);
-    println!(
+    say!(
         "  (concurrent run: {} journal rows in {} transactions, {:.1} writes per commit)",
         rows,
         commits,
@@ -311,7 +334,7 @@ async fn saga_throughput(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
 
 /// S2: approvals waiting; raise each event and time it until the instance completes.
 async fn event_latency(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
-    println!("S2 event latency ({} waiting approvals)", sizes.events);
+    say!("S2 event latency ({} waiting approvals)", sizes.events);
     let engine = open(dir, DEFAULT_RESIDENT).await?;
     crate::examples::install(&engine).await?;
     let ids = start_many(
@@ -387,7 +410,7 @@ async fn event_latency(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyho
 
 /// S3: one monitor for many continue-as-new generations on the virtual clock.
 async fn eternal_monitor(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
-    println!("S3 eternal monitor ({} generations)", sizes.generations);
+    say!("S3 eternal monitor ({} generations)", sizes.generations);
     let clock = VirtualClock::new(Timestamp(1_795_597_200_000));
     let mut config = EngineConfig::new(dir).with_clock(Arc::new(clock));
     config.limits = bench_limits();
@@ -463,7 +486,7 @@ async fn cold_resume(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow:
         .await?;
     engine.settle().await;
     let entries = engine.history(&first)?.len();
-    println!("S4 cold resume ({entries} journal entries)");
+    say!("S4 cold resume ({entries} journal entries)");
 
     // Replay rate: evict, then wake it with an event it does not wait for.
     if !engine.evict(&second).await {
@@ -496,7 +519,7 @@ async fn cold_resume(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow:
 
 /// S5: many approvals waiting for events; memory once they are parked, and start rate.
 async fn many_waiting(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
-    println!("S5 {} waiting instances", sizes.waiting);
+    say!("S5 {} waiting instances", sizes.waiting);
     let engine = open(dir, DEFAULT_RESIDENT).await?;
     crate::examples::install(&engine).await?;
     let rss_before = rss_mb();
@@ -518,7 +541,7 @@ async fn many_waiting(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow
         "workflows/s",
     );
     figures.add("idle_100k_rss_mb", rss_mb(), "MB");
-    println!(
+    say!(
         "  (RSS grew {:.0} MB; {} instances resident, the rest wait in the journal)",
         rss_mb() - rss_before,
         engine.resident_count()
@@ -529,7 +552,7 @@ async fn many_waiting(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow
 
 /// S6: a host with many deployed components restarts.
 async fn restart(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
-    println!("S6 restart with {} deployed components", sizes.components);
+    say!("S6 restart with {} deployed components", sizes.components);
     let engine = open(dir, DEFAULT_RESIDENT).await?;
     let start = Instant::now();
     for i in 0..sizes.components {

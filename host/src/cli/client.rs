@@ -1,6 +1,8 @@
 //! The CLI client: each subcommand is one HTTP call to a running server, printed for
 //! people (or as JSON with `-o json`).
 
+use std::time::Duration;
+
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -214,6 +216,13 @@ impl Client {
             (true, false) => "?check=true",
             _ => "",
         };
+        let progress = super::progress::Progress::spinner(
+            self.output == Output::Json,
+            format!(
+                "uploading {} KiB; the server checks and compiles it",
+                bytes.len().div_ceil(1024)
+            ),
+        );
         let answer = self
             .call(
                 reqwest::Method::POST,
@@ -222,6 +231,7 @@ impl Client {
                 "application/wasm",
             )
             .await?;
+        progress.clear();
         self.print(&answer, |v| {
             let mut out = String::new();
             if let Some(d) = v.get("digest").or_else(|| v.pointer("/deployment/digest")) {
@@ -296,13 +306,7 @@ impl Client {
                 self.print(&answer, status_text);
             }
             WorkflowCommand::Wait { id, timeout } => {
-                let answer = self
-                    .get(&format!(
-                        "/v1/instances/{}/wait?timeout_ms={}",
-                        seg(&id),
-                        timeout * 1000
-                    ))
-                    .await?;
+                let answer = self.wait(&id, Duration::from_secs(timeout)).await?;
                 self.print(&answer, status_text);
             }
             WorkflowCommand::History { id } => {
@@ -433,6 +437,38 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// Waits until the instance ends or `timeout` passes. On a terminal the server is
+    /// asked in short long-polls, so a spinner can show the status meanwhile; otherwise
+    /// in one.
+    async fn wait(&self, id: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let progress = super::progress::Progress::spinner(
+            self.output == Output::Json,
+            format!("waiting for {id}"),
+        );
+        let began = std::time::Instant::now();
+        let poll = if progress.is_shown() {
+            Duration::from_secs(2)
+        } else {
+            timeout
+        };
+        loop {
+            let left = timeout.saturating_sub(began.elapsed());
+            let answer = self
+                .get(&format!(
+                    "/v1/instances/{}/wait?timeout_ms={}",
+                    seg(id),
+                    left.min(poll).as_millis()
+                ))
+                .await?;
+            let status = answer["runtime_status"].as_str().unwrap_or("?");
+            let live = matches!(status, "PENDING" | "RUNNING" | "SUSPENDED");
+            if !live || began.elapsed() >= timeout {
+                return Ok(answer);
+            }
+            progress.set_message(format!("waiting for {id}: {status}"));
+        }
     }
 
     pub(super) async fn tenant(&self, command: TenantCommand) -> anyhow::Result<()> {

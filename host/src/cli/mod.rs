@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod demo;
+mod progress;
 mod scaffold;
 mod serve;
 

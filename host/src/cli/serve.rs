@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub write_timeout_ms: u64,
     /// What an uploaded component may be, checked before it is compiled (`[compile]`).
     pub compile: crate::sandbox::CompileLimits,
+    /// Where OpenTelemetry spans go (`[traces]`); the `OTEL_EXPORTER_OTLP_*` variables
+    /// apply when it names no collector.
+    pub traces: crate::traces::TracesConfig,
 }
 
 impl ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             max_connections: api.max_connections,
             write_timeout_ms: api.write_timeout.as_millis() as u64,
             compile: crate::sandbox::CompileLimits::default(),
+            traces: crate::traces::TracesConfig::default(),
         }
     }
 }
@@ -133,6 +137,12 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
     engine_config.limits = config.limits.clone();
     engine_config.tenant_limits = config.tenant_limits()?;
     engine_config.compile_limits = config.compile;
+    let traces = crate::traces::Traces::from_config(&config.traces)
+        .map_err(|why| anyhow::anyhow!("[traces]: {why}"))?;
+    if traces.is_on() {
+        println!("exporting OpenTelemetry traces over OTLP/HTTP");
+    }
+    engine_config.traces = std::sync::Arc::new(traces);
     let engine = Engine::open(engine_config)
         .await
         .context("opening the journal")?;
@@ -148,16 +158,28 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         );
     }
     let auth = !args.no_auth;
+    let mut console_token = None;
     if auth {
         let (token, path, fresh) = admin_token(&engine, &config.data_dir).await?;
         if fresh || dev {
             println!("admin token (also in {}):\n  {token}", path.display());
         }
+        // `dev` on loopback hands the console its admin token in the link's fragment,
+        // which the browser never sends to a server; the console moves it to the tab's
+        // session storage and clears it from the address bar.
+        if dev && config.listen.ip().is_loopback() {
+            console_token = Some(token);
+        }
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    println!("steadfast listening on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    println!("steadfast listening on http://{local}");
+    match console_token {
+        Some(token) => println!("console: http://{local}/ui/#token={token}"),
+        None => println!("console: http://{local}/ui/"),
+    }
     let api = ApiConfig {
         max_payload_bytes: config.max_payload_bytes,
         max_component_bytes: config.max_component_bytes,
@@ -166,9 +188,11 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         max_connections: config.max_connections.max(1),
         write_timeout: std::time::Duration::from_millis(config.write_timeout_ms),
     };
-    api::serve(listener, engine, api, shutdown_signal())
+    api::serve(listener, engine.clone(), api, shutdown_signal())
         .await
         .context("serving HTTP")?;
+    // The exporter's last batch, on its own thread: it may wait on the collector.
+    let _ = tokio::task::spawn_blocking(move || engine.flush_traces()).await;
     println!("steadfast stopped; running instances resume from the journal on the next start");
     Ok(())
 }

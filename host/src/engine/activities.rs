@@ -226,6 +226,7 @@ impl Shared {
         self: &Arc<Self>,
         job: &QueuedActivity,
         holding: &Arc<Mutex<Holding>>,
+        traceparent: Option<String>,
     ) -> Result<String, ErrorInfo> {
         let registered = self
             .registry
@@ -294,6 +295,9 @@ impl Shared {
                     Arc::clone(&self.ledger),
                 )
                 .map_err(|e| ErrorInfo::new("activity_grants", e))?;
+                let mut state = state;
+                state.egress.traceparent =
+                    traceparent.and_then(|t| http::HeaderValue::from_str(&t).ok());
                 let mut store = Store::new(self.sandbox.engine(), state);
                 super::limits::meter(
                     &mut store,
@@ -377,7 +381,47 @@ async fn run_activity(
                 tracing::warn!(instance = %job.instance, activity = %job.name, error = %e, "cannot check the activity queue; running the activity")
             }
         }
-        let result = shared.execute_activity(&job, &holding).await;
+        let began = std::time::Instant::now();
+        let span = shared.instance_trace(&job.instance).and_then(|trace| {
+            shared.traces().start_under_run(
+                &trace,
+                job.generation,
+                format!("activity {}", job.name),
+                std::time::SystemTime::now(),
+                vec![
+                    opentelemetry::KeyValue::new("steadfast.activity", job.name.clone()),
+                    opentelemetry::KeyValue::new("steadfast.attempt", i64::from(job.attempt)),
+                    opentelemetry::KeyValue::new(
+                        "steadfast.tenant",
+                        job.instance.tenant().to_owned(),
+                    ),
+                ],
+            )
+        });
+        let traceparent = span.as_ref().map(crate::traces::traceparent_of);
+        let result = shared.execute_activity(&job, &holding, traceparent).await;
+        if let Some(mut span) = span {
+            use opentelemetry::trace::Span as _;
+            if let Err(e) = &result {
+                span.set_status(opentelemetry::trace::Status::error(format!(
+                    "{}: {}",
+                    e.kind, e.message
+                )));
+            }
+            span.end();
+        }
+        // An unregistered name is the guest's choice: counted under one label, so a guest
+        // cannot grow the metrics without bound.
+        let label = match &result {
+            Err(e) if e.kind == "unknown_activity" => "<unregistered>",
+            _ => job.name.as_str(),
+        };
+        shared.metrics.activity_attempted(
+            job.instance.tenant(),
+            label,
+            result.is_ok(),
+            began.elapsed(),
+        );
         // Its unit of work back from the context, and its slots given up: a context kept
         // by a task the activity spawned must hold neither. (The unit is missing only if
         // the activity returned from inside a cancelled sleep; then a fresh one counts
@@ -417,6 +461,14 @@ async fn run_activity(
             .await
         {
             Ok(Some(_)) => {
+                shared
+                    .metrics
+                    .activity_retries
+                    .get_or_create(&crate::metrics::ActivityLabels {
+                        tenant: job.instance.tenant().to_owned(),
+                        activity: job.name.clone(),
+                    })
+                    .inc();
                 let next = QueuedActivity {
                     attempt: job.attempt + 1,
                     due_at: retry_at,

@@ -197,6 +197,16 @@ pub(crate) async fn digest_of(bytes: Vec<u8>) -> (Digest, Arc<Vec<u8>>) {
 }
 
 impl Shared {
+    /// Compiles a component (blocking), recording how long it took.
+    fn timed_compile(&self, bytes: &[u8]) -> Result<wasmtime::component::Component, SandboxError> {
+        let began = std::time::Instant::now();
+        let compiled = self.sandbox.compile(bytes);
+        self.metrics
+            .compile_duration
+            .observe(began.elapsed().as_secs_f64());
+        compiled
+    }
+
     /// An upload: checked, compiled on the compile pool and inspected, but not
     /// registered, journaled or cached (see [`Shared::accept`]). Bytes already loaded (the
     /// same digest deployed before) are not compiled again. The work runs in a task of its
@@ -228,7 +238,7 @@ impl Shared {
             let compiler = Arc::clone(&shared);
             let component = shared
                 .compiles
-                .run(move || compiler.sandbox.compile(&bytes))
+                .run(move || compiler.timed_compile(&bytes))
                 .await??;
             shared.inspect(component, true).await
         });
@@ -254,7 +264,7 @@ impl Shared {
             return self.inspect(component, false).await;
         }
         let shared = Arc::clone(self);
-        let component = tokio::task::spawn_blocking(move || shared.sandbox.compile(&bytes))
+        let component = tokio::task::spawn_blocking(move || shared.timed_compile(&bytes))
             .await
             .map_err(|e| SandboxError::Compile(format!("the compiler stopped: {e}")))??;
         self.inspect(component, true).await

@@ -225,6 +225,9 @@ pub(crate) struct Egress {
     rules: Vec<Rule>,
     /// The first request refused, also when refused after resolving its host.
     denied: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// The activity attempt's span, sent as `traceparent` on every request (replacing
+    /// one the guest set) when traces are on.
+    pub(crate) traceparent: Option<http::HeaderValue>,
 }
 
 impl Egress {
@@ -233,6 +236,7 @@ impl Egress {
             tenant: tenant.to_owned(),
             rules,
             denied: std::sync::Arc::default(),
+            traceparent: None,
         }
     }
 
@@ -314,7 +318,7 @@ async fn check_addresses(uri: &http::Uri, allowing: &[Rule]) -> Result<(), Strin
 impl WasiHttpHooks for Egress {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<
@@ -340,6 +344,11 @@ impl WasiHttpHooks for Egress {
             }
         };
         drop(fut);
+        if let Some(traceparent) = &self.traceparent {
+            request
+                .headers_mut()
+                .insert("traceparent", traceparent.clone());
+        }
         let denied = std::sync::Arc::clone(&self.denied);
         let tenant = self.tenant.clone();
         Box::new(async move {

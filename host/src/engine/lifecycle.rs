@@ -49,15 +49,18 @@ pub enum Scope {
     /// Raise events, terminate, suspend, resume.
     Signal,
     Read,
+    /// Scrape `/metrics`: every tenant's counts, so only an admin can issue it.
+    Metrics,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::Admin,
         Scope::Deploy,
         Scope::Start,
         Scope::Signal,
         Scope::Read,
+        Scope::Metrics,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Scope {
             Scope::Start => "start",
             Scope::Signal => "signal",
             Scope::Read => "read",
+            Scope::Metrics => "metrics",
         }
     }
 
@@ -75,7 +79,9 @@ impl Scope {
             .into_iter()
             .find(|scope| scope.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown scope '{s}'; scopes are admin, deploy, start, signal and read")
+                format!(
+                    "unknown scope '{s}'; scopes are admin, deploy, start, signal, read and metrics"
+                )
             })
     }
 }
@@ -382,6 +388,11 @@ impl Engine {
             input: input.to_owned(),
             max_live: self.shared.limits(tenant.as_str()).max_live_instances,
             start_at: options.start_at,
+            traceparent: options
+                .traceparent
+                .as_deref()
+                .filter(|t| crate::traces::parse_traceparent(t).is_some())
+                .map(str::to_owned),
         };
         match self
             .shared
@@ -408,6 +419,14 @@ impl Engine {
         }
         self.shared
             .activate_at(id.clone(), options.start_at, self.shared.clock.now());
+        self.shared
+            .metrics
+            .workflow_starts
+            .get_or_create(&crate::metrics::WorkflowLabels {
+                tenant: tenant.as_str().to_owned(),
+                workflow: workflow.to_owned(),
+            })
+            .inc();
         Ok(id)
     }
 
@@ -424,6 +443,14 @@ impl Engine {
             .terminate(id.clone(), reason.to_owned(), now)
             .await?;
         for instance in &terminated {
+            if let Ok(Some(record)) = self.shared.journal.instance(instance) {
+                self.shared.metrics.workflow_ended(
+                    instance.tenant(),
+                    &record.workflow,
+                    "terminated",
+                );
+                self.trace_terminated(&record);
+            }
             self.shared
                 .timers
                 .cancel_instance(instance, &self.shared.work);
@@ -495,6 +522,15 @@ impl Engine {
         filter: &InstanceFilter,
     ) -> Result<Vec<InstanceRecord>, EngineError> {
         Ok(self.shared.journal.list_instances(tenant, filter)?)
+    }
+
+    /// How many live instances of a tenant are pinned to each workflow version:
+    /// (workflow, component digest in hex) -> count.
+    pub fn live_counts(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<std::collections::HashMap<(String, String), u64>, EngineError> {
+        Ok(self.shared.journal.live_counts(tenant)?)
     }
 
     /// Creates a tenant; false if it existed.

@@ -23,6 +23,7 @@ mod egress;
 mod guest_log;
 mod lifecycle;
 mod limits;
+mod observe;
 mod random;
 mod registry;
 mod resident;
@@ -83,6 +84,8 @@ pub struct EngineConfig {
     pub tenant_limits: HashMap<String, Limits>,
     /// What an uploaded component may be, checked before it is compiled.
     pub compile_limits: crate::sandbox::CompileLimits,
+    /// Where spans go; off by default.
+    pub traces: Arc<crate::traces::Traces>,
     /// Native activities, registered before recovery dispatches queued activities.
     natives: Vec<(String, activities::NativeActivity)>,
 }
@@ -98,6 +101,7 @@ impl EngineConfig {
             limits: Limits::default(),
             tenant_limits: HashMap::new(),
             compile_limits: crate::sandbox::CompileLimits::default(),
+            traces: Arc::new(crate::traces::Traces::off()),
             natives: Vec::new(),
         }
     }
@@ -268,6 +272,9 @@ pub struct StartOptions {
     /// becomes `RUNNING` and its code first runs when the engine's clock reaches this
     /// time, also across restarts.
     pub start_at: Option<Timestamp>,
+    /// The caller's W3C `traceparent`: the instance's spans join its trace. An invalid
+    /// one is ignored.
+    pub traceparent: Option<String>,
 }
 
 /// What `start` does when the instance id is taken.
@@ -312,6 +319,8 @@ pub(crate) struct Shared {
     ids: Mutex<random::SplitMix64>,
     /// Activities executing at once.
     activity_slots: Arc<tokio::sync::Semaphore>,
+    /// How many permits `activity_slots` started with.
+    activity_slot_total: usize,
     /// Each tenant's share of `activity_slots` (`limits.max_activities_in_flight`), taken
     /// first: one tenant's backlog waits in its own line, not in everyone's.
     tenant_activity_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
@@ -322,6 +331,8 @@ pub(crate) struct Shared {
     ledger: Arc<limits::Ledger>,
     compile_limits: crate::sandbox::CompileLimits,
     compiles: Arc<components::CompileGate>,
+    metrics: Arc<crate::metrics::Metrics>,
+    traces: Arc<crate::traces::Traces>,
 }
 
 struct Resident {
@@ -343,6 +354,11 @@ impl Engine {
             )))
         })?;
         let journal = open_journal(&config.data_dir.join("steadfast.db")).await?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        journal.observe_commits(
+            metrics.journal_commit_duration.clone(),
+            metrics.journal_writes_per_commit.clone(),
+        );
         // Resident instances, running activities, deploy-time inspections and compatibility
         // checks, and room for bursts of activations before idle ones leave.
         let capacity = config.max_resident + config.max_concurrent_activities + 1024;
@@ -399,6 +415,7 @@ impl Engine {
             activity_slots: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_activities.max(1),
             )),
+            activity_slot_total: config.max_concurrent_activities.max(1),
             tenant_activity_slots: Mutex::new(HashMap::new()),
             limits: Arc::new(config.limits.clone()),
             tenant_limits: config
@@ -413,6 +430,8 @@ impl Engine {
                 std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)),
                 4,
             )),
+            metrics,
+            traces: config.traces,
             ids: Mutex::new(random::SplitMix64::for_instance(
                 "steadfast-ids",
                 (seed as u32) ^ (seed >> 32) as u32,

@@ -263,6 +263,19 @@ impl Shared {
                             .await
                         {
                             Ok(Some((pos, event))) => {
+                                if let Some(trace) = shared.instance_trace(&instance) {
+                                    shared.traces().under_run(
+                                        &trace,
+                                        generation,
+                                        "timer fired".to_owned(),
+                                        std::time::SystemTime::now(),
+                                        vec![opentelemetry::KeyValue::new(
+                                            "steadfast.timer_seq",
+                                            i64::from(seq),
+                                        )],
+                                        None,
+                                    );
+                                }
                                 shared.deliver(instance, generation, pos, event, guard)
                             }
                             Ok(None) => {}

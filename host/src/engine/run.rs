@@ -153,6 +153,8 @@ async fn run_generation(
         Ok(history) => history,
         Err(e) => return Err(fault(e.to_string(), mailbox, work)),
     };
+    // When this generation began: its first journal entry (the run span's start).
+    let generation_began = history.first().map_or(record.created_at, |e| e.at);
     let mut state = HostState::new(
         Arc::clone(shared),
         id.clone(),
@@ -162,6 +164,11 @@ async fn run_generation(
         mailbox,
         work,
     );
+    state.trace = shared.instance_trace(id);
+    state.generation_began = generation_began;
+    state.version = shared
+        .registry()
+        .version_of(id.tenant(), &record.workflow, &record.component);
     state.custom_status = record.custom_status.clone();
     state.incarnation = record.incarnation;
     if let Err(e) = state.load(history) {
@@ -313,6 +320,17 @@ async fn finish(
         Finish::Stalled(reason) => Some(reason.clone()),
         _ => None,
     };
+    let failure = match &outcome {
+        Finish::Failed(error) => Some(error.message.clone()),
+        Finish::Stalled(reason) => Some(reason.clone()),
+        _ => None,
+    };
+    let ending = match &outcome {
+        Finish::Completed(_) => "completed",
+        Finish::Failed(_) => "failed",
+        Finish::Stalled(_) => "stalled",
+        Finish::ContinueAsNew { .. } => "continued_as_new",
+    };
     let notice = match shared
         .journal
         .finish(id.clone(), state.fence(), last, custom_status, outcome, now)
@@ -323,6 +341,23 @@ async fn finish(
         Err(e) => return Err(Fault::of(e.to_string(), &mut state)),
     };
     state.unwritten.clear();
+    shared
+        .metrics
+        .workflow_ended(id.tenant(), &state.workflow, ending);
+    if let Some(trace) = &state.trace {
+        shared.traces().run(
+            trace,
+            &crate::traces::RunInfo {
+                tenant: id.tenant(),
+                workflow: &state.workflow,
+                version: state.version,
+                generation: state.generation,
+            },
+            state.generation_began,
+            ending,
+            failure.as_deref(),
+        );
+    }
     if let Some(reason) = stalled {
         tracing::warn!(instance = %id, "instance stalled: {}", super::guest_log::escape(&reason.to_string()));
     }

@@ -96,7 +96,7 @@ impl Timers {
         due.into_values().collect()
     }
 
-    #[cfg(test)]
+    /// Timers not yet due (durable timers, retries, sleeping activities).
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }

@@ -143,7 +143,15 @@ pub struct Journal {
 pub struct WriterStats {
     pub commits: std::sync::atomic::AtomicU64,
     pub writes: std::sync::atomic::AtomicU64,
+    /// Where each commit's time and size are recorded, once the engine has said.
+    observers: std::sync::OnceLock<CommitObservers>,
 }
+
+/// The histograms a commit is recorded in: (seconds from BEGIN to COMMIT, writes folded).
+type CommitObservers = (
+    prometheus_client::metrics::histogram::Histogram,
+    prometheus_client::metrics::histogram::Histogram,
+);
 
 impl Journal {
     /// Opens (creating if needed) the journal at `path` and brings its schema up to date.
@@ -218,6 +226,16 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records each commit's duration (seconds) and size (writes) in these histograms
+    /// from now on; only the first call counts.
+    pub fn observe_commits(
+        &self,
+        duration: prometheus_client::metrics::histogram::Histogram,
+        writes: prometheus_client::metrics::histogram::Histogram,
+    ) {
+        let _ = self.stats.observers.set((duration, writes));
     }
 
     /// (transactions committed, writes folded into them) since the journal opened.
@@ -376,6 +394,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let began = std::time::Instant::now();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Dropping the jobs tells their callers the write did not happen.
             tracing::error!(error = %e, "journal: cannot begin a transaction");
@@ -403,6 +422,10 @@ fn writer_loop(
         stats
             .writes
             .fetch_add(callbacks.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some((duration, writes)) = stats.observers.get() {
+            duration.observe(began.elapsed().as_secs_f64());
+            writes.observe(callbacks.len() as f64);
+        }
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }

@@ -70,7 +70,12 @@ pub struct InstanceFilter {
     pub status: Option<RuntimeStatus>,
     pub created_after: Option<Timestamp>,
     pub created_before: Option<Timestamp>,
-    /// Only ids (local part) after this one: the cursor of the previous page.
+    /// Only ids whose local part contains this text.
+    pub search: Option<String>,
+    /// Newest id first (descending) instead of ascending.
+    pub descending: bool,
+    /// Only ids (local part) past this one in the chosen order: the cursor of the
+    /// previous page.
     pub after: Option<String>,
     pub limit: u32,
 }
@@ -84,7 +89,7 @@ pub struct TokenRecord {
 }
 
 impl Journal {
-    /// A page of a tenant's instances, by id.
+    /// A page of a tenant's instances, by id (ascending, or descending when asked).
     pub fn list_instances(
         &self,
         tenant: &Tenant,
@@ -95,18 +100,32 @@ impl Journal {
                 .after
                 .as_ref()
                 .map(|local| format!("{tenant}/{local}"));
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, workflow, component, status, generation, input, output, error,
+            // Two statements rather than one built at run time: each stays in the cache,
+            // and each walks `instances_by_tenant` in its own direction.
+            let sql = if filter.descending {
+                concat!(
+                    "SELECT id, workflow, component, status, generation, input, output, error,
                         custom_status, parent_id, created_at, updated_at, start_at, incarnation
-                 FROM instances
-                 WHERE tenant = ?1
-                   AND (?2 IS NULL OR workflow = ?2)
-                   AND (?3 IS NULL OR status = ?3)
-                   AND (?4 IS NULL OR created_at > ?4)
-                   AND (?5 IS NULL OR created_at < ?5)
-                   AND (?6 IS NULL OR id > ?6)
-                 ORDER BY id LIMIT ?7",
-            )?;
+                     FROM instances WHERE tenant = ?1",
+                    "  AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR status = ?3)
+                       AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
+                       AND (?8 IS NULL OR instr(substr(id, ?9), ?8) > 0)",
+                    "  AND (?6 IS NULL OR id < ?6) ORDER BY id DESC LIMIT ?7"
+                )
+            } else {
+                concat!(
+                    "SELECT id, workflow, component, status, generation, input, output, error,
+                        custom_status, parent_id, created_at, updated_at, start_at, incarnation
+                     FROM instances WHERE tenant = ?1",
+                    "  AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR status = ?3)
+                       AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
+                       AND (?8 IS NULL OR instr(substr(id, ?9), ?8) > 0)",
+                    "  AND (?6 IS NULL OR id > ?6) ORDER BY id LIMIT ?7"
+                )
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
+            // The local part of a key starts after "tenant/" (1-based for substr).
+            let local_start = tenant.as_str().len() + 2;
             let rows = stmt.query_map(
                 params![
                     tenant.as_str(),
@@ -115,11 +134,42 @@ impl Journal {
                     filter.created_after,
                     filter.created_before,
                     after,
-                    filter.limit
+                    filter.limit,
+                    filter.search.as_deref().filter(|s| !s.is_empty()),
+                    local_start as i64,
                 ],
                 instance_from_row,
             )?;
             rows.map(|r| r?).collect()
+        })
+    }
+
+    /// The W3C `traceparent` the instance was started with, if any.
+    pub fn traceparent(&self, id: &InstanceId) -> Result<Option<String>, JournalError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT traceparent FROM instances WHERE id = ?1")?
+                .query_row([id.as_str()], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
+        })
+    }
+
+    /// How many live instances (pending, running, suspended) of a tenant run on each
+    /// workflow's component: (workflow, digest) -> count.
+    pub fn live_counts(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<std::collections::HashMap<(String, String), u64>, JournalError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT workflow, component, COUNT(*) FROM instances WHERE tenant = ?1
+                 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED') GROUP BY workflow, component",
+            )?;
+            let rows = stmt.query_map(params![tenant.as_str()], |r| {
+                Ok(((r.get(0)?, r.get(1)?), r.get::<_, i64>(2)? as u64))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 

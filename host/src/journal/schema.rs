@@ -209,6 +209,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX history_event_load ON history(instance, generation, kind, name, size)
         WHERE kind IN ('event_raised', 'event_wait_started');
     "#,
+    // 9: the W3C traceparent of the request that started an instance, so its spans join
+    // the caller's trace in any process that runs it.
+    r#"
+    ALTER TABLE instances ADD COLUMN traceparent TEXT;
+    "#,
 ];
 
 /// Brings the database to the newest schema, one transaction per migration.

@@ -27,6 +27,9 @@ pub struct NewInstance {
     pub max_live: u64,
     /// When its workflow first runs; `None` for at once.
     pub start_at: Option<Timestamp>,
+    /// The W3C `traceparent` of the request that started it, for its spans; a child
+    /// without one takes its parent's.
+    pub traceparent: Option<String>,
 }
 
 /// What a workflow produced since its last write: commands, decisions, custom status.
@@ -500,8 +503,9 @@ fn insert_instance(
         .prepare_cached(
             "INSERT OR IGNORE INTO instances
              (id, workflow, component, status, generation, input, parent_id, parent_gen, parent_seq,
-              created_at, updated_at, tenant, start_at, incarnation)
-             VALUES (?1, ?2, ?3, ?12, 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11)",
+              created_at, updated_at, tenant, start_at, incarnation, traceparent)
+             VALUES (?1, ?2, ?3, ?12, 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11,
+                     COALESCE(?13, (SELECT traceparent FROM instances WHERE id = ?5)))",
         )?
         .execute(params![
             new.id.as_str(),
@@ -515,7 +519,8 @@ fn insert_instance(
             new.id.tenant(),
             new.start_at,
             incarnation,
-            status.as_str()
+            status.as_str(),
+            new.traceparent,
         ])?;
     if inserted == 0 {
         return Err(JournalError::InstanceExists(new.id.clone()));
@@ -598,6 +603,7 @@ fn append_step(
                     input: input.clone(),
                     max_live: step.max_live_instances,
                     start_at: None,
+                    traceparent: None,
                 };
                 match insert_instance(conn, &new, Some((id, generation, *seq)), now) {
                     Ok(()) => {}

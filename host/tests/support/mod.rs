@@ -1,5 +1,7 @@
 //! The control-plane tests' harness: a real server on 127.0.0.1:0 with a real SQLite
 //! file, and ways to drive it over HTTP and through the `steadfast` binary.
+//! Shared by several test files; each uses only part of it.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
@@ -76,6 +78,16 @@ impl Server {
         let (ok, stdout, stderr) = self.cli(token, &all).await;
         assert!(ok, "steadfast {args:?} failed: {stderr}");
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    }
+
+    /// A GET; returns the status and the body as text.
+    pub async fn text(&self, token: Option<&str>, path: &str) -> (u16, String) {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
     }
 
     /// An HTTP call; returns the status and the JSON body.

@@ -109,6 +109,14 @@ pub(crate) struct HostState {
     table: ResourceTable,
     shared: Arc<Shared>,
     id: InstanceId,
+    /// The workflow's name (for metrics and logs).
+    pub(crate) workflow: String,
+    /// Its version number, if the registry knows the component (for spans).
+    pub(crate) version: Option<u32>,
+    /// Where its spans go, when traces are on.
+    pub(crate) trace: Option<crate::traces::InstanceTrace>,
+    /// When its generation began (its first journal entry).
+    pub(crate) generation_began: crate::model::Timestamp,
     pub(crate) generation: u32,
     /// The component this activation runs, checked with each of its writes.
     component: Digest,
@@ -202,6 +210,10 @@ impl HostState {
             table: ResourceTable::new(),
             shared,
             id,
+            workflow,
+            version: None,
+            trace: None,
+            generation_began: crate::model::Timestamp(0),
             generation,
             component,
             incarnation: 0,
@@ -387,15 +399,34 @@ impl HostState {
         self.custom_status_dirty = false;
         let events = step.events.clone();
         let now = self.clock_now();
-        let (extra, stops) = self
+        let asked = std::time::Instant::now();
+        let began = std::time::SystemTime::now();
+        let written = self
             .shared
             .journal
             .append_step(self.id.clone(), self.fence(), step, now)
-            .await
-            .map_err(|e| match e {
-                JournalError::Fenced { why, .. } => wasmtime::Error::new(Interrupt::Fenced(why)),
-                other => wasmtime::Error::new(Interrupt::HostFault(other.to_string())),
-            })?;
+            .await;
+        self.shared
+            .metrics
+            .step_duration
+            .observe(asked.elapsed().as_secs_f64());
+        if let Some(trace) = &self.trace {
+            self.shared.traces().under_run(
+                trace,
+                self.generation,
+                "step".to_owned(),
+                began,
+                vec![opentelemetry::KeyValue::new(
+                    "steadfast.entries",
+                    events.len() as i64,
+                )],
+                written.as_ref().err().map(|e| e.to_string()).as_deref(),
+            );
+        }
+        let (extra, stops) = written.map_err(|e| match e {
+            JournalError::Fenced { why, .. } => wasmtime::Error::new(Interrupt::Fenced(why)),
+            other => wasmtime::Error::new(Interrupt::HostFault(other.to_string())),
+        })?;
         // The results that travelled with the step are journaled now.
         self.unwritten.clear();
         for event in events {

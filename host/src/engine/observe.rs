@@ -1,0 +1,110 @@
+//! What the engine tells operators about itself: its [`Metrics`], and the levels read
+//! from its state when they are scraped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Engine, Shared};
+use crate::metrics::{Gauges, Metrics};
+use crate::model::InstanceId;
+use crate::traces::{InstanceTrace, RunInfo};
+
+impl Engine {
+    /// The engine's metrics, for recording from outside (the HTTP layer times requests).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Every metric in the OpenMetrics text format, with the current levels.
+    pub fn render_metrics(&self) -> String {
+        let shared = &self.shared;
+        let resident = shared
+            .resident
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let status_waiters = shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum();
+        let free = shared.activity_slots.available_permits();
+        shared.metrics.render(Gauges {
+            resident,
+            activity_slots_in_use: shared.activity_slot_total.saturating_sub(free),
+            timers_pending: shared.timers.len(),
+            status_waiters,
+        })
+    }
+}
+
+impl Shared {
+    /// The trace of `id`'s spans, or `None` when traces are off (then nothing is read).
+    pub(crate) fn instance_trace(&self, id: &InstanceId) -> Option<InstanceTrace> {
+        if !self.traces.is_on() {
+            return None;
+        }
+        let traceparent = self.journal.traceparent(id).ok().flatten();
+        Some(self.traces.instance(id, traceparent.as_deref()))
+    }
+
+    pub(crate) fn traces(&self) -> &crate::traces::Traces {
+        &self.traces
+    }
+}
+
+impl Engine {
+    /// Whether spans are exported.
+    pub fn traces_on(&self) -> bool {
+        self.shared.traces.is_on()
+    }
+
+    /// Sends the spans still buffered (call before the process exits).
+    pub fn flush_traces(&self) {
+        self.shared.traces.shutdown();
+    }
+
+    /// Records, in the caller's trace, that it raised event `name` for `id` (nothing when
+    /// traces are off).
+    pub fn trace_event_raised(&self, id: &InstanceId, name: &str, traceparent: Option<&str>) {
+        let Some(trace) = self.shared.instance_trace(id) else {
+            return;
+        };
+        let generation = match self.shared.journal.instance(id) {
+            Ok(Some(record)) => record.generation,
+            _ => return,
+        };
+        self.shared.traces.request(
+            traceparent,
+            &trace,
+            generation,
+            format!("raise event {name}"),
+            vec![opentelemetry::KeyValue::new(
+                "steadfast.event",
+                name.to_owned(),
+            )],
+        );
+    }
+
+    /// Emits the run span of an instance that was terminated.
+    pub(crate) fn trace_terminated(&self, record: &crate::engine::InstanceRecord) {
+        let Some(trace) = self.shared.instance_trace(&record.id) else {
+            return;
+        };
+        let version = self.version_of(record);
+        self.shared.traces.run(
+            &trace,
+            &RunInfo {
+                tenant: record.id.tenant(),
+                workflow: &record.workflow,
+                version,
+                generation: record.generation,
+            },
+            record.created_at,
+            "terminated",
+            None,
+        );
+    }
+}
