@@ -121,9 +121,11 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) {
             .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()));
         for entry in entries {
             let entry = entry.expect("a directory entry").path();
-            let source = entry
-                .extension()
-                .is_some_and(|ext| ["rs", "toml", "wit", "in"].iter().any(|e| ext == *e));
+            let source = entry.extension().is_some_and(|ext| {
+                ["rs", "toml", "wit", "in", "html", "js", "css"]
+                    .iter()
+                    .any(|e| ext == *e)
+            });
             let hidden = entry
                 .file_name()
                 .is_some_and(|name| name.to_string_lossy().starts_with('.'));

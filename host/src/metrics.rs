@@ -1,35 +1,70 @@
 //! What the host counts and times, in Prometheus's text format (OpenMetrics) at `/metrics`.
 //!
 //! One [`Metrics`] per engine, no global registry: two engines in one process (a test, an
-//! embedding application) count apart. Recording is a few atomic adds; nothing here takes
-//! a lock on the hot path except the first use of a new label set.
+//! embedding application) count apart. Recording a sample costs a read lock on its
+//! family, a label set built (a few small allocations) and, for a histogram, a short
+//! write lock; there is no switch to turn metrics off.
 //!
-//! **Invariant:** every label value is bounded by what operators control, never by what a
-//! guest or an anonymous caller chooses: tenants and workflow names exist only once
-//! deployed or created by an admin, an activity name is a label only once it resolved to a
-//! registered activity, and an HTTP route is the route's pattern, not the path asked for.
+//! **Invariant:** no label value is chosen by running guest code or an anonymous caller:
+//! tenants exist only once an admin created them, workflow and activity names only once a
+//! component declaring them was deployed (so a tenant's label sets grow only with its
+//! deploys, which `deploys_per_minute` bounds), an activity a workflow calls by a name
+//! nobody registered is counted as `<unregistered>`, and an HTTP route is the route's
+//! pattern, not the path asked for. Every label value is escaped as the text format
+//! requires, so a name with quotes or newlines cannot forge a sample.
 
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+/// A label value, escaped when written (`\\`, `\"`, `\n`), whatever its text.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Text {
+        Text(text.to_owned())
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Text {
+        Text(text)
+    }
+}
+
+impl EncodeLabelValue for Text {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A workflow of a tenant.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkflowLabels {
-    pub tenant: String,
-    pub workflow: String,
+    pub tenant: Text,
+    pub workflow: Text,
 }
 
 /// How a workflow's run (a generation) ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndLabels {
-    pub tenant: String,
-    pub workflow: String,
+    pub tenant: Text,
+    pub workflow: Text,
     /// `completed`, `failed`, `stalled`, `terminated` or `continued_as_new`.
     pub outcome: &'static str,
 }
@@ -37,15 +72,15 @@ pub struct EndLabels {
 /// An activity of a tenant.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActivityLabels {
-    pub tenant: String,
-    pub activity: String,
+    pub tenant: Text,
+    pub activity: Text,
 }
 
 /// An activity attempt and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
-    pub tenant: String,
-    pub activity: String,
+    pub tenant: Text,
+    pub activity: Text,
     /// `ok` or `error`.
     pub outcome: &'static str,
 }
@@ -53,15 +88,15 @@ pub struct AttemptLabels {
 /// An HTTP request by route pattern.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: Text,
 }
 
 /// An answered HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResponseLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: Text,
     pub status: u16,
 }
 
@@ -70,6 +105,11 @@ type Timings<L> = Family<L, Histogram, fn() -> Histogram>;
 /// 1 ms to about 65 s, doubling.
 fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// 1 ms to about 260 s, doubling: HTTP requests, long polls (up to 300 s) included.
+fn request_seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 19))
 }
 
 /// 100 µs to about 3 s, doubling: journal commits and steps.
@@ -134,7 +174,7 @@ impl Metrics {
             journal_writes_per_commit: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             compile_duration: seconds(),
             http_requests: Family::default(),
-            http_duration: Family::new_with_constructor(fast_seconds),
+            http_duration: Family::new_with_constructor(request_seconds),
             resident: Gauge::default(),
             activity_slots_in_use: Gauge::default(),
             timers_pending: Gauge::default(),
@@ -231,8 +271,8 @@ impl Metrics {
     pub fn workflow_ended(&self, tenant: &str, workflow: &str, outcome: &'static str) {
         self.workflow_ends
             .get_or_create(&EndLabels {
-                tenant: tenant.to_owned(),
-                workflow: workflow.to_owned(),
+                tenant: tenant.into(),
+                workflow: workflow.into(),
                 outcome,
             })
             .inc();
@@ -243,17 +283,37 @@ impl Metrics {
         let outcome = if ok { "ok" } else { "error" };
         self.activity_attempts
             .get_or_create(&AttemptLabels {
-                tenant: tenant.to_owned(),
-                activity: activity.to_owned(),
+                tenant: tenant.into(),
+                activity: activity.into(),
                 outcome,
             })
             .inc();
         self.activity_duration
             .get_or_create(&ActivityLabels {
-                tenant: tenant.to_owned(),
-                activity: activity.to_owned(),
+                tenant: tenant.into(),
+                activity: activity.into(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a failed attempt that will run again.
+    pub fn activity_retried(&self, tenant: &str, activity: &str) {
+        self.activity_retries
+            .get_or_create(&ActivityLabels {
+                tenant: tenant.into(),
+                activity: activity.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a started instance (by the API, or as a child of another).
+    pub fn workflow_started(&self, tenant: &str, workflow: &str) {
+        self.workflow_starts
+            .get_or_create(&WorkflowLabels {
+                tenant: tenant.into(),
+                workflow: workflow.into(),
+            })
+            .inc();
     }
 
     /// Every metric in the OpenMetrics text format, with the levels in `gauges`.
@@ -268,6 +328,30 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_name_cannot_forge_a_sample() {
+        let metrics = Metrics::new();
+        let hostile = "x\"} 1\nsteadfast_workflow_starts_total{tenant=\"victim\",workflow=\"y\\";
+        metrics.workflow_started("acme", hostile);
+        let text = metrics.render(Gauges::default());
+        let starts: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("steadfast_workflow_starts_total"))
+            .collect();
+        assert_eq!(starts.len(), 1, "{text}");
+        assert!(!text.contains("tenant=\"victim\""), "{text}");
+        assert!(
+            starts[0].contains(r#"workflow="x\"} 1\nsteadfast_workflow_starts_total{tenant=\"victim\",workflow=\"y\\""#),
+            "{}",
+            starts[0]
+        );
     }
 }
 

@@ -63,6 +63,21 @@ pub struct InstanceTrace {
     caller: Option<SpanContext>,
     flags: TraceFlags,
     instance: String,
+    /// The life of the instance id: a purged id started again is another trace.
+    incarnation: i64,
+}
+
+impl InstanceTrace {
+    /// The `traceparent` naming the run of `generation`: what its children are started
+    /// with, so their runs nest under it.
+    pub fn run_traceparent(&self, generation: u32) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id,
+            run_span_id(&self.instance, self.incarnation, generation),
+            self.flags.to_u8()
+        )
+    }
 }
 
 /// What a run span says about its workflow.
@@ -95,10 +110,16 @@ impl Traces {
         if disabled || (config.otlp_endpoint.is_none() && !from_env) {
             return Ok(Traces::off());
         }
-        for name in [
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        ] {
+        // The config's protocol, when it names one, wins over the environment's.
+        let protocol_names: &[&str] = if config.otlp_protocol.is_some() {
+            &[]
+        } else {
+            &[
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            ]
+        };
+        for name in protocol_names {
             if let Some(protocol) = environment(name)
                 && !matches!(protocol.as_str(), "http/protobuf" | "http/json")
             {
@@ -165,11 +186,25 @@ impl Traces {
         }
     }
 
-    /// The trace of instance `id`, started by a caller that sent `traceparent` (if any).
-    pub fn instance(&self, id: &InstanceId, traceparent: Option<&str>) -> InstanceTrace {
+    /// The trace of instance `id` in its life `incarnation`, started by a caller that
+    /// sent `traceparent` (if any). Without one, the trace id is derived from the id and
+    /// its incarnation (random, never shown outside the journal), so it is the same in
+    /// every process and cannot be guessed from the id.
+    pub fn instance(
+        &self,
+        id: &InstanceId,
+        incarnation: i64,
+        traceparent: Option<&str>,
+    ) -> InstanceTrace {
         let caller = traceparent.and_then(parse_traceparent);
         let trace_id = caller.as_ref().map_or_else(
-            || TraceId::from_bytes(derived::<16>(&["trace", id.as_str()])),
+            || {
+                TraceId::from_bytes(derived::<16>(&[
+                    "trace",
+                    id.as_str(),
+                    &incarnation.to_string(),
+                ]))
+            },
             SpanContext::trace_id,
         );
         InstanceTrace {
@@ -179,6 +214,7 @@ impl Traces {
                 .map_or(TraceFlags::SAMPLED, SpanContext::trace_flags),
             caller,
             instance: id.as_str().to_owned(),
+            incarnation,
         }
     }
 
@@ -210,7 +246,11 @@ impl Traces {
                 KeyValue::new("steadfast.outcome", outcome.to_owned()),
             ]);
         builder.trace_id = Some(trace.trace_id);
-        builder.span_id = Some(run_span_id(&trace.instance, info.generation));
+        builder.span_id = Some(run_span_id(
+            &trace.instance,
+            trace.incarnation,
+            info.generation,
+        ));
         let mut span = tracer.build_with_context(builder, &parent);
         if let Some(error) = error {
             span.set_status(Status::error(error.to_owned()));
@@ -248,7 +288,7 @@ impl Traces {
         let (_, tracer) = self.inner.as_ref()?;
         let run = SpanContext::new(
             trace.trace_id,
-            run_span_id(&trace.instance, generation),
+            run_span_id(&trace.instance, trace.incarnation, generation),
             trace.flags,
             true,
             TraceState::default(),
@@ -282,7 +322,7 @@ impl Traces {
         };
         let run = SpanContext::new(
             trace.trace_id,
-            run_span_id(&trace.instance, generation),
+            run_span_id(&trace.instance, trace.incarnation, generation),
             trace.flags,
             true,
             TraceState::default(),
@@ -345,9 +385,14 @@ pub fn parse_traceparent(text: &str) -> Option<SpanContext> {
     ))
 }
 
-/// The span id of the run of `generation` of instance `key`.
-fn run_span_id(key: &str, generation: u32) -> SpanId {
-    SpanId::from_bytes(derived::<8>(&["run", key, &generation.to_string()]))
+/// The span id of the run of `generation` of instance `key` in its life `incarnation`.
+fn run_span_id(key: &str, incarnation: i64, generation: u32) -> SpanId {
+    SpanId::from_bytes(derived::<8>(&[
+        "run",
+        key,
+        &incarnation.to_string(),
+        &generation.to_string(),
+    ]))
 }
 
 /// N bytes derived from `parts`, never all zero (an invalid id).
@@ -398,8 +443,22 @@ mod tests {
 
     #[test]
     fn run_ids_are_the_same_in_every_process_and_differ_by_generation() {
-        assert_eq!(run_span_id("default/a", 0), run_span_id("default/a", 0));
-        assert_ne!(run_span_id("default/a", 0), run_span_id("default/a", 1));
-        assert_ne!(run_span_id("default/a", 0), run_span_id("default/b", 0));
+        assert_eq!(
+            run_span_id("default/a", 7, 0),
+            run_span_id("default/a", 7, 0)
+        );
+        assert_ne!(
+            run_span_id("default/a", 7, 0),
+            run_span_id("default/a", 7, 1)
+        );
+        assert_ne!(
+            run_span_id("default/a", 7, 0),
+            run_span_id("default/b", 7, 0)
+        );
+        // The same id started again after a purge is another life: other spans.
+        assert_ne!(
+            run_span_id("default/a", 7, 0),
+            run_span_id("default/a", 8, 0)
+        );
     }
 }

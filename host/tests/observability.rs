@@ -73,14 +73,20 @@ async fn metrics_count_what_the_journal_says_happened() {
         assert_eq!(code, 200, "{body}");
         ended.push(body["runtime_status"].as_str().unwrap().to_owned());
     }
-    // An approval that is terminated while it waits.
+    // The tutorial's saga completes in both cases (the failure case with its compensation
+    // done and `"status": "failed"` in its output). Counted below against these, so a wait
+    // that timed out fails here.
+    assert_eq!(ended, ["COMPLETED", "COMPLETED"], "how the sagas ended");
+    // An approval that is terminated while it waits to start (so none of its activities
+    // runs, and every attempt counted below is one the sagas' journals show).
     let (code, body) = server
         .http(
             Some(&admin),
             "POST",
             "/v1/workflows/approval_workflow/start",
             Some(
-                json!({"instance_id": "req-stop", "input": serde_json::from_str::<Value>(&support::approval("req-stop", 5000)).unwrap()})
+                json!({"instance_id": "req-stop", "start_delay_ms": 3_600_000,
+                       "input": serde_json::from_str::<Value>(&support::approval("req-stop", 5000)).unwrap()})
                     .to_string()
                     .into_bytes(),
             ),
@@ -96,6 +102,45 @@ async fn metrics_count_what_the_journal_says_happened() {
         )
         .await;
     assert_eq!(code, 202, "{body}");
+    // A workflow that calls an activity nobody registered, by a name of its choosing,
+    // and one that starts a child.
+    server
+        .engine
+        .deploy(steadfast_tests::TESTING_V1_WASM.to_vec())
+        .await
+        .unwrap();
+    for (workflow, id, input) in [
+        (
+            "call",
+            "guest-named",
+            json!({"activity": "made_up_by_the_guest_0x5eed", "input": 1}),
+        ),
+        ("parent", "with-child", json!({"x": 1})),
+    ] {
+        let (code, body) = server
+            .http(
+                Some(&admin),
+                "POST",
+                &format!("/v1/workflows/{workflow}/start"),
+                Some(
+                    json!({"instance_id": id, "input": input})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        let (code, body) = server
+            .http(
+                Some(&admin),
+                "GET",
+                &format!("/v1/instances/{id}/wait?timeout_ms=60000"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        assert_ne!(body["runtime_status"], "RUNNING", "{body}");
+    }
     // A path no route has: counted, but never as a label of its own.
     let (code, _) = server
         .http(Some(&admin), "GET", "/no-such-route-4711", None)
@@ -183,13 +228,13 @@ async fn metrics_count_what_the_journal_says_happened() {
             &[("tenant", "default"), ("outcome", "error")]
         )
         .unwrap_or(0.0),
-        failed_attempts,
+        failed_attempts + 1.0, // the guest's call of an activity nobody registered
         "{text}"
     );
     // Every attempt was timed.
     assert_eq!(
         sample(&text, "steadfast_activity_duration_seconds_count", &[]),
-        Some(ok_attempts + failed_attempts),
+        Some(ok_attempts + failed_attempts + 1.0),
         "{text}"
     );
     assert_eq!(
@@ -202,7 +247,7 @@ async fn metrics_count_what_the_journal_says_happened() {
                 ("status", "201")
             ]
         ),
-        Some(3.0),
+        Some(5.0), // two sagas, the approval, `call` and `parent`
         "{text}"
     );
     assert_eq!(
@@ -215,6 +260,29 @@ async fn metrics_count_what_the_journal_says_happened() {
         "{text}"
     );
     assert!(!text.contains("no-such-route-4711"), "{text}");
+    // The guest's made-up activity name is no label; its attempt is counted all the same.
+    assert!(!text.contains("made_up_by_the_guest"), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "steadfast_activity_attempts_total",
+            &[("activity", "<unregistered>"), ("outcome", "error")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // A child's start counts as a start, as its end counts as an end.
+    let child = [("tenant", "default"), ("workflow", "echo")];
+    assert_eq!(
+        sample(&text, "steadfast_workflow_starts_total", &child),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "steadfast_workflow_ends_total", &child),
+        Some(1.0),
+        "{text}"
+    );
     for histogram in [
         "steadfast_journal_commit_duration_seconds_count",
         "steadfast_journal_writes_per_commit_count",
@@ -225,10 +293,11 @@ async fn metrics_count_what_the_journal_says_happened() {
             "{histogram}: {text}"
         );
     }
-    // The three example components were compiled (or loaded from the cache) once each.
+    // The three example components and the testing one were compiled once each (a fresh
+    // data directory: no compiled-code cache to load from).
     assert_eq!(
         sample(&text, "steadfast_compile_duration_seconds_count", &[]),
-        Some(3.0),
+        Some(4.0),
         "{text}"
     );
     assert!(

@@ -183,6 +183,17 @@ async fn spans_join_the_callers_trace_and_follow_the_run() {
     engine.settle().await;
     engine.advance_by(Duration::from_secs(61)).await.unwrap();
 
+    // A parent and its child: the child's run nests under the parent's.
+    let response = post(
+        "/v1/workflows/parent/start".into(),
+        "00-77777777777777777777777777777777-8888888888888888-01",
+        json!({"instance_id": "family", "input": {"x": 1}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    engine.settle().await;
+
     // The monitor's health check: its HTTP request carries the attempt's traceparent.
     let monitor_parent = "00-55555555555555555555555555555555-6666666666666666-01";
     let response = post(
@@ -199,7 +210,7 @@ async fn spans_join_the_callers_trace_and_follow_the_run() {
         .await
         .unwrap();
     engine.settle().await;
-    for id in ["saga-traced", "req-traced", "sleepy"] {
+    for id in ["saga-traced", "req-traced", "sleepy", "family"] {
         let status = engine.status(&steadfast_tests::id(id)).unwrap().status;
         assert_eq!(status.as_str(), "COMPLETED", "{id}");
     }
@@ -281,6 +292,15 @@ async fn spans_join_the_callers_trace_and_follow_the_run() {
     let fired =
         find(&|s| s["name"] == "timer fired" && s["parentSpanId"] == sleeper_run[0]["spanId"]);
     assert_eq!(fired.len(), 1, "{spans:#?}");
+
+    // The child's run: in the parent's trace, under the parent's run.
+    let parent_run = find(&|s| s["name"] == "workflow parent");
+    let child_run = find(&|s| s["name"] == "workflow echo");
+    assert_eq!((parent_run.len(), child_run.len()), (1, 1), "{spans:#?}");
+    assert_eq!(parent_run[0]["traceId"], "77777777777777777777777777777777");
+    assert_eq!(parent_run[0]["parentSpanId"], "8888888888888888");
+    assert_eq!(child_run[0]["traceId"], "77777777777777777777777777777777");
+    assert_eq!(child_run[0]["parentSpanId"], parent_run[0]["spanId"]);
 
     // The health check's request carried its attempt's span as traceparent.
     let checks = seen.health_checks.lock().unwrap().clone();

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState, Principal};
 use crate::engine::Scope;
-use crate::metrics::{ResponseLabels, RouteLabels};
+use crate::metrics::{ResponseLabels, RouteLabels, Text};
 
 /// The host's metrics, for a token with the `metrics` scope (they name every tenant).
 pub(super) async fn metrics(
@@ -29,29 +29,29 @@ pub(super) async fn time_requests(
     next: Next,
 ) -> Response {
     let began = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("<unmatched>", MatchedPath::as_str)
-        .to_owned();
+    let route = Text::from(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("<unmatched>", MatchedPath::as_str),
+    );
     // Any token is a method to HTTP; only the standard ones become labels.
     let method = match *request.method() {
-        Method::GET
-        | Method::POST
-        | Method::PUT
-        | Method::DELETE
-        | Method::HEAD
-        | Method::OPTIONS
-        | Method::PATCH => request.method().as_str(),
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
         _ => "OTHER",
-    }
-    .to_owned();
+    };
     let response = next.run(request).await;
     let metrics = state.engine.metrics();
     metrics
         .http_duration
         .get_or_create(&RouteLabels {
-            method: method.clone(),
+            method,
             route: route.clone(),
         })
         .observe(began.elapsed().as_secs_f64());

@@ -463,7 +463,8 @@ impl Client {
                 ))
                 .await?;
             let status = answer["runtime_status"].as_str().unwrap_or("?");
-            let live = matches!(status, "PENDING" | "RUNNING" | "SUSPENDED");
+            // As the server's wait: only these end it (CONTINUED_AS_NEW goes on).
+            let live = !matches!(status, "COMPLETED" | "FAILED" | "TERMINATED" | "STALLED");
             if !live || began.elapsed() >= timeout {
                 return Ok(answer);
             }

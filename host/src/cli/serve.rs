@@ -188,11 +188,11 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         max_connections: config.max_connections.max(1),
         write_timeout: std::time::Duration::from_millis(config.write_timeout_ms),
     };
-    api::serve(listener, engine.clone(), api, shutdown_signal())
-        .await
-        .context("serving HTTP")?;
-    // The exporter's last batch, on its own thread: it may wait on the collector.
+    let served = api::serve(listener, engine.clone(), api, shutdown_signal()).await;
+    // The exporter's last batch, on its own thread: it may wait on the collector. Spans
+    // of activations still finishing after this are dropped, not sent late.
     let _ = tokio::task::spawn_blocking(move || engine.flush_traces()).await;
+    served.context("serving HTTP")?;
     println!("steadfast stopped; running instances resume from the journal on the next start");
     Ok(())
 }

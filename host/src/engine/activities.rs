@@ -382,7 +382,8 @@ async fn run_activity(
             }
         }
         let began = std::time::Instant::now();
-        let span = shared.instance_trace(&job.instance).and_then(|trace| {
+        let trace = shared.instance_trace_off_thread(&job.instance).await;
+        let span = trace.and_then(|trace| {
             shared.traces().start_under_run(
                 &trace,
                 job.generation,
@@ -461,14 +462,14 @@ async fn run_activity(
             .await
         {
             Ok(Some(_)) => {
+                let label = if error.kind == "unknown_activity" {
+                    "<unregistered>"
+                } else {
+                    job.name.as_str()
+                };
                 shared
                     .metrics
-                    .activity_retries
-                    .get_or_create(&crate::metrics::ActivityLabels {
-                        tenant: job.instance.tenant().to_owned(),
-                        activity: job.name.clone(),
-                    })
-                    .inc();
+                    .activity_retried(job.instance.tenant(), label);
                 let next = QueuedActivity {
                     attempt: job.attempt + 1,
                     due_at: retry_at,

@@ -421,12 +421,7 @@ impl Engine {
             .activate_at(id.clone(), options.start_at, self.shared.clock.now());
         self.shared
             .metrics
-            .workflow_starts
-            .get_or_create(&crate::metrics::WorkflowLabels {
-                tenant: tenant.as_str().to_owned(),
-                workflow: workflow.to_owned(),
-            })
-            .inc();
+            .workflow_started(tenant.as_str(), workflow);
         Ok(id)
     }
 
@@ -442,15 +437,22 @@ impl Engine {
             .journal
             .terminate(id.clone(), reason.to_owned(), now)
             .await?;
-        for instance in &terminated {
-            if let Ok(Some(record)) = self.shared.journal.instance(instance) {
-                self.shared.metrics.workflow_ended(
-                    instance.tenant(),
-                    &record.workflow,
-                    "terminated",
-                );
-                self.trace_terminated(&record);
+        // Counted and traced by workflow: journal reads, on a blocking thread.
+        let (engine, ended) = (self.clone(), terminated.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            for instance in &ended {
+                if let Ok(Some(record)) = engine.shared.journal.instance(instance) {
+                    engine.shared.metrics.workflow_ended(
+                        instance.tenant(),
+                        &record.workflow,
+                        "terminated",
+                    );
+                    engine.trace_terminated(&record);
+                }
             }
+        })
+        .await;
+        for instance in &terminated {
             self.shared
                 .timers
                 .cancel_instance(instance, &self.shared.work);

@@ -42,12 +42,31 @@ impl Engine {
 
 impl Shared {
     /// The trace of `id`'s spans, or `None` when traces are off (then nothing is read).
+    /// A journal read: call it where blocking is fine, or use [`Self::instance_trace_off_thread`].
     pub(crate) fn instance_trace(&self, id: &InstanceId) -> Option<InstanceTrace> {
         if !self.traces.is_on() {
             return None;
         }
-        let traceparent = self.journal.traceparent(id).ok().flatten();
-        Some(self.traces.instance(id, traceparent.as_deref()))
+        let (traceparent, incarnation) = self.journal.trace_identity(id).ok().flatten()?;
+        Some(
+            self.traces
+                .instance(id, incarnation, traceparent.as_deref()),
+        )
+    }
+
+    /// [`Self::instance_trace`] on a blocking thread, for async code.
+    pub(crate) async fn instance_trace_off_thread(
+        self: &Arc<Self>,
+        id: &InstanceId,
+    ) -> Option<InstanceTrace> {
+        if !self.traces.is_on() {
+            return None;
+        }
+        let (shared, id) = (Arc::clone(self), id.clone());
+        tokio::task::spawn_blocking(move || shared.instance_trace(&id))
+            .await
+            .ok()
+            .flatten()
     }
 
     pub(crate) fn traces(&self) -> &crate::traces::Traces {
@@ -88,7 +107,9 @@ impl Engine {
         );
     }
 
-    /// Emits the run span of an instance that was terminated.
+    /// Emits the run span of an instance that was terminated (a journal read; call it
+    /// off the async workers). The generation's start is not kept apart from its history,
+    /// so the span starts at the instance's creation.
     pub(crate) fn trace_terminated(&self, record: &crate::engine::InstanceRecord) {
         let Some(trace) = self.shared.instance_trace(&record.id) else {
             return;

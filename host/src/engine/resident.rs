@@ -263,7 +263,9 @@ impl Shared {
                             .await
                         {
                             Ok(Some((pos, event))) => {
-                                if let Some(trace) = shared.instance_trace(&instance) {
+                                if let Some(trace) =
+                                    shared.instance_trace_off_thread(&instance).await
+                                {
                                     shared.traces().under_run(
                                         &trace,
                                         generation,

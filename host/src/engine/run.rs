@@ -164,11 +164,15 @@ async fn run_generation(
         mailbox,
         work,
     );
+    // Beside the history read above; nothing is read when traces are off.
     state.trace = shared.instance_trace(id);
     state.generation_began = generation_began;
-    state.version = shared
-        .registry()
-        .version_of(id.tenant(), &record.workflow, &record.component);
+    if state.trace.is_some() {
+        state.version =
+            shared
+                .registry()
+                .version_of(id.tenant(), &record.workflow, &record.component);
+    }
     state.custom_status = record.custom_status.clone();
     state.incarnation = record.incarnation;
     if let Err(e) = state.load(history) {

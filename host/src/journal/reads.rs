@@ -96,10 +96,14 @@ impl Journal {
         filter: &InstanceFilter,
     ) -> Result<Vec<InstanceRecord>, JournalError> {
         self.read(|conn| {
-            let after = filter
-                .after
-                .as_ref()
-                .map(|local| format!("{tenant}/{local}"));
+            // Without a cursor, the page starts at the first (or last) key of the tenant:
+            // every key is `tenant/local`, above `tenant/` and below `tenant0` ('0'
+            // follows '/'). A bound rather than `IS NULL OR` lets SQLite seek the index.
+            let after = match &filter.after {
+                Some(local) => format!("{tenant}/{local}"),
+                None if filter.descending => format!("{tenant}0"),
+                None => format!("{tenant}/"),
+            };
             // Two statements rather than one built at run time: each stays in the cache,
             // and each walks `instances_by_tenant` in its own direction.
             let sql = if filter.descending {
@@ -110,7 +114,7 @@ impl Journal {
                     "  AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR status = ?3)
                        AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
                        AND (?8 IS NULL OR instr(substr(id, ?9), ?8) > 0)",
-                    "  AND (?6 IS NULL OR id < ?6) ORDER BY id DESC LIMIT ?7"
+                    "  AND id < ?6 ORDER BY id DESC LIMIT ?7"
                 )
             } else {
                 concat!(
@@ -120,7 +124,7 @@ impl Journal {
                     "  AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR status = ?3)
                        AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
                        AND (?8 IS NULL OR instr(substr(id, ?9), ?8) > 0)",
-                    "  AND (?6 IS NULL OR id > ?6) ORDER BY id LIMIT ?7"
+                    "  AND id > ?6 ORDER BY id LIMIT ?7"
                 )
             };
             let mut stmt = conn.prepare_cached(sql)?;
@@ -144,14 +148,17 @@ impl Journal {
         })
     }
 
-    /// The W3C `traceparent` the instance was started with, if any.
-    pub fn traceparent(&self, id: &InstanceId) -> Result<Option<String>, JournalError> {
+    /// What an instance's spans are derived from: the W3C `traceparent` it was started
+    /// with (if any) and the life of its id (`incarnation`); `None` if it does not exist.
+    pub fn trace_identity(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<(Option<String>, i64)>, JournalError> {
         self.read(|conn| {
             Ok(conn
-                .prepare_cached("SELECT traceparent FROM instances WHERE id = ?1")?
-                .query_row([id.as_str()], |r| r.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten())
+                .prepare_cached("SELECT traceparent, incarnation FROM instances WHERE id = ?1")?
+                .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
         })
     }
 

@@ -27,8 +27,8 @@ pub struct NewInstance {
     pub max_live: u64,
     /// When its workflow first runs; `None` for at once.
     pub start_at: Option<Timestamp>,
-    /// The W3C `traceparent` of the request that started it, for its spans; a child
-    /// without one takes its parent's.
+    /// The W3C `traceparent` of the request (or the parent's run) that started it, for
+    /// its spans.
     pub traceparent: Option<String>,
 }
 
@@ -41,6 +41,9 @@ pub struct StepWrite {
     pub child_components: Vec<(u32, Digest)>,
     /// The tenant's live-instance limit, for the children this step starts.
     pub max_live_instances: u64,
+    /// The `traceparent` of the run that starts children in this step (traces on): the
+    /// children's runs nest under it.
+    pub child_traceparent: Option<String>,
 }
 
 /// How a generation ends.
@@ -504,8 +507,7 @@ fn insert_instance(
             "INSERT OR IGNORE INTO instances
              (id, workflow, component, status, generation, input, parent_id, parent_gen, parent_seq,
               created_at, updated_at, tenant, start_at, incarnation, traceparent)
-             VALUES (?1, ?2, ?3, ?12, 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11,
-                     COALESCE(?13, (SELECT traceparent FROM instances WHERE id = ?5)))",
+             VALUES (?1, ?2, ?3, ?12, 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?13)",
         )?
         .execute(params![
             new.id.as_str(),
@@ -603,7 +605,7 @@ fn append_step(
                     input: input.clone(),
                     max_live: step.max_live_instances,
                     start_at: None,
-                    traceparent: None,
+                    traceparent: step.child_traceparent.clone(),
                 };
                 match insert_instance(conn, &new, Some((id, generation, *seq)), now) {
                     Ok(()) => {}

@@ -70,6 +70,12 @@ impl InstanceId {
                 Self::MAX_LEN
             ));
         }
+        if local == "." || local == ".." {
+            // A URL path would lose it: `/v1/instances/./history` is `/v1/instances/history`.
+            return Err(format!(
+                "instance id {local:?} cannot be used in a URL path; choose another"
+            ));
+        }
         if local.chars().any(|c| c.is_control() || c == '/') {
             return Err(format!(
                 "instance id {local:?} contains '/' or a control character"

@@ -181,12 +181,14 @@
 
   // Calls the API; resolves to the parsed JSON body, or throws an ApiError carrying the
   // server's own message. POST bodies are JSON unless another type is given.
-  async function api(method, path, body, type = 'application/json') {
+  // `raw`: `body` is JSON text already, sent as typed (re-serialising would round big
+  // numbers and drop duplicate keys).
+  async function api(method, path, body, type = 'application/json', raw = false) {
     const headers = { Authorization: `Bearer ${state.token}` };
     const init = { method, headers, cache: 'no-store' };
     if (method === 'POST') {
       headers['Content-Type'] = type; // the server refuses POSTs without it
-      init.body = type === 'application/json' ? JSON.stringify(body === undefined ? {} : body) : body;
+      init.body = type === 'application/json' && !raw ? JSON.stringify(body === undefined ? {} : body) : body;
     }
     let res;
     try {
@@ -210,10 +212,11 @@
     return data;
   }
 
-  // The whole journal of an instance, page by page (at most HISTORY_MAX_PAGES).
-  async function fetchHistory(id) {
-    const entries = [];
-    let after = null;
+  // The journal of an instance, page by page (at most HISTORY_MAX_PAGES per call). Given
+  // what an earlier call returned, only the entries after it are asked for.
+  async function fetchHistory(id, known) {
+    const entries = known ? known.entries.slice() : [];
+    let after = entries.length ? entries[entries.length - 1].position : null;
     let truncated = false;
     for (let page = 0; ; page++) {
       if (page === HISTORY_MAX_PAGES) {
@@ -339,14 +342,19 @@
 
   // The dev server prints a link /ui/#token=XYZ: take the token, then drop it from the
   // address bar (and from the history) at once.
+  // A link never replaces a session already signed in: a crafted link must not switch an
+  // operator to someone else's token unnoticed.
   function takeTokenFromUrl() {
     if (!location.hash.startsWith('#token=')) return;
     const token = new URLSearchParams(location.hash.slice(1)).get('token');
-    if (token) {
-      sessionStorage.setItem(TOKEN_KEY, token);
-      state.token = token;
-    }
     history.replaceState(null, '', '/ui/#/instances');
+    if (!token) return;
+    if (state.token && state.token !== token) {
+      warn('A sign-in link was ignored: this tab is already signed in. Sign out first to use it.');
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, token);
+    state.token = token;
   }
 
   // ---------------------------------------------------------------- routing
@@ -432,9 +440,9 @@
       field('f-search', 'Id contains', el('input', { id: 'f-search', type: 'search', autocomplete: 'off', value: filter.get('search') || '' })),
       field('f-after', 'Created after', el('input', { id: 'f-after', type: 'datetime-local', value: toLocalInput(filter.get('created_after') || NaN) })),
       field('f-before', 'Created before', el('input', { id: 'f-before', type: 'datetime-local', value: toLocalInput(filter.get('created_before') || NaN) })),
-      field('f-order', 'Order', el('select', { id: 'f-order' },
-        el('option', { value: 'asc', selected: order === 'asc' }, 'Newest id last'),
-        el('option', { value: 'desc', selected: order === 'desc' }, 'Newest id first'))),
+      field('f-order', 'Sort by id', el('select', { id: 'f-order' },
+        el('option', { value: 'asc', selected: order === 'asc' }, 'A to Z'),
+        el('option', { value: 'desc', selected: order === 'desc' }, 'Z to A'))),
       el('button', { type: 'submit', class: 'primary' }, 'Apply'));
 
     form.addEventListener('submit', (ev) => {
@@ -651,10 +659,12 @@
     const waitsSeen = new Map(); // event name -> waits met so far
     for (const e of entries) {
       if (e.type === 'event_wait_started') {
-        // The k-th raise of a name satisfies the k-th wait for that name.
+        // An abandoned wait (it lost a when_any) consumed nothing; otherwise the k-th raise
+        // of a name satisfies the k-th wait for that name.
+        if (abandoned.has(e.seq)) continue;
         const k = waitsSeen.get(e.name) || 0;
         waitsSeen.set(e.name, k + 1);
-        if (k >= (raised.get(e.name) || 0) && !abandoned.has(e.seq)) waits.push({ kind: 'event', name: e.name, entry: e });
+        if (k >= (raised.get(e.name) || 0)) waits.push({ kind: 'event', name: e.name, entry: e });
       } else if (e.type === 'timer_created' && !completed.has(e.seq) && !abandoned.has(e.seq)) {
         waits.push({ kind: 'timer', entry: e });
       } else if (e.type === 'activity_scheduled' && !completed.has(e.seq)) {
@@ -828,14 +838,19 @@
     const last = { status: '', history: '', actions: '' };
     let request = 0;
 
+    // The history read so far, and the generation it was read at: a refresh asks only for
+    // what came after, unless the instance moved to a new generation (whose start may
+    // have dropped old entries) or the history was cut short.
+    let known = null;
+
     async function load() {
       const mine = ++request;
-      const [status, history] = await Promise.all([
-        api('GET', `/v1/instances/${enc(id)}`),
-        fetchHistory(id),
-      ]);
+      const status = await api('GET', `/v1/instances/${enc(id)}`);
+      const reuse = known && !known.truncated && known.generation === status.generation ? known : null;
+      const history = await fetchHistory(id, reuse);
       if (view !== state.view) return true;
       if (mine !== request) return false; // a newer load (after an action) renders instead
+      known = { ...history, generation: status.generation };
       render(status, history);
       return isEnded(status.runtime_status);
     }
@@ -853,7 +868,9 @@
       const statusSig = JSON.stringify(status);
       const historySig = `${entries.length}:${entries.length ? entries[entries.length - 1].position : ''}`;
       const generation = entries.reduce((g, e) => Math.max(g, e.generation), status.generation || 0);
-      const waits = LIVE.has(s) ? waitingFor(entries.filter((e) => e.generation === generation)) : [];
+      // From a history cut short, what it waits for cannot be told: say so, offer no approval.
+      const unknown = LIVE.has(s) && truncated;
+      const waits = LIVE.has(s) && !truncated ? waitingFor(entries.filter((e) => e.generation === generation)) : [];
 
       if (statusSig !== last.status || historySig !== last.history) {
         renderSummary(status, entries);
@@ -871,7 +888,9 @@
       last.status = statusSig;
       last.history = historySig;
       // Always redrawn: timers show the time left until they fire.
-      waiting.replaceChildren(...(waits.length ? waits.map(waitItem) : [el('li', { class: 'none' }, 'Nothing')]));
+      waiting.replaceChildren(...(unknown
+        ? [el('li', { class: 'none' }, 'Unknown: the history is longer than the console reads')]
+        : waits.length ? waits.map(waitItem) : [el('li', { class: 'none' }, 'Nothing')]));
       renderActions(s, waits);
     }
 
@@ -1015,8 +1034,9 @@
           name.focus();
           return;
         }
-        const body = JSON.parse(payload.value);
-        await perform(submit, () => api('POST', `/v1/instances/${enc(id)}/events/${enc(eventName)}`, body),
+        const text = payload.value;
+        JSON.parse(text); // checked as typed; this is the last word
+        await perform(submit, () => api('POST', `/v1/instances/${enc(id)}/events/${enc(eventName)}`, text, 'application/json', true),
           `Raised event ${eventName}`);
         validate(); // the payload may have been edited meanwhile
       });

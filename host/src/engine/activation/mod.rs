@@ -397,6 +397,9 @@ impl HostState {
             None
         };
         self.custom_status_dirty = false;
+        if let Some(trace) = &self.trace {
+            step.child_traceparent = Some(trace.run_traceparent(self.generation));
+        }
         let events = step.events.clone();
         let now = self.clock_now();
         let asked = std::time::Instant::now();
@@ -458,12 +461,16 @@ impl HostState {
                         .add_timer(fire_at, self.id.clone(), self.generation, seq);
                 }
                 Event::ChildScheduled {
-                    seq, instance_id, ..
+                    seq,
+                    instance_id,
+                    name,
+                    ..
                 } => {
                     let failed = extra.iter().any(
                         |(_, e)| matches!(e, Event::ChildCompleted { seq: s, .. } if *s == seq),
                     );
                     if !failed && let Ok(child) = InstanceId::from_key(instance_id) {
+                        self.shared.metrics.workflow_started(child.tenant(), &name);
                         self.shared.activate(child);
                     }
                 }
