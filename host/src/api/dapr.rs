@@ -1,8 +1,10 @@
-//! Dapr-compatible workflow paths, with Dapr's request and response shapes, so existing
-//! Dapr workflow clients work unchanged against Steadfast:
-//! `POST /v1.0/workflows/dapr/{name}/start[?instanceID=]`, `GET /v1.0/workflows/dapr/{id}`,
-//! and `raiseEvent/{event}`, `terminate`, `pause`, `resume`, `purge` under an instance.
-//! The caller authenticates with `dapr-api-token` or a bearer token, as on `/v1`.
+//! Dapr-compatible workflow paths, with Dapr's request and response shapes, under each
+//! version prefix daprd serves (`v1.0`, `v1.0-beta1`, `v1.0-alpha1`):
+//! `POST /{version}/workflows/dapr/{name}/start[?instanceID=]`,
+//! `GET /{version}/workflows/dapr/{id}`, and `raiseEvent/{event}`, `terminate`, `pause`,
+//! `resume`, `purge` under an instance; and the sidecar checks the SDKs make first,
+//! `GET /v1.0/metadata` and `GET /v1.0/healthz[/outbound]`. The caller authenticates with
+//! `dapr-api-token` or a bearer token, as on `/v1` (the health checks need none).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -18,18 +20,52 @@ use super::dto::rfc3339;
 use super::{ApiError, AppState, Principal, body, json};
 use crate::engine::{Scope, StartOptions};
 
+/// Every version prefix daprd serves the workflow API under: the SDKs of different
+/// years call different ones (`@dapr/dapr` 3.x calls `v1.0-beta1`).
+pub(crate) const VERSIONS: [&str; 3] = ["v1.0", "v1.0-beta1", "v1.0-alpha1"];
+
 pub(super) fn routes() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/v1.0/workflows/dapr/{id}", get(get_instance))
-        .route("/v1.0/workflows/dapr/{id}/start", post(start))
-        .route(
-            "/v1.0/workflows/dapr/{id}/raiseEvent/{event}",
-            post(raise_event),
-        )
-        .route("/v1.0/workflows/dapr/{id}/terminate", post(terminate))
-        .route("/v1.0/workflows/dapr/{id}/pause", post(pause))
-        .route("/v1.0/workflows/dapr/{id}/resume", post(resume))
-        .route("/v1.0/workflows/dapr/{id}/purge", post(purge))
+    let mut router = axum::Router::new()
+        // What the SDKs' sidecar checks ask before their first call.
+        .route("/v1.0/metadata", get(metadata))
+        .route("/v1.0/healthz", get(healthz))
+        .route("/v1.0/healthz/outbound", get(healthz));
+    for version in VERSIONS {
+        let base = format!("/{version}/workflows/dapr");
+        router = router
+            .route(&format!("{base}/{{id}}"), get(get_instance))
+            .route(&format!("{base}/{{id}}/start"), post(start))
+            .route(
+                &format!("{base}/{{id}}/raiseEvent/{{event}}"),
+                post(raise_event),
+            )
+            .route(&format!("{base}/{{id}}/terminate"), post(terminate))
+            .route(&format!("{base}/{{id}}/pause"), post(pause))
+            .route(&format!("{base}/{{id}}/resume"), post(resume))
+            .route(&format!("{base}/{{id}}/purge"), post(purge));
+    }
+    router
+}
+
+/// daprd answers its health checks with 204 and no body, without a token.
+async fn healthz() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// The sidecar's metadata, as far as it applies: the app id, the runtime, and the one
+/// workflow component (`dapr`, the engine built in). For any valid token.
+async fn metadata(principal: Principal) -> Json<Value> {
+    let version = env!("CARGO_PKG_VERSION");
+    Json(json!({
+        "id": "steadfast",
+        "runtimeVersion": format!("steadfast-{version}"),
+        "enabledFeatures": [],
+        "actors": [],
+        "components": [{ "name": "dapr", "type": "workflow.dapr", "version": "v1", "capabilities": [] }],
+        "httpEndpoints": [],
+        "subscriptions": [],
+        "extended": { "daprRuntimeVersion": format!("steadfast-{version}"), "tenant": principal.tenant.as_str() },
+    }))
 }
 
 /// Errors in Dapr's shape: `{"errorCode": "ERR_...", "message": "..."}`.

@@ -36,6 +36,8 @@ pub(crate) fn spec() -> Value {
         "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
         "security": [{ "bearer": [] }],
         "paths": {
+            // The Dapr workflow paths are served under v1.0, v1.0-beta1 and v1.0-alpha1 alike;
+            // they are described once, under v1.0.
             "/v1/tenants": { "post": op("Create a tenant and a token for it ({\"name\"})", "admin", &with(&[("201", "created: {tenant, token, scopes}")])) },
             "/v1/tokens": { "post": op("Issue a token with just the scopes named ({tenant?, scopes: [deploy|start|signal|read|metrics|admin], label?})", "admin", &with(&[("201", "created: {tenant, token, scopes}")])) },
             "/v1/components": { "post": {
@@ -88,6 +90,10 @@ pub(crate) fn spec() -> Value {
             "/v1/instances/{id}/terminate": { "parameters": [id_param()], "post": op("Terminate the instance and its children ({reason?})", "signal", &with(&[("202", "{terminated}")])) },
             "/v1/instances/{id}/suspend": { "parameters": [id_param()], "post": op("Suspend; events raised meanwhile are kept", "signal", &with(&[("202", "suspended")])) },
             "/v1/instances/{id}/resume": { "parameters": [id_param()], "post": op("Resume a suspended instance", "signal", &with(&[("202", "resumed")])) },
+            "/v1.0/metadata": { "get": { "summary": "Dapr sidecar metadata, as far as it applies (the SDKs' readiness check)", "description": "Any valid token.",
+                                         "responses": { "200": { "description": "{id, runtimeVersion, components, ...}" }, "401": { "description": "no or unknown token" } } } },
+            "/v1.0/healthz": { "get": { "summary": "Dapr health check", "security": [], "responses": { "204": { "description": "healthy" } } } },
+            "/v1.0/healthz/outbound": { "get": { "summary": "Dapr outbound health check", "security": [], "responses": { "204": { "description": "healthy" } } } },
             "/v1.0/workflows/dapr/{name}/start": { "post": op("Dapr-compatible start (?instanceID=)", "start", &with(&[("202", "{instanceID}")])) },
             "/v1.0/workflows/dapr/{id}": { "get": op("Dapr-compatible status", "read", &with(&[("200", "{instanceID, workflowName, runtimeStatus, properties}")])) },
             "/v1.0/workflows/dapr/{id}/raiseEvent/{event}": { "post": op("Dapr-compatible raise event", "signal", &with(&[("202", "raised")])) },

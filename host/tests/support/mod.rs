@@ -3,6 +3,8 @@
 //! Shared by several test files; each uses only part of it.
 #![allow(dead_code)]
 
+pub mod dev;
+
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
