@@ -331,6 +331,9 @@ impl Metrics {
     }
 }
 
+/// The media type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +357,3 @@ mod tests {
         );
     }
 }
-
-/// The media type of [`Metrics::render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
