@@ -68,6 +68,17 @@ pub struct InstanceTrace {
 }
 
 impl InstanceTrace {
+    /// The span context of the run of `generation`, as a remote parent.
+    fn run_context(&self, generation: u32) -> SpanContext {
+        SpanContext::new(
+            self.trace_id,
+            run_span_id(&self.instance, self.incarnation, generation),
+            self.flags,
+            true,
+            TraceState::default(),
+        )
+    }
+
     /// The `traceparent` naming the run of `generation`: what its children are started
     /// with, so their runs nest under it.
     pub fn run_traceparent(&self, generation: u32) -> String {
@@ -286,13 +297,7 @@ impl Traces {
         mut attributes: Vec<KeyValue>,
     ) -> Option<opentelemetry_sdk::trace::Span> {
         let (_, tracer) = self.inner.as_ref()?;
-        let run = SpanContext::new(
-            trace.trace_id,
-            run_span_id(&trace.instance, trace.incarnation, generation),
-            trace.flags,
-            true,
-            TraceState::default(),
-        );
+        let run = trace.run_context(generation);
         attributes.push(KeyValue::new(
             "steadfast.instance_id",
             trace.instance.clone(),
@@ -320,13 +325,7 @@ impl Traces {
         let Some(caller) = traceparent.and_then(parse_traceparent) else {
             return self.under_run(trace, generation, name, SystemTime::now(), attributes, None);
         };
-        let run = SpanContext::new(
-            trace.trace_id,
-            run_span_id(&trace.instance, trace.incarnation, generation),
-            trace.flags,
-            true,
-            TraceState::default(),
-        );
+        let run = trace.run_context(generation);
         let mut builder = SpanBuilder::from_name(name)
             .with_kind(SpanKind::Server)
             .with_attributes(attributes);

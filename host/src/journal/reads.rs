@@ -88,6 +88,26 @@ pub struct TokenRecord {
     pub label: String,
 }
 
+/// The page query of [`Journal::list_instances`], walking the ids one way: `id CMP ?6`
+/// (the cursor), `ORDER BY id DIRECTION`.
+macro_rules! list_sql {
+    ($cmp:literal, $direction:literal) => {
+        concat!(
+            "SELECT id, workflow, component, status, generation, input, output, error,
+                    custom_status, parent_id, created_at, updated_at, start_at, incarnation
+             FROM instances WHERE tenant = ?1
+               AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR status = ?3)
+               AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
+               AND (?8 IS NULL OR instr(substr(id, ?9), ?8) > 0)
+               AND id ",
+            $cmp,
+            " ?6 ORDER BY id ",
+            $direction,
+            " LIMIT ?7"
+        )
+    };
+}
+
 impl Journal {
     /// A page of a tenant's instances, by id (ascending, or descending when asked).
     pub fn list_instances(
@@ -107,25 +127,9 @@ impl Journal {
             // Two statements rather than one built at run time: each stays in the cache,
             // and each walks `instances_by_tenant` in its own direction.
             let sql = if filter.descending {
-                concat!(
-                    "SELECT id, workflow, component, status, generation, input, output, error,
-                        custom_status, parent_id, created_at, updated_at, start_at, incarnation
-                     FROM instances WHERE tenant = ?1",
-                    "  AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR status = ?3)
-                       AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
-                       AND (?8 IS NULL OR instr(substr(id, ?9), ?8) > 0)",
-                    "  AND id < ?6 ORDER BY id DESC LIMIT ?7"
-                )
+                list_sql!("<", "DESC")
             } else {
-                concat!(
-                    "SELECT id, workflow, component, status, generation, input, output, error,
-                        custom_status, parent_id, created_at, updated_at, start_at, incarnation
-                     FROM instances WHERE tenant = ?1",
-                    "  AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR status = ?3)
-                       AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
-                       AND (?8 IS NULL OR instr(substr(id, ?9), ?8) > 0)",
-                    "  AND id > ?6 ORDER BY id LIMIT ?7"
-                )
+                list_sql!(">", "ASC")
             };
             let mut stmt = conn.prepare_cached(sql)?;
             // The local part of a key starts after "tenant/" (1-based for substr).
