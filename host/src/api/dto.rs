@@ -89,9 +89,27 @@ pub struct StartRequest {
     /// `error` (default), `ignore` or `terminate`.
     #[serde(default)]
     pub reuse: Option<String>,
-    /// Run the workflow first this many milliseconds from now (the server's clock).
-    #[serde(default)]
+    /// Run the workflow first this many milliseconds from now (the server's clock). A
+    /// whole number written as a float (`5000.0`) is accepted, as JSON Schema allows.
+    #[serde(default, deserialize_with = "whole_number")]
     pub start_delay_ms: Option<u64>,
+}
+
+/// A non-negative whole number, also when written with a fraction of zero.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = Option::<serde_json::Number>::deserialize(d)?;
+    let Some(number) = value else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{number} is not a non-negative whole number"
+        ))),
+    }
 }
 
 pub fn parse(text: &str) -> Value {

@@ -186,6 +186,20 @@ pub(crate) fn json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, A
     })
 }
 
+/// A request body that must be a JSON object of `T`'s fields. (Parsing into `T` alone
+/// would also take an array of its fields in order.)
+pub(crate) fn request<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+    let value: serde_json::Value = json(bytes, what)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            format!("{what} must be a JSON object"),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("{what} is not valid: {e}")))
+}
+
 /// The request's W3C `traceparent` header, if it has a usable one.
 pub(crate) fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
     headers

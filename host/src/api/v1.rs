@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::dto::{HistoryEntry, InstanceStatus, StartRequest};
-use super::{ApiError, AppState, Principal, body, json};
+use super::{ApiError, AppState, Principal, body};
 use crate::engine::{Compatibility, InstanceFilter, ReusePolicy, Scope, StartOptions};
 use crate::model::{RuntimeStatus, Tenant, Timestamp};
 
@@ -36,6 +36,7 @@ pub(super) fn routes() -> axum::Router<AppState> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TenantRequest {
     name: String,
 }
@@ -46,7 +47,7 @@ async fn create_tenant(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
-    let request: TenantRequest = json(
+    let request: TenantRequest = super::request(
         &body(raw, state.config.max_payload_bytes)?,
         "the tenant request",
     )?;
@@ -83,7 +84,7 @@ async fn issue_token(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
-    let request: TokenRequest = json(
+    let request: TokenRequest = super::request(
         &body(raw, state.config.max_payload_bytes)?,
         "the token request",
     )?;
@@ -106,10 +107,13 @@ async fn issue_token(
     let label = request
         .label
         .unwrap_or_else(|| "issued through the API".to_owned());
-    if label.len() > 200 {
+    if label.chars().count() > super::openapi::MAX_LABEL_CHARS {
         return Err(ApiError::bad_request(
             "invalid_label",
-            "a label is at most 200 bytes",
+            format!(
+                "a label is at most {} characters",
+                super::openapi::MAX_LABEL_CHARS
+            ),
         ));
     }
     let token = state.engine.issue_token(&tenant, &scopes, &label).await?;
@@ -287,7 +291,7 @@ async fn start(
     let request: StartRequest = if bytes.is_empty() {
         StartRequest::default()
     } else {
-        json(&bytes, "the start request")?
+        super::request(&bytes, "the start request")?
     };
     let reuse = match request.reuse.as_deref() {
         None | Some("error") => ReusePolicy::Error,
@@ -309,9 +313,18 @@ async fn start(
         instance_id: request.instance_id,
         tenant: Some(principal.tenant.clone()),
         reuse,
-        start_at: request
-            .start_delay_ms
-            .map(|delay| state.engine.now().plus_ms(delay)),
+        start_at: match request.start_delay_ms {
+            Some(delay) if delay > super::openapi::MAX_START_DELAY_MS => {
+                return Err(ApiError::bad_request(
+                    "invalid_delay",
+                    format!(
+                        "start_delay_ms is at most {} (100 years)",
+                        super::openapi::MAX_START_DELAY_MS
+                    ),
+                ));
+            }
+            delay => delay.map(|delay| state.engine.now().plus_ms(delay)),
+        },
         traceparent: super::traceparent(&headers),
     };
     let id = state.engine.start(&name, &input, options).await?;
@@ -349,7 +362,21 @@ async fn list_instances(
         .map(str::parse::<RuntimeStatus>)
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_status", e))?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(query.limit)?;
+    for (name, value) in [
+        ("created_after", query.created_after),
+        ("created_before", query.created_before),
+    ] {
+        if value.is_some_and(|v| i64::try_from(v).is_err()) {
+            return Err(ApiError::bad_request(
+                "invalid_time",
+                format!(
+                    "{name} is milliseconds since the epoch, at most {}",
+                    i64::MAX
+                ),
+            ));
+        }
+    }
     let descending = match query.order.as_deref() {
         None | Some("asc") => false,
         Some("desc") => true,
@@ -360,10 +387,17 @@ async fn list_instances(
             ));
         }
     };
-    if query.search.as_ref().is_some_and(|s| s.len() > 200) {
+    if query
+        .search
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > super::openapi::MAX_SEARCH_CHARS)
+    {
         return Err(ApiError::bad_request(
             "invalid_search",
-            "a search text is at most 200 bytes",
+            format!(
+                "a search text is at most {} characters",
+                super::openapi::MAX_SEARCH_CHARS
+            ),
         ));
     }
     let filter = InstanceFilter {
@@ -433,7 +467,15 @@ async fn wait(
 ) -> Result<Json<InstanceStatus>, ApiError> {
     principal.require(Scope::Read)?;
     let id = principal.instance(&id)?;
-    let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000).min(300_000));
+    let max = super::openapi::MAX_WAIT_MS;
+    let timeout_ms = query.timeout_ms.unwrap_or(30_000);
+    if timeout_ms > max {
+        return Err(ApiError::bad_request(
+            "invalid_timeout",
+            format!("timeout_ms is at most {max}; wait again for longer"),
+        ));
+    }
+    let timeout = Duration::from_millis(timeout_ms);
     // The waiter is removed when this request ends: at the timeout, or when the client
     // goes away and the future is dropped.
     let record = match tokio::time::timeout(timeout, state.engine.wait_for_completion(&id)).await {
@@ -441,6 +483,18 @@ async fn wait(
         Err(_) => super::blocking(&state, move |engine| engine.status(&id)).await?,
     };
     Ok(Json(InstanceStatus::new(&state.engine, &record)))
+}
+
+/// A page size: 100 if not given, else 1 to 1,000.
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit {n} is not between 1 and 1000"),
+        )),
+    }
 }
 
 /// Most bytes of inputs, outputs and payloads one page of a list or a history holds.
@@ -463,8 +517,14 @@ async fn history(
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
     let instance = principal.instance(&id)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(query.limit)?;
     let after = query.after.unwrap_or(0);
+    if i64::try_from(after).is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_position",
+            format!("after is a journal position, at most {}", i64::MAX),
+        ));
+    }
     // Read, converted and serialised on a blocking thread: a page of large payloads is
     // milliseconds of work that must not hold up the async workers.
     let body = super::blocking(&state, move |engine| {
@@ -509,6 +569,7 @@ async fn raise_event(
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReasonRequest {
     reason: Option<String>,
 }
@@ -522,7 +583,7 @@ fn reason(
     let request: ReasonRequest = if bytes.is_empty() {
         ReasonRequest::default()
     } else {
-        json(&bytes, "the request")?
+        super::request(&bytes, "the request")?
     };
     Ok(request.reason.unwrap_or_else(|| default.to_owned()))
 }

@@ -448,10 +448,11 @@ impl Client {
             format!("waiting for {id}"),
         );
         let began = std::time::Instant::now();
+        // The server waits at most five minutes per request.
         let poll = if progress.is_shown() {
             Duration::from_secs(2)
         } else {
-            timeout
+            timeout.min(Duration::from_secs(300))
         };
         loop {
             let left = timeout.saturating_sub(began.elapsed());

@@ -903,15 +903,15 @@ async fn open_journal(path: &std::path::Path) -> Result<Journal, JournalError> {
 /// Payloads larger than this are checked and serialised on a blocking thread.
 pub(crate) const OFF_THREAD_BYTES: usize = 16 * 1024;
 
-/// Longest event name, in bytes.
-pub const MAX_EVENT_NAME_BYTES: usize = 256;
+/// Longest event name, in characters (as JSON Schema counts them).
+pub const MAX_EVENT_NAME_CHARS: usize = 256;
 
 fn check_event_name(name: &str) -> Result<(), EngineError> {
-    if name.is_empty() || name.len() > MAX_EVENT_NAME_BYTES || name.chars().any(char::is_control) {
+    let length = name.chars().count();
+    if length == 0 || length > MAX_EVENT_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(EngineError::InvalidName(format!(
-            "an event name is 1 to {MAX_EVENT_NAME_BYTES} bytes without control characters; \
-             this one is {} bytes",
-            name.len()
+            "an event name is 1 to {MAX_EVENT_NAME_CHARS} characters without control \
+             characters; this one is {length} characters"
         )));
     }
     Ok(())

@@ -53,20 +53,20 @@ impl fmt::Display for Tenant {
 pub struct InstanceId(String);
 
 impl InstanceId {
-    /// Longest local id accepted, in bytes.
+    /// Longest local id accepted, in characters (as JSON Schema counts them).
     pub const MAX_LEN: usize = 256;
 
     /// The instance `local` of `tenant`. A local id is non-empty, at most
-    /// [`Self::MAX_LEN`] bytes, with no control characters and no `/` (ids appear in URL
-    /// paths and in `raise-event ID/EVENT`).
+    /// [`Self::MAX_LEN`] characters, with no control characters and no `/` (ids appear in
+    /// URL paths and in `raise-event ID/EVENT`), and not `.` or `..`.
     pub fn scoped(tenant: &Tenant, local: &str) -> Result<Self, String> {
         if local.is_empty() {
             return Err("instance id is empty".into());
         }
-        if local.len() > Self::MAX_LEN {
+        let length = local.chars().count();
+        if length > Self::MAX_LEN {
             return Err(format!(
-                "instance id is {} bytes; the limit is {}",
-                local.len(),
+                "instance id is {length} characters; the limit is {}",
                 Self::MAX_LEN
             ));
         }
