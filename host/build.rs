@@ -1,6 +1,8 @@
 //! Builds the example workflow and activity components that the `steadfast` binary embeds
 //! (for `steadfast demo` and `steadfast dev`) and the benchmark workflows (`steadfast bench`),
-//! and lists the sources the binary carries for `steadfast new` (see `cli/scaffold.rs`).
+//! lists the sources the binary carries for `steadfast new` (see `cli/scaffold.rs`), and
+//! generates the gRPC server of the Durable Task sidecar protocol from `proto/` (with
+//! protox, a protobuf compiler in Rust: no `protoc` to install).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ fn main() {
         .expect("host/ has a parent")
         .to_path_buf();
     carry_sources(&root);
+    generate_grpc(&root);
     if std::env::var_os("CARGO_FEATURE_EXAMPLES").is_none() {
         // Built as a library (the test kit's engine): no components to embed.
         let empty =
@@ -82,8 +85,23 @@ const CARRIED: &[&str] = &[
     "tools/guest-build/src",
     "host/Cargo.toml",
     "host/build.rs",
+    "host/proto",
     "host/src",
 ];
+
+/// The Durable Task sidecar service (`TaskHubSidecarService`), server and client, into
+/// `OUT_DIR`.
+fn generate_grpc(root: &Path) {
+    let proto = root.join("host/proto/durabletask_sidecar.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let descriptors = protox::compile([&proto], [root.join("host/proto")])
+        .unwrap_or_else(|e| panic!("{} does not compile: {e}", proto.display()));
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)
+        .unwrap_or_else(|e| panic!("generating the gRPC service failed: {e}"));
+}
 
 /// Writes `carried.rs` into `OUT_DIR`: every carried file's path and bytes.
 fn carry_sources(root: &Path) {
@@ -122,7 +140,7 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) {
         for entry in entries {
             let entry = entry.expect("a directory entry").path();
             let source = entry.extension().is_some_and(|ext| {
-                ["rs", "toml", "wit", "in", "html", "js", "css"]
+                ["rs", "toml", "wit", "in", "html", "js", "css", "proto"]
                     .iter()
                     .any(|e| ext == *e)
             });

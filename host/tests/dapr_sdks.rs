@@ -4,14 +4,22 @@
 //! - JavaScript `@dapr/dapr` (HTTP protocol): its sidecar check (`GET /v1.0/metadata`),
 //!   then start, get, pause, resume, raise event, terminate and purge on the `v1.0-beta1`
 //!   paths it calls.
+//! - Python `dapr-ext-workflow` (the Durable Task gRPC protocol): `DaprWorkflowClient`
+//!   schedules the tutorial's approval, waits for its start, pauses, resumes, and waits for
+//!   its completion after the tutorial's FastAPI endpoint (a real uvicorn process) raised
+//!   `approval_received`; terminate and purge; and the token rules (401, 403, another
+//!   tenant's 404) as gRPC statuses.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 mod support;
-use support::dev::start_dev;
+use support::dev::{free_port, start_dev};
+
+/// The Python SDK, FastAPI and uvicorn, each pinned.
+const PYTHON_REQUIREMENTS: &str = include_str!("dapr/python-requirements.txt");
 
 /// The JavaScript SDK's version, pinned.
 const DAPR_JS: &str = "3.6.1";
@@ -89,4 +97,135 @@ async fn the_dapr_javascript_sdk_drives_the_tutorials_approval() {
         .api(&dev.admin, "GET", "/v1/instances/js-doomed", None)
         .await;
     assert_eq!(code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dapr_python_sdk_and_the_tutorials_fastapi_endpoint_drive_an_approval() {
+    let venv = support::python::venv("dapr-python", PYTHON_REQUIREMENTS);
+    let dev = start_dev().await;
+    let grpc = format!("127.0.0.1:{}", dev.grpc_port);
+    // A read-only token of the same tenant, and a token of another tenant.
+    let (code, body) = dev
+        .api(
+            &dev.admin,
+            "POST",
+            "/v1/tokens",
+            Some(json!({"scopes": ["read"]})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let viewer = body["token"].as_str().unwrap().to_owned();
+    let (code, body) = dev
+        .api(
+            &dev.admin,
+            "POST",
+            "/v1/tenants",
+            Some(json!({"name": "acme"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let other_tenant = body["token"].as_str().unwrap().to_owned();
+
+    // The tutorial's endpoint, served by uvicorn as its users run it.
+    let scripts = tempfile::tempdir().unwrap();
+    std::fs::write(
+        scripts.path().join("approval_endpoint.py"),
+        include_str!("dapr/approval_endpoint.py"),
+    )
+    .unwrap();
+    std::fs::write(
+        scripts.path().join("py_client.py"),
+        include_str!("dapr/py_client.py"),
+    )
+    .unwrap();
+    let port = free_port();
+    let _endpoint = tokio::process::Command::new(venv.join("bin/uvicorn"))
+        .args([
+            "approval_endpoint:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .current_dir(scripts.path())
+        .env("DAPR_GRPC_ENDPOINT", &grpc)
+        .env("DAPR_API_TOKEN", &dev.admin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("uvicorn starts");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "uvicorn did not come up");
+
+    let out = tokio::process::Command::new(venv.join("bin/python"))
+        .arg("py_client.py")
+        .arg(&endpoint)
+        .current_dir(scripts.path())
+        .env("DAPR_GRPC_ENDPOINT", &grpc)
+        .env("DAPR_API_TOKEN", &dev.admin)
+        .env("VIEWER_TOKEN", &viewer)
+        .env("OTHER_TENANT_TOKEN", &other_tenant)
+        .env("PYTHONWARNINGS", "ignore")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the Python client failed:\n{stdout}\n{stderr}"
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    assert_eq!(seen["scheduled"], "py-approval", "{seen}");
+    assert_eq!(seen["started"], "RUNNING", "{seen}");
+    assert_eq!(seen["name"], "approval_workflow", "{seen}");
+    assert_eq!(
+        seen["custom_status"]["stage"], "waiting_for_approval",
+        "{seen}"
+    );
+    assert_eq!(seen["paused"], "SUSPENDED", "{seen}");
+    assert_eq!(seen["resumed"], "RUNNING", "{seen}");
+    assert_eq!(
+        seen["endpoint"],
+        json!({"status": "event_raised", "instance_id": "py-approval"}),
+        "{seen}"
+    );
+    assert_eq!(seen["completed"], "COMPLETED", "{seen}");
+    assert_eq!(
+        seen["output"],
+        json!({"status": "approved", "request_id": "req-py", "approver": "manager@company.com"}),
+        "{seen}"
+    );
+    assert_eq!(seen["terminated"], "TERMINATED", "{seen}");
+    assert_eq!(seen["after_purge"], true, "{seen}");
+    assert_eq!(seen["no_token"], "UNAUTHENTICATED", "{seen}");
+    assert_eq!(seen["viewer_reads"], "COMPLETED", "{seen}");
+    assert_eq!(seen["viewer_raises"], "PERMISSION_DENIED", "{seen}");
+    assert_eq!(seen["other_tenant_reads"], true, "{seen}");
+    assert_eq!(seen["other_tenant_raises"], "NOT_FOUND", "{seen}");
+    // The approval's journal has the event the endpoint raised, once.
+    let (code, page) = dev
+        .api(&dev.admin, "GET", "/v1/instances/py-approval/history", None)
+        .await;
+    assert_eq!(code, 200, "{page}");
+    let raised = page["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "event_raised")
+        .count();
+    assert_eq!(raised, 1, "{page}");
 }

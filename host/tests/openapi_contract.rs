@@ -3,9 +3,6 @@
 //! no server error, no undocumented status, no schema-valid request refused and no
 //! schema-violating request accepted.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use serde_json::json;
 
 mod support;
@@ -14,48 +11,9 @@ use support::dev::start_dev;
 /// What the venv is made from: schemathesis and its dependencies, each pinned.
 const REQUIREMENTS: &str = include_str!("dapr/schemathesis-requirements.txt");
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-/// A venv with the pinned requirements, made once (keyed by their text).
-fn schemathesis() -> PathBuf {
-    let key: u64 = REQUIREMENTS.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    let venv = target_dir()
-        .join("dapr-sdks")
-        .join(format!("schemathesis-{key:016x}"));
-    let st = venv.join("bin/st");
-    if !st.exists() {
-        let _ = std::fs::remove_dir_all(&venv);
-        std::fs::create_dir_all(venv.parent().unwrap()).unwrap();
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed for the OpenAPI contract test");
-        assert!(made.success(), "python3 -m venv failed");
-        let requirements = venv.join("requirements.txt");
-        std::fs::write(&requirements, REQUIREMENTS).unwrap();
-        let installed = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&requirements)
-            .status()
-            .unwrap();
-        assert!(
-            installed.success() && st.exists(),
-            "pip install schemathesis failed"
-        );
-    }
-    st
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_nothing_against_a_live_server() {
-    let st = schemathesis();
+    let st = support::python::venv("schemathesis", REQUIREMENTS).join("bin/st");
     let dev = start_dev().await;
     // An instance for the operations that take an id, so they reach more than 404.
     let input = json!({"request_id": "contract", "requester": "bob@company.com", "amount": 5000, "description": "x"});

@@ -160,6 +160,8 @@ async fn a_web_page_cannot_drive_an_unauthenticated_dev_server() {
         .args([
             "dev",
             "--no-auth",
+            "--grpc-listen",
+            "off",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",

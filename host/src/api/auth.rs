@@ -51,52 +51,61 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if !state.config.auth {
-            return Ok(Principal {
-                tenant: Tenant::default_tenant(),
-                scopes: Scope::ALL.into_iter().collect(),
-                _in_flight: None,
-            });
-        }
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let token = header("authorization")
             .and_then(|v| {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             })
-            .or_else(|| header("dapr-api-token"))
-            .map(str::trim)
-            .ok_or_else(ApiError::unauthorized)?;
-        let hash = crate::engine::token_hash(token);
-        let record = match state.guard.cached_token(&hash) {
-            Some(known) => known,
-            None => {
-                // A journal read: on a blocking thread, not on the async workers.
-                let (engine, key) = (state.engine.clone(), hash.clone());
-                let record = tokio::task::spawn_blocking(move || engine.token_by_hash(&key))
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-                    })??;
-                state.guard.remember_token(&hash, record.as_ref());
-                record
-            }
-        }
-        .ok_or_else(ApiError::unauthorized)?;
-        let (per_second, in_flight) = state.engine.limit(record.tenant.as_str(), |l| {
-            (l.requests_per_second, l.max_requests_in_flight)
-        });
-        state.guard.request(&hash, per_second)?;
-        let slot = state.guard.enter(record.tenant.as_str(), in_flight)?;
-        let scopes = record
-            .scopes
-            .iter()
-            .filter_map(|s| Scope::parse(s).ok())
-            .collect();
-        Ok(Principal {
-            tenant: record.tenant,
-            scopes,
-            _in_flight: Some(slot),
-        })
+            .or_else(|| header("dapr-api-token"));
+        authenticate(state, token).await
     }
+}
+
+/// The caller a token names, with its request counted against the token's rate and its
+/// tenant's requests in progress; the same for HTTP and gRPC. Without authentication
+/// (`dev --no-auth`), everyone is the default tenant's admin.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<Principal, ApiError> {
+    if !state.config.auth {
+        return Ok(Principal {
+            tenant: Tenant::default_tenant(),
+            scopes: Scope::ALL.into_iter().collect(),
+            _in_flight: None,
+        });
+    }
+    let token = token.map(str::trim).ok_or_else(ApiError::unauthorized)?;
+    let hash = crate::engine::token_hash(token);
+    let record = match state.guard.cached_token(&hash) {
+        Some(known) => known,
+        None => {
+            // A journal read: on a blocking thread, not on the async workers.
+            let (engine, key) = (state.engine.clone(), hash.clone());
+            let record = tokio::task::spawn_blocking(move || engine.token_by_hash(&key))
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })??;
+            state.guard.remember_token(&hash, record.as_ref());
+            record
+        }
+    }
+    .ok_or_else(ApiError::unauthorized)?;
+    let (per_second, in_flight) = state.engine.limit(record.tenant.as_str(), |l| {
+        (l.requests_per_second, l.max_requests_in_flight)
+    });
+    state.guard.request(&hash, per_second)?;
+    let slot = state.guard.enter(record.tenant.as_str(), in_flight)?;
+    let scopes = record
+        .scopes
+        .iter()
+        .filter_map(|s| Scope::parse(s).ok())
+        .collect();
+    Ok(Principal {
+        tenant: record.tenant,
+        scopes,
+        _in_flight: Some(slot),
+    })
 }

@@ -12,6 +12,7 @@ mod console;
 mod dapr;
 mod dto;
 mod error;
+mod grpc;
 mod guard;
 mod observe;
 mod openapi;
@@ -75,11 +76,18 @@ pub(crate) struct AppState {
 
 /// The router with every route.
 pub fn router(engine: Engine, config: ApiConfig) -> Router {
-    let state = AppState {
+    router_with(app_state(engine, &config), &config)
+}
+
+fn app_state(engine: Engine, config: &ApiConfig) -> AppState {
+    AppState {
         engine,
         config: Arc::new(config.clone()),
         guard: Arc::default(),
-    };
+    }
+}
+
+fn router_with(state: AppState, config: &ApiConfig) -> Router {
     let components = Router::new()
         .route("/v1/components", axum::routing::post(v1::deploy))
         .layer(DefaultBodyLimit::max(config.max_component_bytes));
@@ -111,10 +119,48 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
         .with_state(state)
 }
 
+/// Serves the HTTP API on `http` and, if given, the Durable Task sidecar protocol (gRPC)
+/// on `grpc`, with one token cache and one set of rates, until `shutdown` resolves.
+pub async fn serve_with_grpc(
+    http: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
+    engine: Engine,
+    config: ApiConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = app_state(engine, &config);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let grpc = grpc.map(|listener| tokio::spawn(grpc::serve(listener, state.clone(), stopping())));
+    let http = tokio::spawn(serve_state(http, state, config, stopping()));
+    shutdown.await;
+    let _ = stop.send(true);
+    if let Some(grpc) = grpc
+        && let Ok(Err(e)) = grpc.await
+    {
+        tracing::error!(error = %e, "the gRPC server stopped with an error");
+    }
+    http.await.map_err(std::io::Error::other)?
+}
+
 /// Serves the API on `listener` until `shutdown` resolves; requests in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Engine,
+    config: ApiConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_state(listener, app_state(engine, &config), config, shutdown).await
+}
+
+async fn serve_state(
+    listener: tokio::net::TcpListener,
+    state: AppState,
     config: ApiConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -127,7 +173,8 @@ pub async fn serve(
             .write_timeout
             .max(std::time::Duration::from_millis(100)),
     };
-    server::run(listener, router(engine, config), bounds, shutdown).await
+    let app = router_with(state, &config);
+    server::run(listener, app, bounds, shutdown).await
 }
 
 /// Runs a synchronous engine call (a journal read) on a blocking thread, so a slow read

@@ -20,9 +20,9 @@ pub(super) struct ServeArgs {
     /// Where the journal and compiled components live [default: ./steadfast-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// A TOML file with any of: listen, data_dir, max_payload_bytes, max_component_bytes,
-    /// max_resident, header_read_timeout_ms, max_connections, write_timeout_ms, [compile],
-    /// [limits],
+    /// A TOML file with any of: listen, grpc_listen, data_dir, max_payload_bytes,
+    /// max_component_bytes, max_resident, header_read_timeout_ms, max_connections,
+    /// write_timeout_ms, [compile], [traces], [limits],
     /// [tenant_limits.NAME] (a tenant's section overrides only the limits it names; see
     /// `GET /v1/limits` for every limit).
     #[arg(long)]
@@ -30,6 +30,31 @@ pub(super) struct ServeArgs {
     /// Serve without authentication: only with `dev`, and only on a loopback address.
     #[arg(long)]
     no_auth: bool,
+    /// Also serve the Durable Task sidecar protocol (gRPC, what the Dapr workflow SDKs
+    /// speak) here [`serve`: off unless set here or as `grpc_listen`; `dev`:
+    /// 127.0.0.1:50001, Dapr's gRPC port]. `off` turns it off.
+    #[arg(long)]
+    grpc_listen: Option<GrpcListen>,
+}
+
+/// `--grpc-listen ADDRESS` or `--grpc-listen off`.
+#[derive(Debug, Clone, Copy)]
+enum GrpcListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for GrpcListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(GrpcListen::Off);
+        }
+        s.parse()
+            .map(GrpcListen::At)
+            .map_err(|e| format!("'{s}' is not an address like 127.0.0.1:50001, nor 'off': {e}"))
+    }
 }
 
 /// The server's configuration file.
@@ -65,6 +90,8 @@ pub struct ServerConfig {
     /// Where OpenTelemetry spans go (`[traces]`); the `OTEL_EXPORTER_OTLP_*` variables
     /// apply when it names no collector.
     pub traces: crate::traces::TracesConfig,
+    /// Where the Durable Task sidecar protocol (gRPC) is served; not at all when unset.
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -100,6 +127,7 @@ impl Default for ServerConfig {
             write_timeout_ms: api.write_timeout.as_millis() as u64,
             compile: crate::sandbox::CompileLimits::default(),
             traces: crate::traces::TracesConfig::default(),
+            grpc_listen: None,
         }
     }
 }
@@ -119,6 +147,14 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    match args.grpc_listen {
+        Some(GrpcListen::Off) => config.grpc_listen = None,
+        Some(GrpcListen::At(address)) => config.grpc_listen = Some(address),
+        None if dev && config.grpc_listen.is_none() => {
+            config.grpc_listen = Some(SocketAddr::from(([127, 0, 0, 1], 50001)));
+        }
+        None => {}
     }
     if args.no_auth && !(dev && config.listen.ip().is_loopback()) {
         bail!(
@@ -188,7 +224,25 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         max_connections: config.max_connections.max(1),
         write_timeout: std::time::Duration::from_millis(config.write_timeout_ms),
     };
-    let served = api::serve(listener, engine.clone(), api, shutdown_signal()).await;
+    let grpc = match config.grpc_listen {
+        Some(address) => {
+            let grpc = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot serve gRPC on {address}; choose another with --grpc-listen, or \
+                     --grpc-listen off"
+                    )
+                })?;
+            println!(
+                "Durable Task gRPC (Dapr workflow SDKs) on {}",
+                grpc.local_addr()?
+            );
+            Some(grpc)
+        }
+        None => None,
+    };
+    let served = api::serve_with_grpc(listener, grpc, engine.clone(), api, shutdown_signal()).await;
     // The exporter's last batch, on its own thread: it may wait on the collector. Spans
     // of activations still finishing after this are dropped, not sent late.
     let _ = tokio::task::spawn_blocking(move || engine.flush_traces()).await;

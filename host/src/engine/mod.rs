@@ -614,11 +614,27 @@ impl Engine {
         &self,
         id: &InstanceId,
     ) -> Result<InstanceRecord, EngineError> {
+        self.wait_until(id, |record| record.status.is_terminal())
+            .await
+    }
+
+    /// Waits until the instance has started (is no longer `PENDING`).
+    pub async fn wait_for_start(&self, id: &InstanceId) -> Result<InstanceRecord, EngineError> {
+        self.wait_until(id, |record| record.status != RuntimeStatus::Pending)
+            .await
+    }
+
+    /// Waits until the instance's record satisfies `done`, or it is gone.
+    async fn wait_until(
+        &self,
+        id: &InstanceId,
+        done: impl Fn(&InstanceRecord) -> bool,
+    ) -> Result<InstanceRecord, EngineError> {
         loop {
             // Register before reading, so a change between the two is not missed.
             let (waiter, changed) = Waiter::register(&self.shared, id);
             let record = self.status(id)?;
-            if record.status.is_terminal() {
+            if done(&record) {
                 return Ok(record);
             }
             if changed.await.is_err() {

@@ -16,6 +16,8 @@ pub fn free_port() -> u16 {
 
 pub struct Dev {
     pub url: String,
+    /// Where the Durable Task sidecar protocol (gRPC) is served.
+    pub grpc_port: u16,
     /// The link `steadfast dev` prints, with the admin token in its fragment.
     pub console_link: String,
     pub admin: String,
@@ -27,11 +29,14 @@ pub struct Dev {
 pub async fn start_dev() -> Dev {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let grpc_port = free_port();
     let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
         .args([
             "dev",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc_port}"),
             "--data-dir",
         ])
         .arg(dir.path().join("data"))
@@ -60,6 +65,7 @@ pub async fn start_dev() -> Dev {
         .to_owned();
     Dev {
         url: format!("http://127.0.0.1:{port}"),
+        grpc_port,
         console_link: link,
         admin,
         _process: process,
