@@ -229,3 +229,216 @@ async fn the_dapr_python_sdk_and_the_tutorials_fastapi_endpoint_drive_an_approva
         .count();
     assert_eq!(raised, 1, "{page}");
 }
+
+/// The tutorial's activities as Python functions in a Dapr SDK worker process, serving an
+/// approval whose orchestrator is the Wasm component: the worker is killed in the middle
+/// of `send_approval_request`, another starts, and the workflow completes with each
+/// activity journaled once. Also times what an external activity adds over a Wasm one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_worker_runs_the_activities_and_a_killed_one_is_replaced() {
+    let venv = support::python::venv("dapr-python", PYTHON_REQUIREMENTS);
+    let dev = start_dev().await;
+    let grpc = format!("127.0.0.1:{}", dev.grpc_port);
+    // Tenant acme deploys only the orchestrators (and the testing workflows): no Wasm
+    // activity answers its activity calls, so they go to its workers.
+    let (code, body) = dev
+        .api(
+            &dev.admin,
+            "POST",
+            "/v1/tenants",
+            Some(json!({"name": "acme"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let acme = body["token"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    for component in [
+        steadfast::examples::WORKFLOWS_WASM,
+        steadfast_tests::TESTING_V1_WASM,
+    ] {
+        let response = client
+            .post(format!("{}/v1/components", dev.url))
+            .bearer_auth(&acme)
+            .body(component.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let worker_script = scripts.path().join("py_worker.py");
+    std::fs::write(&worker_script, include_str!("dapr/py_worker.py")).unwrap();
+    let marks = scripts.path().join("marks.jsonl");
+    let worker = |slow: &str| {
+        tokio::process::Command::new(venv.join("bin/python"))
+            .arg(&worker_script)
+            .arg(&marks)
+            .env("DAPR_GRPC_ENDPOINT", &grpc)
+            .env("DAPR_API_TOKEN", &acme)
+            .env("SLOW_ACTIVITY", slow)
+            .env("PYTHONWARNINGS", "ignore")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the Python worker starts")
+    };
+    let marked = |event: &str, pid: u32| {
+        std::fs::read_to_string(&marks)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|m| m["event"] == event && m["pid"] == pid)
+    };
+    let wait_for_mark = |event: &'static str, pid: u32| {
+        let marked = &marked;
+        async move {
+            for _ in 0..600 {
+                if marked(event, pid) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("worker {pid} never marked '{event}'");
+        }
+    };
+
+    // The first worker takes send_approval_request and hangs in it.
+    let mut first = worker("send_approval_request");
+    let first_pid = first.id().unwrap();
+    wait_for_mark("worker started", first_pid).await;
+    let request = json!({"request_id": "ext-1", "requester": "bob@company.com", "amount": 5000, "description": "Team offsite"});
+    let (code, body) = dev
+        .api(
+            &acme,
+            "POST",
+            "/v1/workflows/approval_workflow/start",
+            Some(json!({"instance_id": "ext-1", "input": request})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    wait_for_mark("send_approval_request started", first_pid).await;
+    let (code, workers) = dev.api(&acme, "GET", "/v1/workers", None).await;
+    assert_eq!(code, 200, "{workers}");
+    assert_eq!(workers["connected"], 1, "{workers}");
+    // Killed mid-activity; a second worker takes over.
+    first.kill().await.unwrap();
+    let second = worker("");
+    let second_pid = second.id().unwrap();
+    wait_for_mark("send_approval_request done", second_pid).await;
+    let (code, body) = dev
+        .api(
+            &acme,
+            "POST",
+            "/v1/instances/ext-1/events/approval_received",
+            Some(json!({"approved": true, "approver": "manager@company.com"})),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let (code, done) = dev
+        .api(
+            &acme,
+            "GET",
+            "/v1/instances/ext-1/wait?timeout_ms=60000",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{done}");
+    assert_eq!(done["runtime_status"], "COMPLETED", "{done}");
+    assert_eq!(done["output"]["status"], "approved", "{done}");
+    // Each activity journaled once, the confirmation by the second worker.
+    let (code, page) = dev
+        .api(&acme, "GET", "/v1/instances/ext-1/history?limit=1000", None)
+        .await;
+    assert_eq!(code, 200, "{page}");
+    let history = page["history"].as_array().unwrap();
+    let scheduled: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["type"] == "activity_scheduled")
+        .collect();
+    let completed: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["type"] == "activity_completed")
+        .collect();
+    assert_eq!(scheduled.len(), 3, "{page}");
+    assert_eq!(completed.len(), 3, "each activity journaled once: {page}");
+    for entry in &completed {
+        assert!(entry["result"].get("Ok").is_some(), "{entry}");
+    }
+    let confirmation: Value =
+        serde_json::from_str(completed[2]["result"]["Ok"].as_str().unwrap()).unwrap();
+    assert_eq!(confirmation["by_pid"], second_pid, "{confirmation}");
+    let (code, workers) = dev.api(&acme, "GET", "/v1/workers", None).await;
+    assert_eq!(code, 200, "{workers}");
+    assert_eq!(
+        workers["connected"], 1,
+        "the killed worker is gone: {workers}"
+    );
+    let names: Vec<&str> = workers["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"send_approval_request") && names.contains(&"execute_approved_action"),
+        "{workers}"
+    );
+    // Another tenant sees none of acme's workers.
+    let (_, theirs) = dev.api(&dev.admin, "GET", "/v1/workers", None).await;
+    assert_eq!(theirs["connected"], 0, "{theirs}");
+
+    // What an external activity adds: the same one-activity workflow, its activity a Wasm
+    // component (default tenant) or this Python worker (acme), timed from start to end.
+    let mut timings = Vec::new();
+    for (token, label) in [(&dev.admin, "wasm"), (&acme, "external")] {
+        if label == "wasm" {
+            let response = client
+                .post(format!("{}/v1/components", dev.url))
+                .bearer_auth(token)
+                .body(steadfast_tests::TESTING_V1_WASM.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+        }
+        let mut took = Vec::new();
+        for i in 0..21 {
+            let began = std::time::Instant::now();
+            let (code, body) = dev
+                .api(
+                    token,
+                    "POST",
+                    "/v1/workflows/call/start",
+                    Some(json!({"instance_id": format!("{label}-{i}"),
+                                "input": {"activity": "execute_approved_action", "input": request}})),
+                )
+                .await;
+            assert_eq!(code, 201, "{body}");
+            let (code, done) = dev
+                .api(
+                    token,
+                    "GET",
+                    &format!("/v1/instances/{label}-{i}/wait?timeout_ms=60000"),
+                    None,
+                )
+                .await;
+            assert_eq!(code, 200);
+            assert_eq!(done["runtime_status"], "COMPLETED", "{done}");
+            took.push(began.elapsed());
+        }
+        took.sort();
+        timings.push((label, took[took.len() / 2]));
+    }
+    eprintln!(
+        "p50 start-to-completion of a one-activity workflow (21 runs each): wasm {:?}, external (Python worker over gRPC) {:?}; added {:?}",
+        timings[0].1,
+        timings[1].1,
+        timings[1].1.saturating_sub(timings[0].1)
+    );
+    drop(second);
+}

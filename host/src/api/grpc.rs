@@ -160,8 +160,118 @@ fn payload(text: Option<String>) -> Result<String, Status> {
     }
 }
 
+/// A worker's stream of tasks; when the worker goes away (the stream is dropped), what it
+/// had not answered goes to another worker.
+struct Disconnect {
+    engine: crate::engine::Engine,
+    tenant: String,
+    worker: u64,
+}
+
+impl Drop for Disconnect {
+    fn drop(&mut self) {
+        self.engine.disconnect_worker(&self.tenant, self.worker);
+    }
+}
+
+type WorkItems =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::WorkItem, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl TaskHubSidecarService for Sidecar {
+    type GetWorkItemsStream = WorkItems;
+
+    /// A worker connects: its tenant's activity calls that nothing else answers stream
+    /// to it. Workers need the `signal` scope: their results enter workflows.
+    async fn get_work_items(
+        &self,
+        request: Request<proto::GetWorkItemsRequest>,
+    ) -> Result<Response<WorkItems>, Status> {
+        use tokio_stream::StreamExt as _;
+        let principal = self.caller(&request).await?;
+        principal.require(Scope::Signal).map_err(status)?;
+        let engine = self.state.engine.clone();
+        let stream = engine.connect_worker(&principal.tenant);
+        let guard = Disconnect {
+            engine,
+            tenant: stream.tenant.clone(),
+            worker: stream.id,
+        };
+        let items = tokio_stream::wrappers::ReceiverStream::new(stream.tasks).map(move |task| {
+            let _worker = &guard;
+            Ok(proto::WorkItem {
+                completion_token: task.token.clone(),
+                request: Some(proto::work_item::Request::ActivityRequest(
+                    proto::ActivityRequest {
+                        name: task.name,
+                        input: Some(task.input),
+                        workflow_instance: Some(proto::WorkflowInstance {
+                            instance_id: task.instance,
+                            execution_id: None,
+                        }),
+                        task_id: task.task_id,
+                        task_execution_id: task.execution_id,
+                        ..Default::default()
+                    },
+                )),
+            })
+        });
+        Ok(Response::new(Box::pin(items)))
+    }
+
+    async fn complete_activity_task(
+        &self,
+        request: Request<proto::ActivityResponse>,
+    ) -> Result<Response<proto::CompleteTaskResponse>, Status> {
+        let principal = self.caller(&request).await?;
+        principal.require(Scope::Signal).map_err(status)?;
+        let answer = request.into_inner();
+        let result = match answer.failure_details {
+            Some(failure) => Err(crate::model::ErrorInfo::new(
+                if failure.error_type.is_empty() {
+                    "activity_failed".to_owned()
+                } else {
+                    failure.error_type
+                },
+                failure.error_message,
+            )),
+            None => {
+                let output = payload(answer.result)?;
+                if output.len() > self.state.config.max_payload_bytes {
+                    Err(crate::model::ErrorInfo::new(
+                        "payload_too_large",
+                        format!(
+                            "the activity result is {} bytes; the limit is {}",
+                            output.len(),
+                            self.state.config.max_payload_bytes
+                        ),
+                    ))
+                } else {
+                    Ok(output)
+                }
+            }
+        };
+        // An answer nobody waits for (a second delivery's, a timed-out one) is dropped:
+        // the first answer was journaled, once.
+        self.state
+            .engine
+            .worker_answered(&principal.tenant, &answer.completion_token, result);
+        Ok(Response::new(proto::CompleteTaskResponse {}))
+    }
+
+    async fn abandon_task_activity_work_item(
+        &self,
+        request: Request<proto::AbandonActivityTaskRequest>,
+    ) -> Result<Response<proto::AbandonActivityTaskResponse>, Status> {
+        let principal = self.caller(&request).await?;
+        principal.require(Scope::Signal).map_err(status)?;
+        let abandon = request.into_inner();
+        self.state
+            .engine
+            .worker_abandoned(&principal.tenant, &abandon.completion_token);
+        Ok(Response::new(proto::AbandonActivityTaskResponse {}))
+    }
+
     async fn hello(&self, request: Request<()>) -> Result<Response<()>, Status> {
         self.caller(&request).await?;
         Ok(Response::new(()))

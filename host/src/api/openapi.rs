@@ -256,6 +256,26 @@ pub(crate) fn spec() -> Value {
         },
     );
     add(
+        "/v1/workers",
+        "get",
+        Op {
+            summary: "The tenant's worker processes connected over the Durable Task protocol (gRPC), and the activity names they have answered",
+            scope: Some("read"),
+            parameters: vec![],
+            body: None,
+            ok: vec![(
+                "200",
+                "{connected, activities}",
+                Some(
+                    json!({ "type": "object", "required": ["connected", "activities"],
+                "properties": { "connected": { "type": "integer", "minimum": 0 }, "activities": { "type": "array", "items": { "type": "string" } } } }),
+                ),
+            )],
+            errors: &[],
+            public: false,
+        },
+    );
+    add(
         "/v1/tenants",
         "post",
         Op {

@@ -24,6 +24,7 @@ pub(super) fn routes() -> axum::Router<AppState> {
         .route("/v1/workflows", get(list_workflows))
         .route("/v1/limits", get(limits))
         .route("/v1/me", get(me))
+        .route("/v1/workers", get(workers))
         .route("/v1/workflows/{name}/start", post(start))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}", get(status).delete(purge))
@@ -243,6 +244,17 @@ async fn limits(
     Ok(Json(
         json!({ "tenant": principal.tenant.as_str(), "limits": limits }),
     ))
+}
+
+/// The tenant's worker processes connected over the Durable Task protocol, and the
+/// activity names they have answered (most recent first).
+async fn workers(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let (connected, names) = state.engine.workers(&principal.tenant);
+    Ok(Json(json!({ "connected": connected, "activities": names })))
 }
 
 /// Who the caller is: its tenant and scopes (the console shows only what they allow).

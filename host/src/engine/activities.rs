@@ -234,6 +234,21 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .activity(job.instance.tenant(), &job.name);
         match registered {
+            None if self.external.serves(job.instance.tenant()) => {
+                // Nothing here answers the name: the tenant's worker processes do.
+                let within = std::time::Duration::from_millis(
+                    self.limits(job.instance.tenant()).activity_timeout_ms,
+                );
+                let task = super::ExternalTask {
+                    token: String::new(),
+                    name: job.name.clone(),
+                    input: job.input.clone(),
+                    instance: job.instance.local().to_owned(),
+                    task_id: i32::try_from(job.seq).unwrap_or(i32::MAX),
+                    execution_id: format!("{}:{}:{}", job.instance, job.generation, job.seq),
+                };
+                self.external.run(job.instance.tenant(), task, within).await
+            }
             None => {
                 let known = self
                     .registry

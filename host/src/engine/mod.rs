@@ -20,6 +20,9 @@ mod bindings;
 mod compat;
 mod components;
 mod egress;
+mod external;
+pub use external::ExternalTask;
+pub(crate) use external::WorkerStream;
 mod guest_log;
 mod lifecycle;
 mod limits;
@@ -333,6 +336,8 @@ pub(crate) struct Shared {
     compiles: Arc<components::CompileGate>,
     metrics: Arc<crate::metrics::Metrics>,
     traces: Arc<crate::traces::Traces>,
+    /// Worker processes connected over the Durable Task protocol, per tenant.
+    external: Arc<external::ExternalWorkers>,
 }
 
 struct Resident {
@@ -432,6 +437,7 @@ impl Engine {
             )),
             metrics,
             traces: config.traces,
+            external: Arc::default(),
             ids: Mutex::new(random::SplitMix64::for_instance(
                 "steadfast-ids",
                 (seed as u32) ^ (seed >> 32) as u32,

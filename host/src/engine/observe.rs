@@ -129,3 +129,38 @@ impl Engine {
         );
     }
 }
+
+impl Engine {
+    /// A worker process of `tenant` connects: it is sent the tenant's activity calls that
+    /// no Wasm or native activity answers.
+    pub(crate) fn connect_worker(&self, tenant: &crate::model::Tenant) -> super::WorkerStream {
+        self.shared.external.connect(tenant.as_str())
+    }
+
+    /// The worker went away; what it had not answered goes to another.
+    pub(crate) fn disconnect_worker(&self, tenant: &str, worker: u64) {
+        self.shared.external.disconnect(tenant, worker);
+    }
+
+    /// A worker's answer to delivery `token`; false if nobody waits for it any more.
+    pub(crate) fn worker_answered(
+        &self,
+        tenant: &crate::model::Tenant,
+        token: &str,
+        result: Result<String, crate::model::ErrorInfo>,
+    ) -> bool {
+        self.shared
+            .external
+            .complete(tenant.as_str(), token, result)
+    }
+
+    /// A worker gives delivery `token` back: it goes to another worker.
+    pub(crate) fn worker_abandoned(&self, tenant: &crate::model::Tenant, token: &str) -> bool {
+        self.shared.external.abandon(tenant.as_str(), token)
+    }
+
+    /// The tenant's connected workers, and the activity names they have answered.
+    pub fn workers(&self, tenant: &crate::model::Tenant) -> (usize, Vec<String>) {
+        self.shared.external.live(tenant.as_str())
+    }
+}
