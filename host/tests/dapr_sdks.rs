@@ -311,6 +311,17 @@ async fn a_python_worker_runs_the_activities_and_a_killed_one_is_replaced() {
     let mut first = worker("send_approval_request");
     let first_pid = first.id().unwrap();
     wait_for_mark("worker started", first_pid).await;
+    // Its work-item stream is open once the server counts it.
+    let mut connected = false;
+    for _ in 0..300 {
+        let (_, workers) = dev.api(&acme, "GET", "/v1/workers", None).await;
+        if workers["connected"] == 1 {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(connected, "the worker never opened its work-item stream");
     let request = json!({"request_id": "ext-1", "requester": "bob@company.com", "amount": 5000, "description": "Team offsite"});
     let (code, body) = dev
         .api(
@@ -365,6 +376,13 @@ async fn a_python_worker_runs_the_activities_and_a_killed_one_is_replaced() {
         .filter(|e| e["type"] == "activity_completed")
         .collect();
     assert_eq!(scheduled.len(), 3, "{page}");
+    // Re-delivered after the kill, not retried after a timeout: no attempt failed.
+    assert!(
+        !history
+            .iter()
+            .any(|e| e["type"] == "activity_attempt_failed"),
+        "{page}"
+    );
     assert_eq!(completed.len(), 3, "each activity journaled once: {page}");
     for entry in &completed {
         assert!(entry["result"].get("Ok").is_some(), "{entry}");
@@ -388,6 +406,21 @@ async fn a_python_worker_runs_the_activities_and_a_killed_one_is_replaced() {
         names.contains(&"send_approval_request") && names.contains(&"execute_approved_action"),
         "{workers}"
     );
+    // The CLI says the same.
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["-o", "json", "workers"])
+        .env("STEADFAST_SERVER", &dev.url)
+        .env("STEADFAST_TOKEN", &acme)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(shown, workers);
     // Another tenant sees none of acme's workers.
     let (_, theirs) = dev.api(&dev.admin, "GET", "/v1/workers", None).await;
     assert_eq!(theirs["connected"], 0, "{theirs}");

@@ -33,6 +33,14 @@ async fn serve_refuses_to_run_without_auth_off_loopback_or_outside_dev() {
             "{err}"
         );
     }
+    // Nor the gRPC endpoint: an unauthenticated dev keeps it on loopback too.
+    let out = run(&["dev", "--no-auth", "--grpc-listen", "0.0.0.0:0"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve gRPC without authentication off loopback"),
+        "{err}"
+    );
 }
 
 /// `steadfast serve` started as a user starts it: a config file with per-tenant limits,

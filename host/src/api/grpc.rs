@@ -73,6 +73,7 @@ fn status(e: ApiError) -> Status {
         StatusCode::PAYLOAD_TOO_LARGE | StatusCode::BAD_REQUEST => {
             Status::invalid_argument(message)
         }
+        StatusCode::SERVICE_UNAVAILABLE => Status::unavailable(message),
         _ => Status::internal(message),
     }
 }
@@ -89,7 +90,10 @@ fn timestamp(at: Timestamp) -> prost_types::Timestamp {
 }
 
 fn millis(at: &prost_types::Timestamp) -> u64 {
-    let ms = at.seconds.saturating_mul(1000) + i64::from(at.nanos / 1_000_000);
+    let ms = at
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(at.nanos / 1_000_000));
     u64::try_from(ms).unwrap_or(0)
 }
 
@@ -121,6 +125,24 @@ fn runtime_status(status: OrchestrationStatus) -> Option<RuntimeStatus> {
     })
 }
 
+/// The statuses a query or purge names; an error if it names one Steadfast has no such
+/// instances of (CANCELED) or an unknown one, rather than matching everything.
+fn statuses(named: &[i32]) -> Result<Vec<RuntimeStatus>, Status> {
+    named
+        .iter()
+        .map(|n| {
+            OrchestrationStatus::try_from(*n)
+                .ok()
+                .and_then(runtime_status)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "runtime status {n} is not one Steadfast instances can have"
+                    ))
+                })
+        })
+        .collect()
+}
+
 fn state_of(record: &InstanceRecord, payloads: bool) -> OrchestrationState {
     let ended = record.status.is_terminal();
     let failure = record.error.as_ref().map(|e| proto::TaskFailureDetails {
@@ -146,6 +168,20 @@ fn state_of(record: &InstanceRecord, payloads: bool) -> OrchestrationState {
         failure_details: failure,
         parent_instance_id: record.parent.as_ref().map(|p| p.local().to_owned()),
         ..Default::default()
+    }
+}
+
+/// A wait of at most five minutes (as `/wait` over HTTP), or the caller's deadline if it
+/// comes first: the call is dropped then.
+async fn capped(
+    wait: impl std::future::Future<Output = Result<InstanceRecord, EngineError>>,
+) -> Result<InstanceRecord, Status> {
+    let limit = Duration::from_millis(super::openapi::MAX_WAIT_MS);
+    match tokio::time::timeout(limit, wait).await {
+        Ok(record) => record.map_err(engine_status),
+        Err(_) => Err(Status::deadline_exceeded(
+            "the instance did not get there within 5 minutes; wait again",
+        )),
     }
 }
 
@@ -182,40 +218,50 @@ impl TaskHubSidecarService for Sidecar {
     type GetWorkItemsStream = WorkItems;
 
     /// A worker connects: its tenant's activity calls that nothing else answers stream
-    /// to it. Workers need the `signal` scope: their results enter workflows.
+    /// to it. Workers need the `read` and `signal` scopes: they read the tenant's activity
+    /// inputs, and their results enter workflows.
     async fn get_work_items(
         &self,
         request: Request<proto::GetWorkItemsRequest>,
     ) -> Result<Response<WorkItems>, Status> {
         use tokio_stream::StreamExt as _;
         let principal = self.caller(&request).await?;
+        // A worker reads the tenant's activity inputs and writes their results.
+        principal.require(Scope::Read).map_err(status)?;
         principal.require(Scope::Signal).map_err(status)?;
         let engine = self.state.engine.clone();
-        let stream = engine.connect_worker(&principal.tenant);
+        let stream = engine
+            .connect_worker(&principal.tenant)
+            .await
+            .map_err(engine_status)?;
+        let pending = engine.clone();
         let guard = Disconnect {
             engine,
             tenant: stream.tenant.clone(),
             worker: stream.id,
         };
-        let items = tokio_stream::wrappers::ReceiverStream::new(stream.tasks).map(move |task| {
-            let _worker = &guard;
-            Ok(proto::WorkItem {
-                completion_token: task.token.clone(),
-                request: Some(proto::work_item::Request::ActivityRequest(
-                    proto::ActivityRequest {
-                        name: task.name,
-                        input: Some(task.input),
-                        workflow_instance: Some(proto::WorkflowInstance {
-                            instance_id: task.instance,
-                            execution_id: None,
-                        }),
-                        task_id: task.task_id,
-                        task_execution_id: task.execution_id,
-                        ..Default::default()
-                    },
-                )),
-            })
-        });
+        let items = tokio_stream::wrappers::ReceiverStream::new(stream.tasks)
+            // A task whose dispatcher stopped waiting (timed out) is not sent at all.
+            .filter(move |task| pending.delivery_pending(&task.token))
+            .map(move |task| {
+                let _worker = &guard;
+                Ok(proto::WorkItem {
+                    completion_token: task.token.clone(),
+                    request: Some(proto::work_item::Request::ActivityRequest(
+                        proto::ActivityRequest {
+                            name: task.name,
+                            input: Some(task.input),
+                            workflow_instance: Some(proto::WorkflowInstance {
+                                instance_id: task.instance,
+                                execution_id: None,
+                            }),
+                            task_id: task.task_id,
+                            task_execution_id: task.execution_id,
+                            ..Default::default()
+                        },
+                    )),
+                })
+            });
         Ok(Response::new(Box::pin(items)))
     }
 
@@ -224,6 +270,7 @@ impl TaskHubSidecarService for Sidecar {
         request: Request<proto::ActivityResponse>,
     ) -> Result<Response<proto::CompleteTaskResponse>, Status> {
         let principal = self.caller(&request).await?;
+        principal.require(Scope::Read).map_err(status)?;
         principal.require(Scope::Signal).map_err(status)?;
         let answer = request.into_inner();
         let result = match answer.failure_details {
@@ -264,6 +311,7 @@ impl TaskHubSidecarService for Sidecar {
         request: Request<proto::AbandonActivityTaskRequest>,
     ) -> Result<Response<proto::AbandonActivityTaskResponse>, Status> {
         let principal = self.caller(&request).await?;
+        principal.require(Scope::Read).map_err(status)?;
         principal.require(Scope::Signal).map_err(status)?;
         let abandon = request.into_inner();
         self.state
@@ -302,6 +350,13 @@ impl TaskHubSidecarService for Sidecar {
             .as_ref()
             .map(|at| Timestamp(millis(at)))
             .filter(|at| *at > engine.now());
+        if let Some(at) = start_at
+            && at.0 - engine.now().0 > super::openapi::MAX_START_DELAY_MS
+        {
+            return Err(Status::invalid_argument(
+                "the scheduled start is more than 100 years away",
+            ));
+        }
         let options = StartOptions {
             instance_id: Some(start.instance_id).filter(|id| !id.is_empty()),
             tenant: Some(principal.tenant.clone()),
@@ -352,13 +407,7 @@ impl TaskHubSidecarService for Sidecar {
         principal.require(Scope::Read).map_err(status)?;
         let get = request.into_inner();
         let id = principal.instance(&get.instance_id).map_err(status)?;
-        // Until the caller's deadline: the wait ends when the call is dropped.
-        let record = self
-            .state
-            .engine
-            .wait_for_start(&id)
-            .await
-            .map_err(engine_status)?;
+        let record = capped(self.state.engine.wait_for_start(&id)).await?;
         Ok(Response::new(proto::GetInstanceResponse {
             exists: true,
             orchestration_state: Some(state_of(&record, get.get_inputs_and_outputs)),
@@ -373,12 +422,7 @@ impl TaskHubSidecarService for Sidecar {
         principal.require(Scope::Read).map_err(status)?;
         let get = request.into_inner();
         let id = principal.instance(&get.instance_id).map_err(status)?;
-        let record = self
-            .state
-            .engine
-            .wait_for_completion(&id)
-            .await
-            .map_err(engine_status)?;
+        let record = capped(self.state.engine.wait_for_completion(&id)).await?;
         Ok(Response::new(proto::GetInstanceResponse {
             exists: true,
             orchestration_state: Some(state_of(&record, get.get_inputs_and_outputs)),
@@ -474,9 +518,14 @@ impl TaskHubSidecarService for Sidecar {
         let principal = self.caller(&request).await?;
         principal.require(Scope::Read).map_err(status)?;
         let query = request.into_inner().query.unwrap_or_default();
-        let wanted: Vec<RuntimeStatus> =
-            query.runtime_status().filter_map(runtime_status).collect();
+        let wanted = statuses(&query.runtime_status)?;
         let prefix = query.instance_id_prefix.clone().unwrap_or_default();
+        if prefix.chars().count() > super::openapi::MAX_SEARCH_CHARS {
+            return Err(Status::invalid_argument(format!(
+                "an instance id prefix is at most {} characters",
+                super::openapi::MAX_SEARCH_CHARS
+            )));
+        }
         let limit = match query.max_instance_count {
             n if n <= 0 => 100,
             n => n.min(1000) as u32,
@@ -504,12 +553,31 @@ impl TaskHubSidecarService for Sidecar {
         let next = (records.len() as u32 == limit)
             .then(|| records.last().map(|r| r.id.local().to_owned()))
             .flatten();
-        let states = records
-            .iter()
-            .filter(|r| wanted.is_empty() || wanted.contains(&r.status))
-            .filter(|r| r.id.local().starts_with(&prefix))
-            .map(|r| state_of(r, query.fetch_inputs_and_outputs))
-            .collect();
+        // Bounded in bytes as the HTTP list is: a page stops early and says where to go on.
+        let mut states: Vec<OrchestrationState> = Vec::new();
+        let mut bytes = 0;
+        let mut next = next;
+        for record in &records {
+            if bytes >= super::MAX_PAGE_BYTES {
+                next = Some(
+                    states
+                        .last()
+                        .map_or_else(String::new, |s| s.instance_id.clone()),
+                )
+                .filter(|n| !n.is_empty());
+                break;
+            }
+            if !(wanted.is_empty() || wanted.contains(&record.status))
+                || !record.id.local().starts_with(&prefix)
+            {
+                continue;
+            }
+            if query.fetch_inputs_and_outputs {
+                bytes += record.input.len() + record.output.as_ref().map_or(0, String::len);
+            }
+            bytes += record.custom_status.as_ref().map_or(0, String::len);
+            states.push(state_of(record, query.fetch_inputs_and_outputs));
+        }
         Ok(Response::new(proto::QueryInstancesResponse {
             orchestration_state: states,
             continuation_token: next,
@@ -531,11 +599,17 @@ impl TaskHubSidecarService for Sidecar {
             }
             Some(proto::purge_instances_request::Request::PurgeInstanceFilter(filter)) => {
                 // Ended instances matching the filter, a page at a time.
-                let wanted: Vec<RuntimeStatus> =
-                    filter.runtime_status().filter_map(runtime_status).collect();
+                let wanted = statuses(&filter.runtime_status)?;
                 let mut deleted = 0;
                 let mut after = None;
+                // Bounded per call: the caller asks again while is_complete is false.
+                let mut complete = true;
+                let mut looked = 0;
                 loop {
+                    if looked >= MAX_PURGE_SCAN {
+                        complete = false;
+                        break;
+                    }
                     let page = InstanceFilter {
                         created_after: filter
                             .created_time_from
@@ -555,10 +629,14 @@ impl TaskHubSidecarService for Sidecar {
                     })
                     .await
                     .map_err(status)?;
+                    looked += records.len();
                     for record in &records {
                         let matches = wanted.is_empty() || wanted.contains(&record.status);
                         if matches && record.status.is_terminal() {
-                            deleted += engine.purge(&record.id, false).await.unwrap_or(0);
+                            match engine.purge(&record.id, false).await {
+                                Ok(n) => deleted += n,
+                                Err(_) => complete = false,
+                            }
                         }
                     }
                     match records.last() {
@@ -568,7 +646,10 @@ impl TaskHubSidecarService for Sidecar {
                         _ => break,
                     }
                 }
-                deleted
+                return Ok(Response::new(proto::PurgeInstancesResponse {
+                    deleted_instance_count: i32::try_from(deleted).unwrap_or(i32::MAX),
+                    is_complete: Some(complete),
+                }));
             }
             None => {
                 return Err(Status::invalid_argument(
@@ -583,6 +664,9 @@ impl TaskHubSidecarService for Sidecar {
     }
 }
 
+/// Most instances one purge-by-filter call looks at.
+const MAX_PURGE_SCAN: usize = 10_000;
+
 /// Serves the protocol on `listener` until `shutdown` resolves.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
@@ -592,6 +676,12 @@ pub(crate) async fn serve(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(3600))
+        // A worker that vanished without closing its socket is noticed, and its tasks go
+        // to another worker; one connection cannot multiplex without bound.
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(256))
+        .concurrency_limit_per_connection(256)
         .add_service(Sidecar::server(state))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

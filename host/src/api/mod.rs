@@ -19,6 +19,8 @@ mod openapi;
 mod server;
 mod v1;
 
+use v1::MAX_PAGE_BYTES;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -128,6 +130,7 @@ pub async fn serve_with_grpc(
     config: ApiConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let engine_of_state = engine.clone();
     let state = app_state(engine, &config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopping = move || {
@@ -140,10 +143,17 @@ pub async fn serve_with_grpc(
     let http = tokio::spawn(serve_state(http, state, config, stopping()));
     shutdown.await;
     let _ = stop.send(true);
-    if let Some(grpc) = grpc
-        && let Ok(Err(e)) = grpc.await
-    {
-        tracing::error!(error = %e, "the gRPC server stopped with an error");
+    // Workers' streams never end on their own: end them, so the server can stop.
+    engine_of_state.close_workers();
+    if let Some(grpc) = grpc {
+        match tokio::time::timeout(server::SHUTDOWN_GRACE, grpc).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the gRPC server stopped with an error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the gRPC server panicked"),
+            Err(_) => {
+                tracing::warn!("gRPC calls still open after the shutdown grace; leaving them")
+            }
+            Ok(Ok(Ok(()))) => {}
+        }
     }
     http.await.map_err(std::io::Error::other)?
 }

@@ -510,7 +510,7 @@ fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 }
 
 /// Most bytes of inputs, outputs and payloads one page of a list or a history holds.
-const MAX_PAGE_BYTES: usize = 4 << 20;
+pub(super) const MAX_PAGE_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Deserialize)]
 struct HistoryQuery {

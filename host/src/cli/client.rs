@@ -473,6 +473,28 @@ impl Client {
         }
     }
 
+    pub(super) async fn workers(&self) -> anyhow::Result<()> {
+        let answer = self.get("/v1/workers").await?;
+        self.print(&answer, |v| {
+            let names: Vec<&str> = v["activities"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            format!(
+                "{} worker(s) connected; activities they answered: {}",
+                v["connected"],
+                if names.is_empty() {
+                    "none yet".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        });
+        Ok(())
+    }
+
     pub(super) async fn tenant(&self, command: TenantCommand) -> anyhow::Result<()> {
         match command {
             TenantCommand::Create { name } => {

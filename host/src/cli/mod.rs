@@ -86,6 +86,9 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Show the tenant's worker processes connected over the Durable Task protocol
+    /// (gRPC) and the activity names they have answered.
+    Workers,
     /// Manage tenants (admin).
     Tenant {
         #[command(subcommand)]
@@ -154,6 +157,7 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Examples { out } => write_examples(&out),
             Command::Tenant { command } => client::Client::new(cli.client)?.tenant(command).await,
+            Command::Workers => client::Client::new(cli.client)?.workers().await,
         }
     });
     match result {

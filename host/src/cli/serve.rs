@@ -148,13 +148,22 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    let mut grpc_default = false;
     match args.grpc_listen {
         Some(GrpcListen::Off) => config.grpc_listen = None,
         Some(GrpcListen::At(address)) => config.grpc_listen = Some(address),
         None if dev && config.grpc_listen.is_none() => {
             config.grpc_listen = Some(SocketAddr::from(([127, 0, 0, 1], 50001)));
+            grpc_default = true;
         }
         None => {}
+    }
+    let grpc_on_loopback = config.grpc_listen.is_none_or(|a| a.ip().is_loopback());
+    if args.no_auth && !grpc_on_loopback {
+        bail!(
+            "refusing to serve gRPC without authentication off loopback: --no-auth needs \
+             --grpc-listen on a loopback address (or --grpc-listen off)"
+        );
     }
     if args.no_auth && !(dev && config.listen.ip().is_loopback()) {
         bail!(
@@ -225,6 +234,23 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
         write_timeout: std::time::Duration::from_millis(config.write_timeout_ms),
     };
     let grpc = match config.grpc_listen {
+        // dev's default port may be daprd's: go on without gRPC, and say so.
+        Some(address) if grpc_default => match tokio::net::TcpListener::bind(address).await {
+            Ok(grpc) => {
+                println!(
+                    "Durable Task gRPC (Dapr workflow SDKs) on {}",
+                    grpc.local_addr()?
+                );
+                Some(grpc)
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: not serving gRPC: {address} is taken ({e}); choose a port with \
+                     --grpc-listen"
+                );
+                None
+            }
+        },
         Some(address) => {
             let grpc = tokio::net::TcpListener::bind(address)
                 .await

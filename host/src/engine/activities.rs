@@ -209,6 +209,15 @@ impl Shared {
         tokio::spawn(run_activity(Arc::clone(self), job, guard, stops));
     }
 
+    /// Whether a Wasm or native activity of `tenant` has `name`.
+    pub(crate) fn has_activity(&self, tenant: &str, name: &str) -> bool {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .activity(tenant, name)
+            .is_some()
+    }
+
     /// An activity's slots, its tenant's first, then one of the host's.
     pub(crate) async fn take_activity_slots(&self, tenant: &str) -> Vec<OwnedSemaphorePermit> {
         // The semaphores are never closed: `acquire_owned` cannot fail.
@@ -426,11 +435,13 @@ async fn run_activity(
             }
             span.end();
         }
-        // An unregistered name is the guest's choice: counted under one label, so a guest
-        // cannot grow the metrics without bound.
-        let label = match &result {
-            Err(e) if e.kind == "unknown_activity" => "<unregistered>",
-            _ => job.name.as_str(),
+        // A name no Wasm or native activity has is the guest's choice (also when an
+        // external worker answers it): counted under one label, so a guest cannot grow
+        // the metrics without bound.
+        let label = if shared.has_activity(job.instance.tenant(), &job.name) {
+            job.name.as_str()
+        } else {
+            "<unregistered>"
         };
         shared.metrics.activity_attempted(
             job.instance.tenant(),
@@ -477,10 +488,10 @@ async fn run_activity(
             .await
         {
             Ok(Some(_)) => {
-                let label = if error.kind == "unknown_activity" {
-                    "<unregistered>"
-                } else {
+                let label = if shared.has_activity(job.instance.tenant(), &job.name) {
                     job.name.as_str()
+                } else {
+                    "<unregistered>"
                 };
                 shared
                     .metrics

@@ -83,24 +83,53 @@ fn lock(workers: &ExternalWorkers) -> std::sync::MutexGuard<'_, Inner> {
 }
 
 impl ExternalWorkers {
-    /// A worker of `tenant` connects; its tasks arrive on the returned stream.
-    pub(crate) fn connect(&self, tenant: &str) -> WorkerStream {
+    /// Tenants known (from the journal) to use external workers: their calls wait for a
+    /// worker to connect, also right after a restart.
+    pub(crate) fn remember(&self, tenants: impl IntoIterator<Item = String>) {
+        let mut inner = lock(self);
+        for tenant in tenants {
+            inner.tenants.entry(tenant).or_default().ever = true;
+        }
+    }
+
+    /// Every worker's stream ends (the server is stopping); deliveries wait for workers
+    /// of the next start, from the journal.
+    pub(crate) fn close_all(&self) {
+        let mut inner = lock(self);
+        for workers in inner.tenants.values_mut() {
+            workers.workers.clear();
+        }
+    }
+
+    /// Whether delivery `token` is still waited for (a worker's stream skips those that
+    /// are not: their dispatcher timed out or went away).
+    pub(crate) fn is_pending(&self, token: &str) -> bool {
+        lock(self).pending.contains_key(token)
+    }
+
+    /// A worker of `tenant` connects; its tasks arrive on the returned stream. True in
+    /// the second place if it is the tenant's first since the engine started.
+    pub(crate) fn connect(&self, tenant: &str) -> (WorkerStream, bool) {
         let (tx, rx) = mpsc::channel(64);
-        let id = {
+        let (id, first) = {
             let mut inner = lock(self);
             inner.next += 1;
             let id = inner.next;
             let workers = inner.tenants.entry(tenant.to_owned()).or_default();
             workers.workers.push((id, tx));
+            let first = !workers.ever;
             workers.ever = true;
-            id
+            (id, first)
         };
         self.connected.notify_waiters();
-        WorkerStream {
-            tasks: rx,
-            tenant: tenant.to_owned(),
-            id,
-        }
+        (
+            WorkerStream {
+                tasks: rx,
+                tenant: tenant.to_owned(),
+                id,
+            },
+            first,
+        )
     }
 
     /// The worker is gone: the deliveries it had not answered go to other workers.
@@ -189,8 +218,10 @@ impl ExternalWorkers {
             let connected = self.connected.notified();
             let (worker, sender, reply) = {
                 let mut inner = lock(self);
-                inner.next += 1;
-                task.token = format!("{}-{}", task.execution_id, inner.next);
+                // Unguessable: a token answers for a delivery.
+                let mut secret = [0u8; 16];
+                let _ = getrandom::fill(&mut secret);
+                task.token = secret.iter().map(|b| format!("{b:02x}")).collect();
                 let chosen = inner.tenants.get_mut(tenant).and_then(|workers| {
                     workers.workers.retain(|(_, tx)| !tx.is_closed());
                     if workers.workers.is_empty() {
@@ -223,29 +254,57 @@ impl ExternalWorkers {
                 }
                 continue;
             };
-            let token = task.token.clone();
-            let sent = tokio::time::timeout_at(deadline, sender.send(task.clone())).await;
-            match sent {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
+            // Forgotten however this delivery ends: answered, timed out, or the caller gone
+            // (its instance terminated).
+            let delivery = Delivery {
+                workers: self,
+                token: task.token.clone(),
+            };
+            match sender.try_send(task.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => {
                     // The worker went away before it took the task.
                     self.disconnect(tenant, worker);
                     continue;
                 }
-                Err(_) => {
-                    lock(self).pending.remove(&token);
-                    return Err(timed_out());
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // This worker has a backlog: another one, or this one a little later.
+                    drop(delivery);
+                    if tokio::time::timeout_at(
+                        deadline,
+                        tokio::time::sleep(Duration::from_millis(20)),
+                    )
+                    .await
+                    .is_err()
+                    {
+                        return Err(timed_out());
+                    }
+                    continue;
                 }
             }
             match tokio::time::timeout_at(deadline, answer).await {
                 Ok(Ok(result)) => return result,
-                // Its worker went away or gave it back: deliver again.
-                Ok(Err(_)) => continue,
-                Err(_) => {
-                    lock(self).pending.remove(&token);
-                    return Err(timed_out());
+                // Its worker went away or gave it back: deliver again, after a breath so a
+                // worker that keeps giving tasks back cannot spin the host.
+                Ok(Err(_)) => {
+                    drop(delivery);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
                 }
+                Err(_) => return Err(timed_out()),
             }
         }
+    }
+}
+
+/// A delivery waited for; dropping it forgets the delivery.
+struct Delivery<'a> {
+    workers: &'a ExternalWorkers,
+    token: String,
+}
+
+impl Drop for Delivery<'_> {
+    fn drop(&mut self) {
+        lock(self.workers).pending.remove(&self.token);
     }
 }

@@ -482,6 +482,9 @@ impl Engine {
                 },
             );
         }
+        shared
+            .external
+            .remember(shared.journal.external_worker_tenants()?);
         for job in shared.journal.pending_activities()? {
             shared.dispatch_activity(job);
         }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Engine, Shared};
+use super::{Engine, EngineError, Shared};
 use crate::metrics::{Gauges, Metrics};
 use crate::model::InstanceId;
 use crate::traces::{InstanceTrace, RunInfo};
@@ -133,8 +133,29 @@ impl Engine {
 impl Engine {
     /// A worker process of `tenant` connects: it is sent the tenant's activity calls that
     /// no Wasm or native activity answers.
-    pub(crate) fn connect_worker(&self, tenant: &crate::model::Tenant) -> super::WorkerStream {
-        self.shared.external.connect(tenant.as_str())
+    pub(crate) async fn connect_worker(
+        &self,
+        tenant: &crate::model::Tenant,
+    ) -> Result<super::WorkerStream, EngineError> {
+        let (stream, first) = self.shared.external.connect(tenant.as_str());
+        if first {
+            // Remembered, so the tenant's calls in flight at a restart wait for a worker.
+            self.shared
+                .journal
+                .mark_external_workers(tenant.as_str().to_owned())
+                .await?;
+        }
+        Ok(stream)
+    }
+
+    /// Whether a worker's delivery `token` is still waited for.
+    pub(crate) fn delivery_pending(&self, token: &str) -> bool {
+        self.shared.external.is_pending(token)
+    }
+
+    /// Ends every worker's stream (the server is stopping).
+    pub(crate) fn close_workers(&self) {
+        self.shared.external.close_all();
     }
 
     /// The worker went away; what it had not answered goes to another.

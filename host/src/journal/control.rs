@@ -216,6 +216,26 @@ impl Journal {
         .await
     }
 
+    /// Remembers that `tenant` has had an external worker connect.
+    pub async fn mark_external_workers(&self, tenant: String) -> Result<(), JournalError> {
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE tenants SET external_workers = 1 WHERE name = ?1")?
+                .execute(params![tenant])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The tenants that have had an external worker connect.
+    pub fn external_worker_tenants(&self) -> Result<Vec<String>, JournalError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT name FROM tenants WHERE external_workers = 1")?;
+            let names = stmt.query_map([], |r| r.get(0))?;
+            Ok(names.collect::<Result<_, _>>()?)
+        })
+    }
+
     /// Stores a token's hash with its tenant and scopes.
     pub async fn add_token(
         &self,

@@ -214,6 +214,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE instances ADD COLUMN traceparent TEXT;
     "#,
+    // 10: tenants whose activity calls go to external workers once one has connected, so
+    // their calls in flight wait for a worker after a restart instead of failing.
+    r#"
+    ALTER TABLE tenants ADD COLUMN external_workers INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Brings the database to the newest schema, one transaction per migration.

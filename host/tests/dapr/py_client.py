@@ -7,6 +7,7 @@
 import json
 import os
 import sys
+import time
 import urllib.request
 
 import grpc
@@ -45,7 +46,12 @@ request = {"request_id": "req-py", "requester": "bob@company.com", "amount": 500
 iid = client.schedule_new_workflow(workflow=approval_workflow, input=request, instance_id="py-approval")
 seen["scheduled"] = iid
 seen["started"] = client.wait_for_workflow_start(iid, timeout_in_seconds=30).runtime_status.name
-state = client.get_workflow_state(iid)
+# The workflow sets its custom status in its first step, which may not have run yet.
+for _ in range(300):
+    state = client.get_workflow_state(iid)
+    if state.serialized_custom_status:
+        break
+    time.sleep(0.1)
 seen["name"] = state.name
 seen["custom_status"] = json.loads(state.serialized_custom_status)
 client.pause_workflow(iid)
