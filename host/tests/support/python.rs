@@ -10,8 +10,13 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
+/// Tests of one binary run on threads of one process: one makes a venv, the others wait.
+/// (Test binaries run one after another.)
+static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A venv named `name` with `requirements` (a pinned requirements file's text) installed.
 pub fn venv(name: &str, requirements: &str) -> PathBuf {
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|p| p.into_inner());
     let key: u64 = requirements.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
