@@ -53,6 +53,19 @@ impl Sidecar {
             .await
             .map_err(status)
     }
+    /// The caller, if its token has `scope`, and its tenant's instance `local`. The
+    /// caller is kept for the call: it holds the tenant's request slot.
+    async fn instance_for<T>(
+        &self,
+        request: &Request<T>,
+        scope: Scope,
+        local: &str,
+    ) -> Result<(Principal, crate::model::InstanceId), Status> {
+        let principal = self.caller(request).await?;
+        principal.require(scope).map_err(status)?;
+        let id = principal.instance(local).map_err(status)?;
+        Ok((principal, id))
+    }
 }
 
 /// The largest message accepted: the payload limit, with room for the envelope.
@@ -381,10 +394,10 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         request: Request<proto::GetInstanceRequest>,
     ) -> Result<Response<proto::GetInstanceResponse>, Status> {
-        let principal = self.caller(&request).await?;
-        principal.require(Scope::Read).map_err(status)?;
+        let (_caller, id) = self
+            .instance_for(&request, Scope::Read, &request.get_ref().instance_id)
+            .await?;
         let get = request.into_inner();
-        let id = principal.instance(&get.instance_id).map_err(status)?;
         let read = super::blocking(&self.state, move |engine| engine.status(&id)).await;
         Ok(Response::new(match read {
             Ok(record) => proto::GetInstanceResponse {
@@ -403,10 +416,10 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         request: Request<proto::GetInstanceRequest>,
     ) -> Result<Response<proto::GetInstanceResponse>, Status> {
-        let principal = self.caller(&request).await?;
-        principal.require(Scope::Read).map_err(status)?;
+        let (_caller, id) = self
+            .instance_for(&request, Scope::Read, &request.get_ref().instance_id)
+            .await?;
         let get = request.into_inner();
-        let id = principal.instance(&get.instance_id).map_err(status)?;
         let record = capped(self.state.engine.wait_for_start(&id)).await?;
         Ok(Response::new(proto::GetInstanceResponse {
             exists: true,
@@ -418,10 +431,10 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         request: Request<proto::GetInstanceRequest>,
     ) -> Result<Response<proto::GetInstanceResponse>, Status> {
-        let principal = self.caller(&request).await?;
-        principal.require(Scope::Read).map_err(status)?;
+        let (_caller, id) = self
+            .instance_for(&request, Scope::Read, &request.get_ref().instance_id)
+            .await?;
         let get = request.into_inner();
-        let id = principal.instance(&get.instance_id).map_err(status)?;
         let record = capped(self.state.engine.wait_for_completion(&id)).await?;
         Ok(Response::new(proto::GetInstanceResponse {
             exists: true,
@@ -433,10 +446,10 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         request: Request<proto::RaiseEventRequest>,
     ) -> Result<Response<proto::RaiseEventResponse>, Status> {
-        let principal = self.caller(&request).await?;
-        principal.require(Scope::Signal).map_err(status)?;
+        let (_caller, id) = self
+            .instance_for(&request, Scope::Signal, &request.get_ref().instance_id)
+            .await?;
         let raise = request.into_inner();
-        let id = principal.instance(&raise.instance_id).map_err(status)?;
         let data = payload(raise.input)?;
         if data.len() > self.state.config.max_payload_bytes {
             return Err(Status::invalid_argument(format!(
@@ -457,10 +470,10 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         request: Request<proto::TerminateRequest>,
     ) -> Result<Response<proto::TerminateResponse>, Status> {
-        let principal = self.caller(&request).await?;
-        principal.require(Scope::Signal).map_err(status)?;
+        let (_caller, id) = self
+            .instance_for(&request, Scope::Signal, &request.get_ref().instance_id)
+            .await?;
         let terminate = request.into_inner();
-        let id = principal.instance(&terminate.instance_id).map_err(status)?;
         // Children are always terminated with their parent (`recursive` or not).
         let reason = terminate
             .output
@@ -477,10 +490,10 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         request: Request<proto::SuspendRequest>,
     ) -> Result<Response<proto::SuspendResponse>, Status> {
-        let principal = self.caller(&request).await?;
-        principal.require(Scope::Signal).map_err(status)?;
+        let (_caller, id) = self
+            .instance_for(&request, Scope::Signal, &request.get_ref().instance_id)
+            .await?;
         let suspend = request.into_inner();
-        let id = principal.instance(&suspend.instance_id).map_err(status)?;
         let reason = suspend
             .reason
             .unwrap_or_else(|| "suspended through the Durable Task API".to_owned());
@@ -496,10 +509,10 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         request: Request<proto::ResumeRequest>,
     ) -> Result<Response<proto::ResumeResponse>, Status> {
-        let principal = self.caller(&request).await?;
-        principal.require(Scope::Signal).map_err(status)?;
+        let (_caller, id) = self
+            .instance_for(&request, Scope::Signal, &request.get_ref().instance_id)
+            .await?;
         let resume = request.into_inner();
-        let id = principal.instance(&resume.instance_id).map_err(status)?;
         let reason = resume
             .reason
             .unwrap_or_else(|| "resumed through the Durable Task API".to_owned());
