@@ -58,7 +58,7 @@ pub(super) async fn run(keep: bool) -> anyhow::Result<()> {
 
     println!();
     if keep {
-        println!("journal kept at {}", demo.engine.journal_path().display());
+        println!("journal kept at {}", demo.engine.journal_location());
     } else {
         drop(demo);
         let _ = std::fs::remove_dir_all(&dir);

@@ -35,6 +35,18 @@ pub(super) struct ServeArgs {
     /// 127.0.0.1:50001, Dapr's gRPC port]. `off` turns it off.
     #[arg(long)]
     grpc_listen: Option<GrpcListen>,
+    /// Keep the journal in this PostgreSQL database (`postgres://user:pass@host/db`),
+    /// shared with other hosts, instead of `steadfast.db` in the data directory. Hosts
+    /// on one database share its instances' partitions by lease.
+    #[arg(long, env = "STEADFAST_JOURNAL")]
+    journal: Option<String>,
+    /// This host's name among the hosts of a shared journal [default: machine-pid-random].
+    #[arg(long)]
+    host_id: Option<String>,
+    /// How long a host's lease on its partitions lasts unrenewed, in ms: how soon the
+    /// others take over after it dies [default: 10000].
+    #[arg(long)]
+    lease_ms: Option<u64>,
 }
 
 /// `--grpc-listen ADDRESS` or `--grpc-listen off`.
@@ -92,6 +104,11 @@ pub struct ServerConfig {
     pub traces: crate::traces::TracesConfig,
     /// Where the Durable Task sidecar protocol (gRPC) is served; not at all when unset.
     pub grpc_listen: Option<SocketAddr>,
+    /// A PostgreSQL URL: the journal shared with other hosts (SQLite in `data_dir` when
+    /// unset).
+    pub journal: Option<String>,
+    /// How long a lease on partitions lasts unrenewed, in ms (shared journal only).
+    pub lease_ms: u64,
 }
 
 impl ServerConfig {
@@ -128,6 +145,8 @@ impl Default for ServerConfig {
             compile: crate::sandbox::CompileLimits::default(),
             traces: crate::traces::TracesConfig::default(),
             grpc_listen: None,
+            journal: None,
+            lease_ms: 10_000,
         }
     }
 }
@@ -147,6 +166,12 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    if let Some(journal) = args.journal {
+        config.journal = Some(journal);
+    }
+    if let Some(ms) = args.lease_ms {
+        config.lease_ms = ms;
     }
     let mut grpc_default = false;
     match args.grpc_listen {
@@ -182,6 +207,29 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
     engine_config.limits = config.limits.clone();
     engine_config.tenant_limits = config.tenant_limits()?;
     engine_config.compile_limits = config.compile;
+    if let Some(url) = &config.journal {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!(
+                "--journal takes a PostgreSQL URL like postgres://user:password@host/db; \
+                 leave it out to keep the journal in SQLite in the data directory"
+            );
+        }
+        if config.lease_ms < 1_000 {
+            bail!("lease_ms must be at least 1000 (a lease is renewed every third of it)");
+        }
+        let host = args
+            .host_id
+            .clone()
+            .unwrap_or_else(crate::journal::leases::LeaseConfig::unique_host);
+        println!("journal: PostgreSQL, shared; this host is {host}");
+        engine_config.journal = crate::engine::JournalBackend::Postgres {
+            url: url.clone(),
+            lease: crate::journal::leases::LeaseConfig {
+                host,
+                ttl: std::time::Duration::from_millis(config.lease_ms),
+            },
+        };
+    }
     let traces = crate::traces::Traces::from_config(&config.traces)
         .map_err(|why| anyhow::anyhow!("[traces]: {why}"))?;
     if traces.is_on() {

@@ -201,6 +201,9 @@ impl Shared {
         job: QueuedActivity,
         stops: Option<u64>,
     ) {
+        if !self.owns(&job.instance) {
+            return;
+        }
         if job.due_at > self.clock.now() {
             self.timers.add(job.due_at, TimerJob::Activity(job));
             return;
@@ -237,11 +240,20 @@ impl Shared {
         holding: &Arc<Mutex<Holding>>,
         traceparent: Option<String>,
     ) -> Result<String, ErrorInfo> {
-        let registered = self
-            .registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .activity(job.instance.tenant(), &job.name);
+        let lookup = || {
+            self.registry
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .activity(job.instance.tenant(), &job.name)
+        };
+        let mut registered = lookup();
+        if registered.is_none() && self.journal.is_shared() {
+            // Perhaps deployed through another host a moment ago.
+            if let Err(e) = self.load_deployments().await {
+                tracing::warn!(error = %e, "cannot load other hosts' deployments");
+            }
+            registered = lookup();
+        }
         match registered {
             None if self.external.serves(job.instance.tenant()) => {
                 // Nothing here answers the name: the tenant's worker processes do.

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use super::activation::Msg;
 use super::compat::{self, Compatibility};
 use super::{
     ComponentKind, Deployment, Engine, EngineError, ReusePolicy, StartOptions, check_json,
@@ -354,7 +353,13 @@ impl Engine {
             .tenant
             .clone()
             .unwrap_or_else(Tenant::default_tenant);
-        let Some(component) = self.shared.workflow_component(&tenant, workflow) else {
+        let mut component = self.shared.workflow_component(&tenant, workflow);
+        if component.is_none() && self.shared.journal.is_shared() {
+            // Perhaps deployed through another host a moment ago.
+            self.shared.load_deployments().await?;
+            component = self.shared.workflow_component(&tenant, workflow);
+        }
+        let Some(component) = component else {
             let deployed = self
                 .workflows(&tenant)
                 .into_iter()
@@ -594,14 +599,7 @@ impl Engine {
     }
 
     fn request_eviction(&self, id: &InstanceId) {
-        let resident = self
-            .shared
-            .resident
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = resident.get(id) {
-            let _ = r.tx.send(Msg::Evict(None));
-        }
+        self.shared.request_eviction(id);
     }
 }
 

@@ -27,6 +27,7 @@ mod guest_log;
 mod lifecycle;
 mod limits;
 mod observe;
+mod partitions;
 mod random;
 mod registry;
 mod resident;
@@ -54,7 +55,7 @@ pub use components::UploadTicket;
 pub use lifecycle::{InstanceCheck, Scope, WorkflowInfo, WorkflowVersion, token_hash};
 pub use limits::{GuestMemory, Limits};
 use registry::{Loaded, Registry};
-use timers::{TimerJob, Timers};
+use timers::Timers;
 use work::Work;
 
 use crate::journal::{EventBounds, Journal, JournalError};
@@ -89,8 +90,25 @@ pub struct EngineConfig {
     pub compile_limits: crate::sandbox::CompileLimits,
     /// Where spans go; off by default.
     pub traces: Arc<crate::traces::Traces>,
+    /// Where the journal is: `steadfast.db` in `data_dir` (the default), or a PostgreSQL
+    /// database shared with other hosts.
+    pub journal: JournalBackend,
     /// Native activities, registered before recovery dispatches queued activities.
     natives: Vec<(String, activities::NativeActivity)>,
+}
+
+/// Which journal an engine keeps.
+#[derive(Debug, Clone, Default)]
+pub enum JournalBackend {
+    /// `steadfast.db` in the data directory, this engine's alone.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by several hosts, each running the partitions it
+    /// leases.
+    Postgres {
+        url: String,
+        lease: crate::journal::leases::LeaseConfig,
+    },
 }
 
 impl EngineConfig {
@@ -105,6 +123,7 @@ impl EngineConfig {
             tenant_limits: HashMap::new(),
             compile_limits: crate::sandbox::CompileLimits::default(),
             traces: Arc::new(crate::traces::Traces::off()),
+            journal: JournalBackend::Sqlite,
             natives: Vec::new(),
         }
     }
@@ -358,7 +377,22 @@ impl Engine {
                 config.data_dir.display()
             )))
         })?;
-        let journal = open_journal(&config.data_dir.join("steadfast.db")).await?;
+        let journal = match &config.journal {
+            JournalBackend::Sqlite => open_journal(&config.data_dir.join("steadfast.db")).await?,
+            JournalBackend::Postgres { url, lease } => {
+                let (url, lease) = (url.clone(), lease.clone());
+                // The synchronous client must not start inside the async runtime.
+                tokio::task::spawn_blocking(move || {
+                    std::thread::spawn(move || Journal::open_postgres(&url, &lease))
+                        .join()
+                        .unwrap_or_else(|_| {
+                            Err(JournalError::Storage("opening the journal panicked".into()))
+                        })
+                })
+                .await
+                .map_err(|e| JournalError::Storage(e.to_string()))??
+            }
+        };
         let metrics = Arc::new(crate::metrics::Metrics::new());
         journal.observe_commits(
             metrics.journal_commit_duration.clone(),
@@ -448,56 +482,30 @@ impl Engine {
             Arc::clone(&shared.timers),
             Arc::clone(&shared.clock),
         ));
+        let lease_changes = shared.journal.take_lease_changes();
         let engine = Engine { shared };
         engine.recover().await?;
+        if let Some(changes) = lease_changes {
+            tokio::spawn(partitions::follow(Arc::downgrade(&engine.shared), changes));
+        }
         Ok(engine)
     }
 
     async fn recover(&self) -> Result<(), EngineError> {
         let shared = &self.shared;
-        for stored in shared.journal.components()? {
-            match shared.load_stored(&stored.digest, stored.bytes).await {
-                Ok(inspected) => shared.accept(&stored.digest, &inspected).await,
-                Err(e) => {
-                    tracing::error!(digest = %stored.digest.short(), error = %e, "cannot load a deployed component");
-                }
-            }
-        }
-        {
-            let mut registry = shared.registry_mut();
-            for (tenant, workflow, version, digest) in shared.journal.workflow_versions()? {
-                registry.set_version(&tenant, &workflow, version, digest);
-            }
-            for (tenant, digest) in shared.journal.component_owners()? {
-                registry.own_activities(&tenant, &digest);
-            }
-        }
-        for (instance, generation, seq, fire_at) in shared.journal.pending_timers()? {
-            shared.timers.add(
-                fire_at,
-                TimerJob::Fire {
-                    instance,
-                    generation,
-                    seq,
-                },
-            );
-        }
+        shared.load_deployments().await?;
         shared
             .external
             .remember(shared.journal.external_worker_tenants()?);
-        for job in shared.journal.pending_activities()? {
-            shared.dispatch_activity(job);
-        }
-        let now = shared.clock.now();
-        for (id, start_at) in shared.journal.running_instances()? {
-            shared.activate_at(id, start_at, now);
-        }
+        // On a shared journal: the partitions leased so far (the lease thread's first
+        // round ran before the engine opened); the rest as they are taken.
+        shared.recover_instances(None)?;
         Ok(())
     }
 
     /// The journal file.
-    pub fn journal_path(&self) -> PathBuf {
-        self.shared.journal.path().to_owned()
+    pub fn journal_location(&self) -> crate::journal::Location {
+        self.shared.journal.location().clone()
     }
 
     /// Group-commit counters: (transactions committed, writes folded into them).
@@ -646,7 +654,10 @@ impl Engine {
             if done(&record) {
                 return Ok(record);
             }
-            if changed.await.is_err() {
+            if self.shared.journal.is_shared() && !self.shared.owns(id) {
+                // Another host runs it and tells this one nothing: look again shortly.
+                let _ = tokio::time::timeout(SHARED_WAIT_POLL, changed).await;
+            } else if changed.await.is_err() {
                 return self.status(id);
             }
             drop(waiter);
@@ -667,6 +678,8 @@ impl Engine {
     /// Stops the engine: every resident instance leaves memory (its state is in the
     /// journal) and the journal closes once the last task lets go of it.
     pub async fn shutdown(self) {
+        // On a shared journal, other hosts take over at once rather than at expiry.
+        self.shared.journal.stop_leases();
         let residents: Vec<InstanceId> = {
             let resident = self
                 .shared
@@ -924,6 +937,9 @@ async fn open_journal(path: &std::path::Path) -> Result<Journal, JournalError> {
         }
     }
 }
+
+/// How often a wait on an instance another host runs looks at the shared journal.
+const SHARED_WAIT_POLL: Duration = Duration::from_millis(50);
 
 /// Payloads larger than this are checked and serialised on a blocking thread.
 pub(crate) const OFF_THREAD_BYTES: usize = 16 * 1024;

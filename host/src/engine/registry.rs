@@ -49,6 +49,11 @@ impl Registry {
         self.names.insert(digest, names);
     }
 
+    /// Every component loaded.
+    pub(crate) fn component_digests(&self) -> std::collections::HashSet<Digest> {
+        self.components.keys().cloned().collect()
+    }
+
     /// The names a loaded component serves.
     pub(crate) fn names_of(&self, digest: &Digest) -> Option<Vec<String>> {
         self.names.get(digest).cloned()

@@ -81,6 +81,11 @@ impl Shared {
         id: InstanceId,
         work: WorkGuard,
     ) {
+        if !self.owns(&id) {
+            // Another host runs it; what was written for it reaches that host as a
+            // wake-up.
+            return;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let activation = self.next_activation.fetch_add(1, Ordering::Relaxed);
         if !resident.contains_key(&id) {
@@ -281,6 +286,9 @@ impl Shared {
                                 shared.deliver(instance, generation, pos, event, guard)
                             }
                             Ok(None) => {}
+                            Err(_) if !shared.owns(&instance) => {
+                                // Its partition's lease is gone: the new owner fires it.
+                            }
                             Err(e) => {
                                 tracing::error!(%instance, seq, error = %e, "cannot journal a timer firing; retrying in a second");
                                 shared.timers.add(
@@ -331,6 +339,9 @@ async fn write_completion(
     match shared.journal.complete_activity(&job, result, now).await {
         Ok(Some((pos, event))) => shared.deliver(job.instance, job.generation, pos, event, work),
         Ok(None) => {}
+        Err(_) if !shared.owns(&job.instance) => {
+            // Its partition's lease is gone: the new owner runs it again.
+        }
         Err(e) => {
             // Its queue row is still there: run it again later (at least once) rather
             // than leave its instance waiting for a restart.

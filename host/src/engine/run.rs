@@ -178,7 +178,15 @@ async fn run_generation(
     if let Err(e) = state.load(history) {
         return finish(shared, id, state, Finish::Stalled(e.to_string())).await;
     }
-    let Some(pre) = shared.orchestrator_pre(&record.component) else {
+    let mut pre = shared.orchestrator_pre(&record.component);
+    if pre.is_none() && shared.journal.is_shared() {
+        // Deployed through another host a moment ago: load it before giving up.
+        if let Err(e) = shared.load_deployments().await {
+            tracing::warn!(error = %e, "cannot load other hosts' deployments");
+        }
+        pre = shared.orchestrator_pre(&record.component);
+    }
+    let Some(pre) = pre else {
         let reason = format!(
             "the component this instance runs on ({}) is not deployed; deploy it again to resume",
             record.component.short()

@@ -3,8 +3,7 @@
 //! for (a scheduled instance's start, suspend and resume, terminate, purge, migrate). A
 //! status change is a conditional update decided by `model::Transition`.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
+use super::sql::{Db, params};
 use super::writes::{insert_event, status_of};
 use super::{Journal, JournalError};
 use crate::model::{
@@ -18,12 +17,12 @@ impl Journal {
         file: String,
         sha256: String,
     ) -> Result<(), JournalError> {
-        self.write(move |conn| {
-            conn.prepare_cached(
+        self.write(move |db| {
+            db.execute(
                 "INSERT INTO compiled_code (file, sha256) VALUES (?1, ?2)
                  ON CONFLICT (file) DO UPDATE SET sha256 = excluded.sha256",
-            )?
-            .execute(params![file, sha256])?;
+                params![file, sha256],
+            )?;
             Ok(())
         })
         .await
@@ -41,39 +40,42 @@ impl Journal {
         bytes: Vec<u8>,
         now: Timestamp,
     ) -> Result<Vec<(String, u32)>, JournalError> {
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO components (digest, kind, names, bytes, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![digest.as_str(), kind, serde_json::to_string(&names)?, bytes, now])?;
-            conn.prepare_cached("INSERT OR IGNORE INTO component_owners (tenant, digest) VALUES (?1, ?2)")?
-                .execute(params![tenant.as_str(), digest.as_str()])?;
+        self.write(move |db| {
+            db.execute(
+                "INSERT INTO components (digest, kind, names, bytes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                params![digest.as_str(), kind, serde_json::to_string(&names)?, bytes, now],
+            )?;
+            db.execute(
+                "INSERT INTO component_owners (tenant, digest) VALUES (?1, ?2)
+                 ON CONFLICT DO NOTHING",
+                params![tenant.as_str(), digest.as_str()],
+            )?;
             let mut versions = Vec::new();
             if kind != "orchestrator" {
                 return Ok(versions);
             }
             for name in names {
-                let existing: Option<u32> = conn
-                    .prepare_cached(
-                        "SELECT version FROM workflow_versions WHERE tenant = ?1 AND workflow = ?2 AND digest = ?3",
-                    )?
-                    .query_row(params![tenant.as_str(), name, digest.as_str()], |r| r.get(0))
-                    .optional()?;
+                let existing: Option<u32> = db.query_opt(
+                    "SELECT version FROM workflow_versions WHERE tenant = ?1 AND workflow = ?2 AND digest = ?3",
+                    params![tenant.as_str(), name, digest.as_str()],
+                    |r| r.get(0),
+                )?;
                 let version = match existing {
                     Some(v) => v,
                     None => {
-                        let next: u32 = conn
-                            .prepare_cached(
-                                "SELECT coalesce(max(version), 0) + 1 FROM workflow_versions
-                                 WHERE tenant = ?1 AND workflow = ?2",
-                            )?
-                            .query_row(params![tenant.as_str(), name], |r| r.get(0))?;
-                        conn.prepare_cached(
+                        let next: u32 = db.query_one(
+                            "SELECT coalesce(max(version), 0) + 1 FROM workflow_versions
+                             WHERE tenant = ?1 AND workflow = ?2",
+                            params![tenant.as_str(), name],
+                            |r| r.get(0),
+                        )?;
+                        db.execute(
                             "INSERT INTO workflow_versions (tenant, workflow, version, digest, created_at)
                              VALUES (?1, ?2, ?3, ?4, ?5)",
-                        )?
-                        .execute(params![tenant.as_str(), name, next, digest.as_str(), now])?;
+                            params![tenant.as_str(), name, next, digest.as_str(), now],
+                        )?;
                         next
                     }
                 };
@@ -92,7 +94,7 @@ impl Journal {
         incarnation: i64,
         now: Timestamp,
     ) -> Result<bool, JournalError> {
-        self.write(move |conn| {
+        self.write(move |db| {
             // One conditional write: this life of the id, still PENDING, and due.
             let from = RuntimeStatus::Pending;
             let to = Transition::Start
@@ -101,19 +103,12 @@ impl Journal {
                     id: id.clone(),
                     refused,
                 })?;
-            let n = conn
-                .prepare_cached(
-                    "UPDATE instances SET status = ?2, updated_at = ?3
-                     WHERE id = ?1 AND status = ?4 AND incarnation = ?5
-                       AND (start_at IS NULL OR start_at <= ?3)",
-                )?
-                .execute(params![
-                    id.as_str(),
-                    to.as_str(),
-                    now,
-                    from.as_str(),
-                    incarnation
-                ])?;
+            let n = db.execute(
+                "UPDATE instances SET status = ?2, updated_at = ?3
+                 WHERE id = ?1 AND status = ?4 AND incarnation = ?5
+                   AND (start_at IS NULL OR start_at <= ?3)",
+                params![id.as_str(), to.as_str(), now, from.as_str(), incarnation],
+            )?;
             Ok(n == 1)
         })
         .await
@@ -127,13 +122,13 @@ impl Journal {
         reason: String,
         now: Timestamp,
     ) -> Result<(), JournalError> {
-        self.write(move |conn| {
+        self.write(move |db| {
             let transition = if suspend {
                 Transition::Suspend
             } else {
                 Transition::Resume
             };
-            let (status, generation) = status_of(conn, &id)?;
+            let (status, generation) = status_of(db, &id)?;
             if transition.apply(status).is_err() {
                 return Err(JournalError::WrongStatus {
                     id,
@@ -141,13 +136,13 @@ impl Journal {
                     wanted: transition.sources()[0],
                 });
             }
-            apply_transition(conn, &id, transition, now)?;
+            apply_transition(db, &id, transition, now)?;
             let event = if suspend {
                 Event::Suspended { reason }
             } else {
                 Event::Resumed { reason }
             };
-            insert_event(conn, &id, generation, &event, now)?;
+            insert_event(db, &id, generation, &event, now)?;
             Ok(())
         })
         .await
@@ -162,14 +157,14 @@ impl Journal {
         now: Timestamp,
     ) -> Result<Vec<InstanceId>, JournalError> {
         let stops = std::sync::Arc::clone(&self.stops);
-        self.write(move |conn| {
+        self.write(move |db| {
             stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let (status, _) = status_of(conn, &id)?;
+            let (status, _) = status_of(db, &id)?;
             if status.is_terminal() {
                 return Err(JournalError::NotRunning { id, status });
             }
             let mut done = Vec::new();
-            terminate_tree(conn, &id, &reason, now, &mut done)?;
+            terminate_tree(db, &id, &reason, now, &mut done)?;
             Ok(done)
         })
         .await
@@ -185,17 +180,17 @@ impl Journal {
         force: bool,
     ) -> Result<Vec<InstanceId>, JournalError> {
         let stops = std::sync::Arc::clone(&self.stops);
-        self.write(move |conn| {
+        self.write(move |db| {
             stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let (status, _) = status_of(conn, &id)?;
+            let (status, _) = status_of(db, &id)?;
             if !status.is_terminal() && !force {
                 return Err(JournalError::StillRunning { id, status });
             }
-            if !force && let Some((child, status)) = live_descendant(conn, &id)? {
+            if !force && let Some((child, status)) = live_descendant(db, &id)? {
                 return Err(JournalError::StillRunning { id: child, status });
             }
             let mut purged = Vec::new();
-            purge_tree(conn, &id, &mut purged)?;
+            purge_tree(db, &id, &mut purged)?;
             Ok(purged)
         })
         .await
@@ -207,10 +202,11 @@ impl Journal {
         tenant: Tenant,
         now: Timestamp,
     ) -> Result<bool, JournalError> {
-        self.write(move |conn| {
-            let n = conn
-                .prepare_cached("INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?1, ?2)")?
-                .execute(params![tenant.as_str(), now])?;
+        self.write(move |db| {
+            let n = db.execute(
+                "INSERT INTO tenants (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![tenant.as_str(), now],
+            )?;
             Ok(n == 1)
         })
         .await
@@ -218,9 +214,11 @@ impl Journal {
 
     /// Remembers that `tenant` has had an external worker connect.
     pub async fn mark_external_workers(&self, tenant: String) -> Result<(), JournalError> {
-        self.write(move |conn| {
-            conn.prepare_cached("UPDATE tenants SET external_workers = 1 WHERE name = ?1")?
-                .execute(params![tenant])?;
+        self.write(move |db| {
+            db.execute(
+                "UPDATE tenants SET external_workers = 1 WHERE name = ?1",
+                params![tenant],
+            )?;
             Ok(())
         })
         .await
@@ -228,11 +226,12 @@ impl Journal {
 
     /// The tenants that have had an external worker connect.
     pub fn external_worker_tenants(&self) -> Result<Vec<String>, JournalError> {
-        self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT name FROM tenants WHERE external_workers = 1")?;
-            let names = stmt.query_map([], |r| r.get(0))?;
-            Ok(names.collect::<Result<_, _>>()?)
+        self.read(|db| {
+            db.query_map(
+                "SELECT name FROM tenants WHERE external_workers = 1",
+                &[],
+                |r| r.get::<String>(0),
+            )
         })
     }
 
@@ -245,11 +244,11 @@ impl Journal {
         label: String,
         now: Timestamp,
     ) -> Result<(), JournalError> {
-        self.write(move |conn| {
-            conn.prepare_cached(
+        self.write(move |db| {
+            db.execute(
                 "INSERT INTO tokens (hash, tenant, scopes, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![hash, tenant.as_str(), scopes.join(" "), label, now])?;
+                params![hash, tenant.as_str(), scopes.join(" "), label, now],
+            )?;
             Ok(())
         })
         .await
@@ -268,22 +267,21 @@ impl Journal {
         checked_upto: u64,
         to: Digest,
     ) -> Result<bool, JournalError> {
-        self.write(move |conn| {
-            let last: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT max(pos) FROM history WHERE instance = ?1 AND generation = ?2",
-                )?
-                .query_row(params![id.as_str(), generation], |r| r.get(0))?;
+        self.write(move |db| {
+            let last: Option<i64> = db.query_one(
+                "SELECT max(pos) FROM history WHERE instance = ?1 AND generation = ?2",
+                params![id.as_str(), generation],
+                |r| r.get(0),
+            )?;
             if last.and_then(|p| u64::try_from(p).ok()).unwrap_or(0) != checked_upto {
                 return Ok(false);
             }
-            let n = conn
-                .prepare_cached(
-                    "UPDATE instances SET component = ?2
-                     WHERE id = ?1 AND component = ?3 AND generation = ?4
-                       AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
-                )?
-                .execute(params![id.as_str(), to.as_str(), from.as_str(), generation])?;
+            let n = db.execute(
+                "UPDATE instances SET component = ?2
+                 WHERE id = ?1 AND component = ?3 AND generation = ?4
+                   AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
+                params![id.as_str(), to.as_str(), from.as_str(), generation],
+            )?;
             Ok(n == 1)
         })
         .await
@@ -296,17 +294,16 @@ impl Journal {
         id: InstanceId,
         digest: Digest,
     ) -> Result<(), JournalError> {
-        self.write(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE instances SET component = ?2
-                     WHERE id = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
-                )?
-                .execute(params![id.as_str(), digest.as_str()])?;
+        self.write(move |db| {
+            let n = db.execute(
+                "UPDATE instances SET component = ?2
+                 WHERE id = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
+                params![id.as_str(), digest.as_str()],
+            )?;
             if n == 1 {
                 return Ok(());
             }
-            let (status, _) = status_of(conn, &id)?;
+            let (status, _) = status_of(db, &id)?;
             Err(JournalError::NotRunning { id, status })
         })
         .await
@@ -316,23 +313,22 @@ impl Journal {
 /// Moves an instance's status through `transition`, as the state machine decides, with a
 /// write conditional on the status it was read in. Refused if the machine forbids it.
 fn apply_transition(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
     transition: Transition,
     now: Timestamp,
 ) -> Result<RuntimeStatus, JournalError> {
-    let (from, _) = status_of(conn, id)?;
+    let (from, _) = status_of(db, id)?;
     let to = transition
         .apply(from)
         .map_err(|refused| JournalError::Refused {
             id: id.clone(),
             refused,
         })?;
-    let n = conn
-        .prepare_cached(
-            "UPDATE instances SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = ?4",
-        )?
-        .execute(params![id.as_str(), to.as_str(), now, from.as_str()])?;
+    let n = db.execute(
+        "UPDATE instances SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = ?4",
+        params![id.as_str(), to.as_str(), now, from.as_str()],
+    )?;
     if n != 1 {
         return Err(JournalError::Refused {
             id: id.clone(),
@@ -342,34 +338,43 @@ fn apply_transition(
     Ok(to)
 }
 
-fn children_of(conn: &Connection, id: &InstanceId) -> Result<Vec<InstanceId>, JournalError> {
-    let mut stmt = conn.prepare_cached("SELECT id FROM instances WHERE parent_id = ?1")?;
-    let rows = stmt.query_map([id.as_str()], |r| r.get::<_, String>(0))?;
-    rows.map(|key| InstanceId::from_key(key?).map_err(JournalError::Corrupt))
-        .collect()
+fn children_of(db: &Db<'_>, id: &InstanceId) -> Result<Vec<InstanceId>, JournalError> {
+    // Collected in full before the caller recurses or runs anything else: with
+    // PostgreSQL no other statement may run while rows are still being read.
+    db.query_map(
+        "SELECT id FROM instances WHERE parent_id = ?1",
+        params![id.as_str()],
+        |r| InstanceId::from_key(r.get::<String>(0)?).map_err(JournalError::Corrupt),
+    )
 }
 
 fn terminate_tree(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
     reason: &str,
     now: Timestamp,
     done: &mut Vec<InstanceId>,
 ) -> Result<(), JournalError> {
-    let (status, generation) = status_of(conn, id)?;
+    let (status, generation) = status_of(db, id)?;
     if Transition::Terminate.apply(status).is_err() {
         return Ok(());
     }
-    apply_transition(conn, id, Transition::Terminate, now)?;
+    apply_transition(db, id, Transition::Terminate, now)?;
     let error = ErrorInfo::new("terminated", reason);
-    conn.prepare_cached("UPDATE instances SET error = ?2 WHERE id = ?1")?
-        .execute(params![id.as_str(), serde_json::to_string(&error)?])?;
-    conn.prepare_cached("DELETE FROM timers WHERE instance = ?1")?
-        .execute([id.as_str()])?;
-    conn.prepare_cached("DELETE FROM activity_queue WHERE instance = ?1")?
-        .execute([id.as_str()])?;
+    db.execute(
+        "UPDATE instances SET error = ?2 WHERE id = ?1",
+        params![id.as_str(), serde_json::to_string(&error)?],
+    )?;
+    db.execute(
+        "DELETE FROM timers WHERE instance = ?1",
+        params![id.as_str()],
+    )?;
+    db.execute(
+        "DELETE FROM activity_queue WHERE instance = ?1",
+        params![id.as_str()],
+    )?;
     insert_event(
-        conn,
+        db,
         id,
         generation,
         &Event::WorkflowTerminated {
@@ -378,23 +383,23 @@ fn terminate_tree(
         now,
     )?;
     done.push(id.clone());
-    for child in children_of(conn, id)? {
-        terminate_tree(conn, &child, reason, now, done)?;
+    for child in children_of(db, id)? {
+        terminate_tree(db, &child, reason, now, done)?;
     }
     Ok(())
 }
 
 /// A child (or grandchild, ...) of `id` that has not ended, if any.
 fn live_descendant(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
 ) -> Result<Option<(InstanceId, RuntimeStatus)>, JournalError> {
-    for child in children_of(conn, id)? {
-        let (status, _) = status_of(conn, &child)?;
+    for child in children_of(db, id)? {
+        let (status, _) = status_of(db, &child)?;
         if !status.is_terminal() {
             return Ok(Some((child, status)));
         }
-        if let Some(live) = live_descendant(conn, &child)? {
+        if let Some(live) = live_descendant(db, &child)? {
             return Ok(Some(live));
         }
     }
@@ -402,25 +407,21 @@ fn live_descendant(
 }
 
 fn purge_tree(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
     purged: &mut Vec<InstanceId>,
 ) -> Result<(), JournalError> {
-    for child in children_of(conn, id)? {
-        purge_tree(conn, &child, purged)?;
+    for child in children_of(db, id)? {
+        purge_tree(db, &child, purged)?;
     }
     for sql in [
         "DELETE FROM history WHERE instance = ?1",
         "DELETE FROM timers WHERE instance = ?1",
         "DELETE FROM activity_queue WHERE instance = ?1",
     ] {
-        conn.prepare_cached(sql)?.execute([id.as_str()])?;
+        db.execute(sql, params![id.as_str()])?;
     }
-    if conn
-        .prepare_cached("DELETE FROM instances WHERE id = ?1")?
-        .execute([id.as_str()])?
-        == 1
-    {
+    if db.execute("DELETE FROM instances WHERE id = ?1", params![id.as_str()])? == 1 {
         purged.push(id.clone());
     }
     Ok(())

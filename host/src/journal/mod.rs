@@ -25,8 +25,10 @@
 
 pub mod baseline;
 mod control;
+pub mod leases;
 mod reads;
 mod schema;
+pub(crate) mod sql;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +38,8 @@ use std::sync::mpsc;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
+
+use sql::{Db, PgConn};
 
 use crate::model::{InstanceId, RuntimeStatus};
 
@@ -118,16 +122,51 @@ impl From<serde_json::Error> for JournalError {
 
 /// A write to run on the writer thread: it does its work inside the batch transaction and
 /// returns whether that worked plus a callback that receives the commit's outcome.
-type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type WriteJob = Box<dyn FnOnce(&Db<'_>) -> (bool, Reply) + Send>;
 type Reply = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
+
+/// Where a journal lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite file, this engine's alone.
+    File(PathBuf),
+    /// A PostgreSQL database shared by several hosts (the URL, without its password).
+    Postgres(String),
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(path) => write!(f, "{}", path.display()),
+            Location::Postgres(url) => f.write_str(url),
+        }
+    }
+}
+
+/// The read connections of either backend.
+enum Readers {
+    Sqlite(Vec<Mutex<Connection>>),
+    Postgres(Vec<Mutex<PgConn>>),
+}
+
+/// The writer thread's connection.
+enum WriterConn {
+    Sqlite(Connection),
+    Postgres {
+        conn: PgConn,
+        url: String,
+        host: String,
+        idle_ms: u64,
+    },
+}
 
 /// Handle to an open journal. Cheap to share behind an `Arc`.
 pub struct Journal {
     writer: mpsc::Sender<WriteJob>,
     /// A few read connections: a long read (a page of large payloads) holds one, not all.
-    readers: Vec<Mutex<Connection>>,
+    readers: Readers,
     next_reader: std::sync::atomic::AtomicUsize,
-    path: PathBuf,
+    location: Location,
     stats: std::sync::Arc<WriterStats>,
     /// Set by [`Journal::crash`]: the writer commits nothing more.
     abandoned: std::sync::Arc<AtomicBool>,
@@ -136,6 +175,12 @@ pub struct Journal {
     stops: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Injected faults: this many of the next activation writes fail (tests only).
     faults: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Which partitions this host holds (all of them on SQLite).
+    ownership: std::sync::Arc<leases::Ownership>,
+    /// Stops the lease and wake-up threads of a shared journal.
+    stop_leases: std::sync::Arc<AtomicBool>,
+    /// Lease changes and wake-ups for the engine, until it takes them.
+    lease_changes: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<leases::LeaseChange>>>,
 }
 
 /// Counters of the writer thread: how well group commit batches.
@@ -164,6 +209,101 @@ impl Journal {
         let readers = (0..READERS)
             .map(|_| open_connection(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
+        Journal::start(
+            WriterConn::Sqlite(write_conn),
+            Readers::Sqlite(readers),
+            Location::File(path.to_owned()),
+            Some(lock),
+        )
+    }
+
+    /// Connects to the PostgreSQL database at `url`, shared with other hosts, brings its
+    /// schema up to date and starts taking part in its leases as `config.host`.
+    pub fn open_postgres(url: &str, config: &leases::LeaseConfig) -> Result<Journal, JournalError> {
+        let connect = || -> Result<PgConn, JournalError> {
+            let mut conn = PgConn::connect_as(url, &config.host)?;
+            // A host frozen inside a transaction (SIGSTOP, a long GC pause of its VM)
+            // must not hold a partition's row past its lease: the server ends it.
+            let idle = (config.ttl.as_millis() / 2).max(100);
+            conn.client
+                .batch_execute(&format!("SET idle_in_transaction_session_timeout = {idle}"))?;
+            Ok(conn)
+        };
+        let mut write_conn = connect()?;
+        schema::migrate_postgres(&mut write_conn)?;
+        let readers = (0..READERS)
+            .map(|_| connect().map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (ownership, changes) = leases::start(url, config, std::sync::Arc::clone(&stop))?;
+        let mut journal = Journal::start(
+            WriterConn::Postgres {
+                conn: write_conn,
+                url: url.to_owned(),
+                host: config.host.clone(),
+                idle_ms: (config.ttl.as_millis() / 2).max(100) as u64,
+            },
+            Readers::Postgres(readers),
+            Location::Postgres(sql::redact(url)),
+            None,
+        )?;
+        journal.ownership = ownership;
+        journal.stop_leases = stop;
+        journal.lease_changes = Mutex::new(Some(changes));
+        Ok(journal)
+    }
+
+    /// The lease changes and wake-ups of a shared journal, for the engine (once).
+    pub fn take_lease_changes(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<leases::LeaseChange>> {
+        self.lease_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Whether this host runs instance `id` now (always, on SQLite).
+    pub fn owns(&self, id: &InstanceId) -> bool {
+        self.ownership.owns(id)
+    }
+
+    /// Whether several hosts share this journal.
+    pub fn is_shared(&self) -> bool {
+        self.ownership.is_shared()
+    }
+
+    /// The partitions this host holds.
+    pub fn held_partitions(&self) -> Vec<u32> {
+        self.ownership.held()
+    }
+
+    /// Gives back this host's leases (at shutdown), so others take over at once.
+    pub fn stop_leases(&self) {
+        self.stop_leases.store(true, Ordering::SeqCst);
+    }
+
+    /// The lease an activation's write of `id` is decided under; refused at once if this
+    /// host does not hold the partition.
+    fn lease(&self, id: &InstanceId) -> Result<leases::Lease, JournalError> {
+        match self.ownership.fence(id) {
+            Some(fence) => Ok(leases::Lease {
+                fence,
+                ownership: std::sync::Arc::clone(&self.ownership),
+            }),
+            None => Err(JournalError::Fenced {
+                id: id.clone(),
+                why: "this host does not hold its partition's lease".into(),
+            }),
+        }
+    }
+
+    fn start(
+        write_conn: WriterConn,
+        readers: Readers,
+        location: Location,
+        lock: Option<std::fs::File>,
+    ) -> Result<Journal, JournalError> {
         let (tx, rx) = mpsc::channel::<WriteJob>();
         let stats = std::sync::Arc::new(WriterStats::default());
         let writer_stats = std::sync::Arc::clone(&stats);
@@ -181,11 +321,14 @@ impl Journal {
             writer: tx,
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
-            path: path.to_owned(),
+            location,
             stats,
             abandoned,
             stops: std::sync::Arc::default(),
             faults: std::sync::Arc::default(),
+            ownership: std::sync::Arc::new(leases::Ownership::everything()),
+            stop_leases: std::sync::Arc::default(),
+            lease_changes: Mutex::new(None),
         })
     }
 
@@ -224,8 +367,9 @@ impl Journal {
         let _ = self.writer.send(Box::new(|_| (false, Box::new(|_| {}))));
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the journal lives.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     /// Records each commit's duration (seconds) and size (writes) in these histograms
@@ -247,14 +391,28 @@ impl Journal {
         )
     }
 
-    /// Bytes on disk: the database file plus its write-ahead log.
+    /// Bytes on disk: the database file plus its write-ahead log (SQLite), or the
+    /// database's size (PostgreSQL).
     pub fn size_on_disk(&self) -> u64 {
-        let wal = self.path.with_extension("db-wal");
-        [self.path.as_path(), wal.as_path()]
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
+        match &self.location {
+            Location::File(path) => {
+                let wal = path.with_extension("db-wal");
+                [path.as_path(), wal.as_path()]
+                    .iter()
+                    .filter_map(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum()
+            }
+            Location::Postgres(_) => self
+                .read(|db| {
+                    db.query_one(
+                        "SELECT CAST(pg_database_size(current_database()) AS BIGINT)",
+                        sql::params![],
+                        |r| r.get::<u64>(0),
+                    )
+                })
+                .unwrap_or(0),
+        }
     }
 
     /// Runs `f` on the writer thread inside the next group-commit transaction and returns
@@ -262,7 +420,7 @@ impl Journal {
     async fn write<T, F>(&self, f: F) -> Result<T, JournalError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, JournalError> + Send + 'static,
     {
         self.write_then(f, |_: &T| {}).await
     }
@@ -273,7 +431,7 @@ impl Journal {
     async fn write_then<T, F, H>(&self, f: F, on_commit: H) -> Result<T, JournalError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, JournalError> + Send + 'static,
         H: FnOnce(&T) + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
@@ -295,21 +453,40 @@ impl Journal {
         rx.await.map_err(|_| JournalError::WriterGone)?
     }
 
-    fn read<T>(
+    fn read<T: Send>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, JournalError>,
+        f: impl FnOnce(&Db<'_>) -> Result<T, JournalError> + Send,
     ) -> Result<T, JournalError> {
-        // A free connection if there is one, else wait for the next in turn.
-        for reader in &self.readers {
-            if let Ok(conn) = reader.try_lock() {
-                return f(&conn);
+        match &self.readers {
+            Readers::Sqlite(readers) => {
+                let conn = self.reader(readers);
+                f(&Db::Sqlite(&conn))
+            }
+            Readers::Postgres(readers) => {
+                let mut guard = self.reader(readers);
+                let conn: &mut PgConn = &mut guard;
+                // The synchronous client drives its own runtime, which may not run inside
+                // the caller's (a tokio worker); a scoped thread is outside any.
+                std::thread::scope(|s| {
+                    s.spawn(move || f(&Db::Postgres(std::cell::RefCell::new(conn))))
+                        .join()
+                        .unwrap_or_else(|_| Err(JournalError::Storage("a read panicked".into())))
+                })
             }
         }
-        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        let conn = self.readers[turn]
+    }
+
+    /// A free read connection if there is one, else the next in turn once it is free.
+    fn reader<'r, C>(&self, readers: &'r [Mutex<C>]) -> std::sync::MutexGuard<'r, C> {
+        for reader in readers {
+            if let Ok(conn) = reader.try_lock() {
+                return conn;
+            }
+        }
+        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        readers[turn]
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&conn)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -377,7 +554,7 @@ fn lock_journal(path: &Path) -> Result<std::fs::File, JournalError> {
 /// Group commit: block for the first job, take whatever else is queued, run all in one
 /// transaction, commit, answer everyone.
 fn writer_loop(
-    conn: Connection,
+    mut conn: WriterConn,
     rx: mpsc::Receiver<WriteJob>,
     stats: &WriterStats,
     abandoned: &AtomicBool,
@@ -395,27 +572,59 @@ fn writer_loop(
             }
         }
         let began = std::time::Instant::now();
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let WriterConn::Postgres {
+            conn: pg,
+            url,
+            host,
+            idle_ms,
+        } = &mut conn
+            && pg.client.is_closed()
+        {
+            // The server went away (restart, failover, or it ended a transaction this
+            // host left idle too long): one new connection per batch.
+            let fresh = PgConn::connect_as(url, host).and_then(|mut c| {
+                c.client.batch_execute(&format!(
+                    "SET idle_in_transaction_session_timeout = {idle_ms}"
+                ))?;
+                Ok(c)
+            });
+            match fresh {
+                Ok(fresh) => *pg = fresh,
+                Err(e) => {
+                    tracing::error!(error = %e, "journal: cannot reconnect");
+                    continue;
+                }
+            }
+        }
+        let db = match &mut conn {
+            WriterConn::Sqlite(conn) => Db::Sqlite(conn),
+            WriterConn::Postgres { conn, .. } => Db::Postgres(std::cell::RefCell::new(conn)),
+        };
+        let begin = match db.dialect() {
+            sql::Dialect::Sqlite => "BEGIN IMMEDIATE",
+            sql::Dialect::Postgres => "BEGIN",
+        };
+        if let Err(e) = db.batch(begin) {
             // Dropping the jobs tells their callers the write did not happen.
             tracing::error!(error = %e, "journal: cannot begin a transaction");
             continue;
         }
         let mut callbacks = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let _ = conn.execute_batch("SAVEPOINT op");
-            let (ok, reply) = job(&conn);
+            let _ = db.batch("SAVEPOINT op");
+            let (ok, reply) = job(&db);
             if ok {
-                let _ = conn.execute_batch("RELEASE op");
+                let _ = db.batch("RELEASE op");
             } else {
-                let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+                let _ = db.batch("ROLLBACK TO op; RELEASE op");
             }
             callbacks.push(reply);
         }
         if abandoned.load(Ordering::SeqCst) {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = db.batch("ROLLBACK");
             return;
         }
-        let commit = conn.execute_batch("COMMIT").map_err(JournalError::from);
+        let commit = db.batch("COMMIT");
         stats
             .commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -427,7 +636,7 @@ fn writer_loop(
             writes.observe(callbacks.len() as f64);
         }
         if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = db.batch("ROLLBACK");
         }
         for reply in callbacks {
             let outcome = match &commit {
@@ -436,23 +645,5 @@ fn writer_loop(
             };
             reply(outcome);
         }
-    }
-}
-
-// Timestamps are stored as SQLite integers (milliseconds since the epoch).
-impl rusqlite::ToSql for crate::model::Timestamp {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        let ms = i64::try_from(self.0)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(rusqlite::types::ToSqlOutput::from(ms))
-    }
-}
-
-impl rusqlite::types::FromSql for crate::model::Timestamp {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let ms = i64::column_result(value)?;
-        u64::try_from(ms)
-            .map(crate::model::Timestamp)
-            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
     }
 }

@@ -1,8 +1,7 @@
 //! Queries: what the engine loads when it activates an instance or recovers after a
 //! restart, and what clients read.
 
-use rusqlite::{OptionalExtension, Row, params};
-
+use super::sql::{Dialect, Row, params};
 use super::{Journal, JournalError};
 use crate::model::{
     Digest, ErrorInfo, Event, InstanceId, RetryPolicy, RuntimeStatus, Tenant, Timestamp,
@@ -89,16 +88,20 @@ pub struct TokenRecord {
 }
 
 /// The page query of [`Journal::list_instances`], walking the ids one way: `id CMP ?6`
-/// (the cursor), `ORDER BY id DIRECTION`.
+/// (the cursor), `ORDER BY id DIRECTION`. `FIND(haystack, needle)` is the backend's
+/// substring search (1-based position, 0 if absent): SQLite's `instr`, PostgreSQL's
+/// `strpos`.
 macro_rules! list_sql {
-    ($cmp:literal, $direction:literal) => {
+    ($find:literal, $cmp:literal, $direction:literal) => {
         concat!(
             "SELECT id, workflow, component, status, generation, input, output, error,
                     custom_status, parent_id, created_at, updated_at, start_at, incarnation
              FROM instances WHERE tenant = ?1
                AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR status = ?3)
                AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
-               AND (?8 IS NULL OR instr(substr(id, ?9), ?8) > 0)
+               AND (?8 IS NULL OR ",
+            $find,
+            "(substr(id, ?9), ?8) > 0)
                AND id ",
             $cmp,
             " ?6 ORDER BY id ",
@@ -115,7 +118,7 @@ impl Journal {
         tenant: &Tenant,
         filter: &InstanceFilter,
     ) -> Result<Vec<InstanceRecord>, JournalError> {
-        self.read(|conn| {
+        self.read(|db| {
             // Without a cursor, the page starts at the first (or last) key of the tenant:
             // every key is `tenant/local`, above `tenant/` and below `tenant0` ('0'
             // follows '/'). A bound rather than `IS NULL OR` lets SQLite seek the index.
@@ -124,17 +127,18 @@ impl Journal {
                 None if filter.descending => format!("{tenant}0"),
                 None => format!("{tenant}/"),
             };
-            // Two statements rather than one built at run time: each stays in the cache,
-            // and each walks `instances_by_tenant` in its own direction.
-            let sql = if filter.descending {
-                list_sql!("<", "DESC")
-            } else {
-                list_sql!(">", "ASC")
+            // Two statements (per backend) rather than one built at run time: each stays
+            // in the cache, and each walks `instances_by_tenant` in its own direction.
+            let sql = match (db.dialect(), filter.descending) {
+                (Dialect::Sqlite, true) => list_sql!("instr", "<", "DESC"),
+                (Dialect::Sqlite, false) => list_sql!("instr", ">", "ASC"),
+                (Dialect::Postgres, true) => list_sql!("strpos", "<", "DESC"),
+                (Dialect::Postgres, false) => list_sql!("strpos", ">", "ASC"),
             };
-            let mut stmt = conn.prepare_cached(sql)?;
             // The local part of a key starts after "tenant/" (1-based for substr).
             let local_start = tenant.as_str().len() + 2;
-            let rows = stmt.query_map(
+            db.query_map(
+                sql,
                 params![
                     tenant.as_str(),
                     filter.workflow,
@@ -147,8 +151,7 @@ impl Journal {
                     local_start as i64,
                 ],
                 instance_from_row,
-            )?;
-            rows.map(|r| r?).collect()
+            )
         })
     }
 
@@ -158,11 +161,12 @@ impl Journal {
         &self,
         id: &InstanceId,
     ) -> Result<Option<(Option<String>, i64)>, JournalError> {
-        self.read(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT traceparent, incarnation FROM instances WHERE id = ?1")?
-                .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?)
+        self.read(|db| {
+            db.query_opt(
+                "SELECT traceparent, incarnation FROM instances WHERE id = ?1",
+                params![id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })
     }
 
@@ -172,15 +176,14 @@ impl Journal {
         &self,
         tenant: &Tenant,
     ) -> Result<std::collections::HashMap<(String, String), u64>, JournalError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+        self.read(|db| {
+            let rows: Vec<((String, String), u64)> = db.query_map(
                 "SELECT workflow, component, COUNT(*) FROM instances WHERE tenant = ?1
                  AND status IN ('PENDING', 'RUNNING', 'SUSPENDED') GROUP BY workflow, component",
+                params![tenant.as_str()],
+                |r| Ok(((r.get(0)?, r.get(1)?), r.get::<i64>(2)? as u64)),
             )?;
-            let rows = stmt.query_map(params![tenant.as_str()], |r| {
-                Ok(((r.get(0)?, r.get(1)?), r.get::<_, i64>(2)? as u64))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            Ok(rows.into_iter().collect())
         })
     }
 
@@ -190,45 +193,43 @@ impl Journal {
         tenant: &Tenant,
         workflow: &str,
     ) -> Result<Vec<InstanceId>, JournalError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+        self.read(|db| {
+            db.query_map(
                 "SELECT id FROM instances WHERE tenant = ?1 AND workflow = ?2
                  AND status IN ('PENDING', 'RUNNING', 'SUSPENDED') ORDER BY id",
-            )?;
-            let ids = stmt.query_map(params![tenant.as_str(), workflow], |r| {
-                r.get::<_, String>(0)
-            })?;
-            ids.map(|id| InstanceId::from_key(id?).map_err(JournalError::Corrupt))
-                .collect()
+                params![tenant.as_str(), workflow],
+                |r| InstanceId::from_key(r.get(0)?).map_err(JournalError::Corrupt),
+            )
         })
     }
 
     /// Every workflow version of every tenant: (tenant, workflow, version, digest).
     pub fn workflow_versions(&self) -> Result<Vec<(String, String, u32, Digest)>, JournalError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+        self.read(|db| {
+            db.query_map(
                 "SELECT tenant, workflow, version, digest FROM workflow_versions ORDER BY tenant, workflow, version",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, Digest::from_hex(r.get(3)?))))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, Digest::from_hex(r.get(3)?))),
+            )
         })
     }
 
     /// Which tenant deployed which component: (tenant, digest).
     pub fn component_owners(&self) -> Result<Vec<(String, Digest)>, JournalError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT tenant, digest FROM component_owners")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, Digest::from_hex(r.get(1)?))))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|db| {
+            db.query_map("SELECT tenant, digest FROM component_owners", &[], |r| {
+                Ok((r.get(0)?, Digest::from_hex(r.get(1)?)))
+            })
         })
     }
 
     pub fn token(&self, hash: &str) -> Result<Option<TokenRecord>, JournalError> {
-        self.read(|conn| {
-            let row: Option<(String, String, String)> = conn
-                .prepare_cached("SELECT tenant, scopes, label FROM tokens WHERE hash = ?1")?
-                .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
+        self.read(|db| {
+            let row: Option<(String, String, String)> = db.query_opt(
+                "SELECT tenant, scopes, label FROM tokens WHERE hash = ?1",
+                params![hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
             row.map(|(tenant, scopes, label)| {
                 Ok(TokenRecord {
                     tenant: Tenant::new(tenant).map_err(JournalError::Corrupt)?,
@@ -241,25 +242,26 @@ impl Journal {
     }
 
     pub fn tenant_exists(&self, tenant: &Tenant) -> Result<bool, JournalError> {
-        self.read(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT 1 FROM tenants WHERE name = ?1")?
-                .query_row([tenant.as_str()], |_| Ok(()))
-                .optional()?
+        self.read(|db| {
+            Ok(db
+                .query_opt(
+                    "SELECT 1 FROM tenants WHERE name = ?1",
+                    params![tenant.as_str()],
+                    |_| Ok(()),
+                )?
                 .is_some())
         })
     }
 
     pub fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, JournalError> {
-        self.read(|conn| {
-            conn.prepare_cached(
+        self.read(|db| {
+            db.query_opt(
                 "SELECT id, workflow, component, status, generation, input, output, error,
                         custom_status, parent_id, created_at, updated_at, start_at, incarnation
                  FROM instances WHERE id = ?1",
-            )?
-            .query_row([id.as_str()], instance_from_row)
-            .optional()?
-            .transpose()
+                params![id.as_str()],
+                instance_from_row,
+            )
         })
     }
 
@@ -269,25 +271,25 @@ impl Journal {
         id: &InstanceId,
         generation: u32,
     ) -> Result<Vec<StoredEvent>, JournalError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+        self.read(|db| {
+            db.query_map(
                 "SELECT pos, generation, at, data FROM history
                  WHERE instance = ?1 AND generation = ?2 ORDER BY pos",
-            )?;
-            let rows = stmt.query_map(params![id.as_str(), generation], event_from_row)?;
-            rows.map(|r| r?).collect()
+                params![id.as_str(), generation],
+                event_from_row,
+            )
         })
     }
 
     /// Every stored event of an instance (older generations are gone after
     /// continue-as-new), in order.
     pub fn history(&self, id: &InstanceId) -> Result<Vec<StoredEvent>, JournalError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+        self.read(|db| {
+            db.query_map(
                 "SELECT pos, generation, at, data FROM history WHERE instance = ?1 ORDER BY pos",
-            )?;
-            let rows = stmt.query_map([id.as_str()], event_from_row)?;
-            rows.map(|r| r?).collect()
+                params![id.as_str()],
+                event_from_row,
+            )
         })
     }
 
@@ -300,103 +302,90 @@ impl Journal {
         limit: u32,
         max_bytes: usize,
     ) -> Result<(Vec<StoredEvent>, bool), JournalError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT pos, generation, at, data FROM history
-                 WHERE instance = ?1 AND pos > ?2 ORDER BY pos LIMIT ?3",
-            )?;
-            let mut rows = stmt.query(params![id.as_str(), after as i64, i64::from(limit) + 1])?;
+        self.read(|db| {
             let mut page = Vec::new();
             let mut bytes = 0;
-            while let Some(row) = rows.next()? {
-                if page.len() == limit as usize || (bytes >= max_bytes && !page.is_empty()) {
-                    return Ok((page, true));
-                }
-                bytes += row.get_ref(3)?.as_str().map_or(0, str::len);
-                page.push(event_from_row(row)??);
-            }
-            Ok((page, false))
+            let mut more = false;
+            db.for_each(
+                "SELECT pos, generation, at, data FROM history
+                 WHERE instance = ?1 AND pos > ?2 ORDER BY pos LIMIT ?3",
+                params![id.as_str(), after as i64, i64::from(limit) + 1],
+                |row| {
+                    if page.len() == limit as usize || (bytes >= max_bytes && !page.is_empty()) {
+                        more = true;
+                        return Ok(false);
+                    }
+                    let (event, size) = sized_event_from_row(row)?;
+                    bytes += size;
+                    page.push(event);
+                    Ok(true)
+                },
+            )?;
+            Ok((page, more))
         })
     }
 
     /// How many journal rows an instance holds (history, queued work, timers).
     pub fn row_count(&self, id: &InstanceId) -> Result<u64, JournalError> {
-        self.read(|conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT (SELECT count(*) FROM history WHERE instance = ?1)
-                          + (SELECT count(*) FROM timers WHERE instance = ?1)
-                          + (SELECT count(*) FROM activity_queue WHERE instance = ?1)",
-                )?
-                .query_row([id.as_str()], |r| r.get::<_, i64>(0))? as u64)
+        self.read(|db| {
+            Ok(db.query_one(
+                "SELECT (SELECT count(*) FROM history WHERE instance = ?1)
+                      + (SELECT count(*) FROM timers WHERE instance = ?1)
+                      + (SELECT count(*) FROM activity_queue WHERE instance = ?1)",
+                params![id.as_str()],
+                |r| r.get::<i64>(0),
+            )? as u64)
         })
     }
 
     /// Ids of instances that still have work to do.
     /// Running instances, each with its start time if it was started for later.
     pub fn running_instances(&self) -> Result<Vec<(InstanceId, Option<Timestamp>)>, JournalError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+        self.read(|db| {
+            db.query_map(
                 "SELECT id, start_at FROM instances WHERE status IN ('PENDING', 'RUNNING')",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<Timestamp>>(1)?))
-            })?;
-            rows.map(|row| {
-                let (id, start_at) = row?;
-                Ok((
-                    InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
-                    start_at,
-                ))
-            })
-            .collect()
+                &[],
+                |r| {
+                    Ok((
+                        InstanceId::from_key(r.get(0)?).map_err(JournalError::Corrupt)?,
+                        r.get::<Option<Timestamp>>(1)?,
+                    ))
+                },
+            )
         })
     }
 
     /// Timers not yet fired: (instance, generation, seq, fire_at).
     pub fn pending_timers(&self) -> Result<Vec<(InstanceId, u32, u32, Timestamp)>, JournalError> {
-        self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT instance, generation, seq, fire_at FROM timers")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get::<_, Timestamp>(3)?,
-                ))
-            })?;
-            rows.map(|row| {
-                let (id, g, s, t) = row?;
-                Ok((
-                    InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
-                    g,
-                    s,
-                    t,
-                ))
-            })
-            .collect()
+        self.read(|db| {
+            db.query_map(
+                "SELECT instance, generation, seq, fire_at FROM timers",
+                &[],
+                |r| {
+                    Ok((
+                        InstanceId::from_key(r.get(0)?).map_err(JournalError::Corrupt)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get::<Timestamp>(3)?,
+                    ))
+                },
+            )
         })
     }
 
     /// The tenant's live-instance counter (kept by triggers) and its pending, running or suspended
     /// instances counted.
     pub fn tenant_load(&self, tenant: &Tenant) -> Result<(u64, u64), JournalError> {
-        self.read(|conn| {
-            // One snapshot for both counts.
-            let tx = conn.unchecked_transaction()?;
-            let counter: i64 = tx
-                .prepare_cached("SELECT live FROM tenant_load WHERE tenant = ?1")?
-                .query_row([tenant.as_str()], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0);
-            let counted: i64 = tx
-                .prepare_cached(
-                    "SELECT count(*) FROM instances
-                     WHERE tenant = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
-                )?
-                .query_row([tenant.as_str()], |r| r.get(0))?;
-            tx.finish()?;
+        self.read(|db| {
+            // One snapshot for both counts: one statement sees one snapshot on either
+            // backend (no counter row yet reads as 0).
+            let (counter, counted) = db.query_one(
+                "SELECT (SELECT live FROM tenant_load WHERE tenant = ?1),
+                        (SELECT count(*) FROM instances
+                         WHERE tenant = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED'))",
+                params![tenant.as_str()],
+                |r| Ok((r.get::<Option<i64>>(0)?.unwrap_or(0), r.get::<i64>(1)?)),
+            )?;
             Ok((counter.max(0) as u64, counted.max(0) as u64))
         })
     }
@@ -404,13 +393,11 @@ impl Journal {
     /// Whether this attempt's activity is still queued: false once its instance ended,
     /// moved to another generation or was purged (so the activity must not start).
     pub fn activity_queued(&self, job: &QueuedActivity) -> Result<bool, JournalError> {
-        self.read(|conn| {
-            Ok(conn
-                .prepare_cached(
+        self.read(|db| {
+            Ok(db
+                .query_opt(
                     "SELECT 1 FROM activity_queue
                      WHERE instance = ?1 AND generation = ?2 AND seq = ?3 AND incarnation = ?4",
-                )?
-                .query_row(
                     params![
                         job.instance.as_str(),
                         job.generation,
@@ -418,8 +405,7 @@ impl Journal {
                         job.incarnation
                     ],
                     |_| Ok(()),
-                )
-                .optional()?
+                )?
                 .is_some())
         })
     }
@@ -427,133 +413,156 @@ impl Journal {
     /// Activities queued and not finished. A row that cannot be read is logged and
     /// skipped, so one bad row cannot keep the engine from opening.
     pub fn pending_activities(&self) -> Result<Vec<QueuedActivity>, JournalError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+        self.read(|db| {
+            let mut queued = Vec::new();
+            db.for_each(
                 "SELECT instance, generation, seq, name, input, retry, attempt, due_at, first_at,
                         incarnation
                  FROM activity_queue",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get::<_, i64>(9)?,
-                ))
-            })?;
-            let mut queued = Vec::new();
-            for row in rows {
-                let parsed = row.map_err(JournalError::from).and_then(
-                    |(
-                        id,
-                        generation,
-                        seq,
-                        name,
-                        input,
-                        retry,
-                        attempt,
-                        due,
-                        first,
-                        incarnation,
-                    )| {
-                        Ok(QueuedActivity {
-                            instance: InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
-                            generation,
-                            seq,
-                            name,
-                            input,
-                            retry: retry.map(|r| serde_json::from_str(&r)).transpose()?,
-                            attempt,
-                            due_at: due,
-                            first_at: first,
-                            incarnation,
-                        })
-                    },
-                );
-                match parsed {
-                    Ok(job) => queued.push(job),
-                    Err(e) => {
-                        tracing::error!(error = %e, "skipping an unreadable activity queue row")
+                &[],
+                |r| {
+                    match activity_from_row(r) {
+                        Ok(job) => queued.push(job),
+                        Err(e) => {
+                            tracing::error!(error = %e, "skipping an unreadable activity queue row")
+                        }
                     }
-                }
-            }
+                    Ok(true)
+                },
+            )?;
             Ok(queued)
         })
     }
 
     /// The SHA-256 recorded for compiled-code cache file `file`.
     pub fn compiled_code(&self, file: &str) -> Result<Option<String>, JournalError> {
-        self.read(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT sha256 FROM compiled_code WHERE file = ?1")?
-                .query_row([file], |r| r.get(0))
-                .optional()?)
+        self.read(|db| {
+            db.query_opt(
+                "SELECT sha256 FROM compiled_code WHERE file = ?1",
+                params![file],
+                |r| r.get(0),
+            )
         })
     }
 
     pub fn components(&self) -> Result<Vec<StoredComponent>, JournalError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT digest, kind, bytes FROM components ORDER BY created_at, rowid",
-            )?;
-            let rows = stmt.query_map([], |r| {
+        self.read(|db| {
+            // Oldest first; ties in insertion order on SQLite (`rowid`), by digest on
+            // PostgreSQL (which has no `rowid`).
+            let sql = match db.dialect() {
+                Dialect::Sqlite => {
+                    "SELECT digest, kind, bytes FROM components ORDER BY created_at, rowid"
+                }
+                Dialect::Postgres => {
+                    "SELECT digest, kind, bytes FROM components ORDER BY created_at, digest"
+                }
+            };
+            db.query_map(sql, &[], |r| {
                 Ok(StoredComponent {
                     digest: Digest::from_hex(r.get(0)?),
                     kind: r.get(1)?,
                     bytes: r.get(2)?,
                 })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            })
         })
     }
 }
 
-fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, JournalError>> {
+impl Journal {
+    /// The deployed components not in `known`, with their bytes (another host sharing
+    /// the journal deployed them).
+    pub fn components_except(
+        &self,
+        known: &std::collections::HashSet<Digest>,
+    ) -> Result<Vec<StoredComponent>, JournalError> {
+        self.read(|db| {
+            let digests = db.query_map(
+                "SELECT digest FROM components ORDER BY created_at, digest",
+                &[],
+                |r| Ok(Digest::from_hex(r.get(0)?)),
+            )?;
+            let mut out = Vec::new();
+            for digest in digests.into_iter().filter(|d| !known.contains(d)) {
+                let stored = db.query_opt(
+                    "SELECT kind, bytes FROM components WHERE digest = ?1",
+                    params![digest.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                if let Some((kind, bytes)) = stored {
+                    out.push(StoredComponent {
+                        digest,
+                        kind,
+                        bytes,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn instance_from_row(r: &Row<'_>) -> Result<InstanceRecord, JournalError> {
     let id: String = r.get(0)?;
     let status: String = r.get(3)?;
     let error: Option<String> = r.get(7)?;
     let parent: Option<String> = r.get(9)?;
-    let build = || -> Result<InstanceRecord, JournalError> {
-        Ok(InstanceRecord {
-            id: InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
-            workflow: r.get(1)?,
-            component: Digest::from_hex(r.get(2)?),
-            status: status.parse().map_err(JournalError::Corrupt)?,
-            generation: r.get(4)?,
-            input: r.get(5)?,
-            output: r.get(6)?,
-            error: error.map(|e| serde_json::from_str(&e)).transpose()?,
-            custom_status: r.get(8)?,
-            parent: parent
-                .map(InstanceId::from_key)
-                .transpose()
-                .map_err(JournalError::Corrupt)?,
-            created_at: r.get::<_, Timestamp>(10)?,
-            updated_at: r.get::<_, Timestamp>(11)?,
-            start_at: r.get::<_, Option<Timestamp>>(12)?,
-            incarnation: r.get(13)?,
-        })
-    };
-    Ok(build())
+    Ok(InstanceRecord {
+        id: InstanceId::from_key(id).map_err(JournalError::Corrupt)?,
+        workflow: r.get(1)?,
+        component: Digest::from_hex(r.get(2)?),
+        status: status.parse().map_err(JournalError::Corrupt)?,
+        generation: r.get(4)?,
+        input: r.get(5)?,
+        output: r.get(6)?,
+        error: error.map(|e| serde_json::from_str(&e)).transpose()?,
+        custom_status: r.get(8)?,
+        parent: parent
+            .map(InstanceId::from_key)
+            .transpose()
+            .map_err(JournalError::Corrupt)?,
+        created_at: r.get::<Timestamp>(10)?,
+        updated_at: r.get::<Timestamp>(11)?,
+        start_at: r.get::<Option<Timestamp>>(12)?,
+        incarnation: r.get(13)?,
+    })
 }
 
-fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, JournalError>> {
+fn event_from_row(r: &Row<'_>) -> Result<StoredEvent, JournalError> {
+    sized_event_from_row(r).map(|(event, _)| event)
+}
+
+/// A journal entry and the size in bytes of its stored data.
+fn sized_event_from_row(r: &Row<'_>) -> Result<(StoredEvent, usize), JournalError> {
     let pos: i64 = r.get(0)?;
     let generation: u32 = r.get(1)?;
     let at: Timestamp = r.get(2)?;
     let data: String = r.get(3)?;
-    Ok(serde_json::from_str(&data)
-        .map(|event| StoredEvent {
+    let event = serde_json::from_str(&data)
+        .map_err(|e| JournalError::Corrupt(format!("history entry {pos}: {e}")))?;
+    Ok((
+        StoredEvent {
             pos: pos as u64,
             generation,
             at,
             event,
-        })
-        .map_err(|e| JournalError::Corrupt(format!("history entry {pos}: {e}"))))
+        },
+        data.len(),
+    ))
+}
+
+/// One row of `activity_queue`, columns in the order `pending_activities` selects them.
+fn activity_from_row(r: &Row<'_>) -> Result<QueuedActivity, JournalError> {
+    let retry: Option<String> = r.get(5)?;
+    Ok(QueuedActivity {
+        instance: InstanceId::from_key(r.get(0)?).map_err(JournalError::Corrupt)?,
+        generation: r.get(1)?,
+        seq: r.get(2)?,
+        name: r.get(3)?,
+        input: r.get(4)?,
+        retry: retry.map(|r| serde_json::from_str(&r)).transpose()?,
+        attempt: r.get(6)?,
+        due_at: r.get(7)?,
+        first_at: r.get(8)?,
+        incarnation: r.get(9)?,
+    })
 }

@@ -7,10 +7,9 @@
 //! `ChildScheduled` event also creates the child instance. So a step and the work it
 //! schedules commit together or not at all.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use std::collections::HashMap;
 
+use super::sql::{Db, params};
 use super::{Journal, JournalError, QueuedActivity};
 use crate::model::{
     Digest, ErrorInfo, Event, InstanceId, Outcome, RuntimeStatus, Timestamp, Transition,
@@ -91,7 +90,7 @@ impl Journal {
         new: NewInstance,
         now: Timestamp,
     ) -> Result<(), JournalError> {
-        self.write(move |conn| insert_instance(conn, &new, None, now))
+        self.write(move |db| insert_instance(db, &new, None, now))
             .await
     }
 
@@ -108,9 +107,11 @@ impl Journal {
     ) -> Result<(Vec<(u64, Event)>, u64), JournalError> {
         self.injected_fault()?;
         let stops = std::sync::Arc::clone(&self.stops);
-        self.write(move |conn| {
+        let lease = self.lease(&id)?;
+        self.write(move |db| {
+            lease.check(db, &id)?;
             let seen = stops.load(std::sync::atomic::Ordering::SeqCst);
-            append_step(conn, &id, &fence, step, now).map(|derived| (derived, seen))
+            append_step(db, &id, &fence, step, now).map(|derived| (derived, seen))
         })
         .await
     }
@@ -124,20 +125,21 @@ impl Journal {
         retry_at: Timestamp,
         now: Timestamp,
     ) -> Result<Option<u64>, JournalError> {
-        self.write(move |conn| {
-            let updated = conn
-                .prepare_cached(
-                    "UPDATE activity_queue SET attempt = ?4, due_at = ?5
-                     WHERE instance = ?1 AND generation = ?2 AND seq = ?3 AND incarnation = ?6",
-                )?
-                .execute(params![
+        let lease = self.lease(&job.instance)?;
+        self.write(move |db| {
+            lease.check(db, &job.instance)?;
+            let updated = db.execute(
+                "UPDATE activity_queue SET attempt = ?4, due_at = ?5
+                 WHERE instance = ?1 AND generation = ?2 AND seq = ?3 AND incarnation = ?6",
+                params![
                     job.instance.as_str(),
                     job.generation,
                     job.seq,
                     job.attempt + 1,
                     retry_at,
                     job.incarnation
-                ])?;
+                ],
+            )?;
             if updated == 0 {
                 return Ok(None);
             }
@@ -147,7 +149,7 @@ impl Journal {
                 error,
                 retry_at,
             };
-            insert_event(conn, &job.instance, job.generation, &event, now).map(Some)
+            insert_event(db, &job.instance, job.generation, &event, now).map(Some)
         })
         .await
     }
@@ -166,13 +168,14 @@ impl Journal {
             job.attempt,
             job.incarnation,
         );
-        self.write(move |conn| {
-            let deleted = conn
-                .prepare_cached(
-                    "DELETE FROM activity_queue
-                     WHERE instance = ?1 AND generation = ?2 AND seq = ?3 AND incarnation = ?4",
-                )?
-                .execute(params![id.as_str(), generation, seq, incarnation])?;
+        let lease = self.lease(&id)?;
+        self.write(move |db| {
+            lease.check(db, &id)?;
+            let deleted = db.execute(
+                "DELETE FROM activity_queue
+                 WHERE instance = ?1 AND generation = ?2 AND seq = ?3 AND incarnation = ?4",
+                params![id.as_str(), generation, seq, incarnation],
+            )?;
             if deleted == 0 {
                 return Ok(None);
             }
@@ -181,7 +184,7 @@ impl Journal {
                 attempts,
                 result,
             };
-            let pos = insert_event(conn, &id, generation, &event, now)?;
+            let pos = insert_event(db, &id, generation, &event, now)?;
             Ok(Some((pos, event)))
         })
         .await
@@ -195,17 +198,18 @@ impl Journal {
         seq: u32,
         now: Timestamp,
     ) -> Result<Option<(u64, Event)>, JournalError> {
-        self.write(move |conn| {
-            let deleted = conn
-                .prepare_cached(
-                    "DELETE FROM timers WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
-                )?
-                .execute(params![id.as_str(), generation, seq])?;
+        let lease = self.lease(&id)?;
+        self.write(move |db| {
+            lease.check(db, &id)?;
+            let deleted = db.execute(
+                "DELETE FROM timers WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                params![id.as_str(), generation, seq],
+            )?;
             if deleted == 0 {
                 return Ok(None);
             }
             let event = Event::TimerFired { seq };
-            let pos = insert_event(conn, &id, generation, &event, now)?;
+            let pos = insert_event(db, &id, generation, &event, now)?;
             Ok(Some((pos, event)))
         })
         .await
@@ -224,11 +228,21 @@ impl Journal {
         on_commit: impl FnOnce(&(u32, u64, Event)) + Send + 'static,
     ) -> Result<(u32, u64, Event), JournalError> {
         self.write_then(
-            move |conn| {
-                let row: Option<(String, u32)> = conn
-                    .prepare_cached("SELECT status, generation FROM instances WHERE id = ?1")?
-                    .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
+            move |db| {
+                let row: Option<(String, u32)> = db.query_opt(
+                    // FOR UPDATE: two hosts raising to one instance take turns, so
+                    // positions are given in commit order (SQLite has one writer).
+                    match db.dialect() {
+                        super::sql::Dialect::Sqlite => {
+                            "SELECT status, generation FROM instances WHERE id = ?1"
+                        }
+                        super::sql::Dialect::Postgres => {
+                            "SELECT status, generation FROM instances WHERE id = ?1 FOR UPDATE"
+                        }
+                    },
+                    params![id.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
                 let Some((status, generation)) = row else {
                     return Err(JournalError::InstanceNotFound(id));
                 };
@@ -238,8 +252,8 @@ impl Journal {
                 }
                 // Serialised before it reached this thread: a megabyte payload is not
                 // escaped while every other write waits.
-                bounds.check(conn, &id, generation, data.len() as u64)?;
-                let pos = insert_data(conn, &id, generation, &event, &data, now)?;
+                bounds.check(db, &id, generation, data.len() as u64)?;
+                let pos = insert_data(db, &id, generation, &event, &data, now)?;
                 Ok((generation, pos, event))
             },
             on_commit,
@@ -261,9 +275,11 @@ impl Journal {
     ) -> Result<Option<ParentNotice>, JournalError> {
         self.injected_fault()?;
         let stops = std::sync::Arc::clone(&self.stops);
-        self.write(move |conn| {
+        let lease = self.lease(&id)?;
+        self.write(move |db| {
+            lease.check(db, &id)?;
             let (notice, abandoned) =
-                finish_generation(conn, &id, &fence, last, custom_status, finish, now)?;
+                finish_generation(db, &id, &fence, last, custom_status, finish, now)?;
             if abandoned {
                 // Queued activities were cancelled: they must not start now.
                 stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -275,13 +291,14 @@ impl Journal {
 }
 
 pub(super) fn status_of(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
 ) -> Result<(RuntimeStatus, u32), JournalError> {
-    let row: Option<(String, u32)> = conn
-        .prepare_cached("SELECT status, generation FROM instances WHERE id = ?1")?
-        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let row: Option<(String, u32)> = db.query_opt(
+        "SELECT status, generation FROM instances WHERE id = ?1",
+        params![id.as_str()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let Some((status, generation)) = row else {
         return Err(JournalError::InstanceNotFound(id.clone()));
     };
@@ -294,7 +311,7 @@ pub(super) fn status_of(
 /// and incarnation — one conditional update, so a racing terminate, suspend, migration or
 /// purge wins cleanly. Refused with [`JournalError::Fenced`], naming why, otherwise.
 fn fenced_update(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
     fence: &Fence,
     end: Option<(Transition, Option<&str>, Option<&str>)>,
@@ -310,14 +327,12 @@ fn fenced_update(
             id: id.clone(),
             refused,
         })?;
-    let n = conn
-        .prepare_cached(
-            "UPDATE instances SET status = ?8, output = ?9, error = ?10,
-                    custom_status = coalesce(?2, custom_status), updated_at = ?3
-             WHERE id = ?1 AND status = ?4 AND generation = ?5 AND component = ?6
-               AND incarnation = ?7",
-        )?
-        .execute(params![
+    let n = db.execute(
+        "UPDATE instances SET status = ?8, output = ?9, error = ?10,
+                custom_status = coalesce(?2, custom_status), updated_at = ?3
+         WHERE id = ?1 AND status = ?4 AND generation = ?5 AND component = ?6
+           AND incarnation = ?7",
+        params![
             id.as_str(),
             custom_status,
             now,
@@ -328,11 +343,12 @@ fn fenced_update(
             to.as_str(),
             output,
             error
-        ])?;
+        ],
+    )?;
     if n == 1 {
         return Ok(());
     }
-    check_fence(conn, id, fence)?;
+    check_fence(db, id, fence)?;
     Err(JournalError::Fenced {
         id: id.clone(),
         why: "its row did not match".into(),
@@ -340,15 +356,12 @@ fn fenced_update(
 }
 
 /// Why an activation's view of the instance is out of date, as a [`JournalError::Fenced`].
-fn check_fence(conn: &Connection, id: &InstanceId, fence: &Fence) -> Result<(), JournalError> {
-    let row: Option<(String, u32, String, i64)> = conn
-        .prepare_cached(
-            "SELECT status, generation, component, incarnation FROM instances WHERE id = ?1",
-        )?
-        .query_row([id.as_str()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
+fn check_fence(db: &Db<'_>, id: &InstanceId, fence: &Fence) -> Result<(), JournalError> {
+    let row: Option<(String, u32, String, i64)> = db.query_opt(
+        "SELECT status, generation, component, incarnation FROM instances WHERE id = ?1",
+        params![id.as_str()],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
     let why = match row {
         None => "it was purged".to_owned(),
         Some((_, _, _, incarnation)) if incarnation != fence.incarnation => {
@@ -386,27 +399,30 @@ impl EventBounds {
     /// over a bound.
     fn check(
         &self,
-        conn: &Connection,
+        db: &Db<'_>,
         id: &InstanceId,
         generation: u32,
         size: u64,
     ) -> Result<(), JournalError> {
         // Per event name: raised minus waited for (a wait takes the oldest of its name).
         // Read from the covering index `history_event_load`: no payload is touched.
-        let (pending, bytes): (i64, i64) = conn
-            .prepare_cached(
-                "SELECT coalesce(sum(max(raised - waits, 0)), 0), coalesce(sum(bytes), 0) FROM (
-                     SELECT sum(kind = 'event_raised') AS raised,
-                            sum(kind = 'event_wait_started') AS waits,
-                            sum(CASE WHEN kind = 'event_raised' THEN size ELSE 0 END) AS bytes
-                     FROM history
-                     WHERE instance = ?1 AND generation = ?2
-                       AND kind IN ('event_raised', 'event_wait_started')
-                     GROUP BY name)",
-            )?
-            .query_row(params![id.as_str(), generation], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+        // The sums are cast (PostgreSQL sums BIGINTs to NUMERIC), and the subquery is named
+        // (PostgreSQL 15 requires it).
+        let (pending, bytes): (i64, i64) = db.query_one(
+            "SELECT CAST(coalesce(sum(CASE WHEN raised - waits > 0 THEN raised - waits ELSE 0 END),
+                                  0) AS BIGINT),
+                    CAST(coalesce(sum(bytes), 0) AS BIGINT)
+             FROM (
+                 SELECT sum(CASE WHEN kind = 'event_raised' THEN 1 ELSE 0 END) AS raised,
+                        sum(CASE WHEN kind = 'event_wait_started' THEN 1 ELSE 0 END) AS waits,
+                        sum(CASE WHEN kind = 'event_raised' THEN size ELSE 0 END) AS bytes
+                 FROM history
+                 WHERE instance = ?1 AND generation = ?2
+                   AND kind IN ('event_raised', 'event_wait_started')
+                 GROUP BY name) AS per_name",
+            params![id.as_str(), generation],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let pending = pending as u64;
         let why = if pending >= self.max_pending {
             format!(
@@ -430,19 +446,19 @@ impl EventBounds {
 }
 
 pub(super) fn insert_event(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
     generation: u32,
     event: &Event,
     now: Timestamp,
 ) -> Result<u64, JournalError> {
     let data = serde_json::to_string(event)?;
-    insert_data(conn, id, generation, event, &data, now)
+    insert_data(db, id, generation, event, &data, now)
 }
 
 /// Appends `event`, already serialised as `data`.
 fn insert_data(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
     generation: u32,
     event: &Event,
@@ -457,34 +473,38 @@ fn insert_data(
         }
         _ => None,
     };
-    conn.prepare_cached(
+    let pos: i64 = db.query_one(
         "INSERT INTO history (instance, generation, kind, seq, data, at, name, size)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        id.as_str(),
-        generation,
-        event.kind(),
-        event.command_seq(),
-        data,
-        now,
-        name,
-        data.len() as i64
-    ])?;
-    Ok(conn.last_insert_rowid() as u64)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         RETURNING pos",
+        params![
+            id.as_str(),
+            generation,
+            event.kind(),
+            event.command_seq(),
+            data,
+            now,
+            name,
+            data.len() as i64
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(pos as u64)
 }
 
 fn insert_instance(
-    conn: &Connection,
+    db: &Db<'_>,
     new: &NewInstance,
     parent: Option<(&InstanceId, u32, u32)>,
     now: Timestamp,
 ) -> Result<(), JournalError> {
     // `tenant_load` is kept by triggers on `instances` (schema migration 3).
-    let live: i64 = conn
-        .prepare_cached("SELECT live FROM tenant_load WHERE tenant = ?1")?
-        .query_row([new.id.tenant()], |r| r.get(0))
-        .optional()?
+    let live: i64 = db
+        .query_opt(
+            "SELECT live FROM tenant_load WHERE tenant = ?1",
+            params![new.id.tenant()],
+            |r| r.get(0),
+        )?
         .unwrap_or(0);
     if u64::try_from(live).unwrap_or(0) >= new.max_live {
         return Err(JournalError::TooManyInstances {
@@ -502,14 +522,13 @@ fn insert_instance(
     let incarnation = getrandom::u64()
         .map_err(|e| JournalError::Storage(format!("no system randomness: {e}")))?
         as i64;
-    let inserted = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO instances
-             (id, workflow, component, status, generation, input, parent_id, parent_gen, parent_seq,
-              created_at, updated_at, tenant, start_at, incarnation, traceparent)
-             VALUES (?1, ?2, ?3, ?12, 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?13)",
-        )?
-        .execute(params![
+    let inserted = db.execute(
+        "INSERT INTO instances
+         (id, workflow, component, status, generation, input, parent_id, parent_gen, parent_seq,
+          created_at, updated_at, tenant, start_at, incarnation, traceparent, partition)
+         VALUES (?1, ?2, ?3, ?12, 0, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?13, ?14)
+         ON CONFLICT DO NOTHING",
+        params![
             new.id.as_str(),
             new.workflow,
             new.component.as_str(),
@@ -523,7 +542,9 @@ fn insert_instance(
             incarnation,
             status.as_str(),
             new.traceparent,
-        ])?;
+            super::leases::partition_of(new.id.as_str()),
+        ],
+    )?;
     if inserted == 0 {
         return Err(JournalError::InstanceExists(new.id.clone()));
     }
@@ -531,22 +552,22 @@ fn insert_instance(
         workflow: new.workflow.clone(),
         input: new.input.clone(),
     };
-    insert_event(conn, &new.id, 0, &started, now)?;
+    insert_event(db, &new.id, 0, &started, now)?;
     Ok(())
 }
 
 fn append_step(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
     fence: &Fence,
     step: StepWrite,
     now: Timestamp,
 ) -> Result<Vec<(u64, Event)>, JournalError> {
     let generation = fence.generation;
-    fenced_update(conn, id, fence, None, step.custom_status.as_deref(), now)?;
+    fenced_update(db, id, fence, None, step.custom_status.as_deref(), now)?;
     let mut extra = Vec::new();
     for event in &step.events {
-        insert_event(conn, id, generation, event, now)?;
+        insert_event(db, id, generation, event, now)?;
         match event {
             Event::ActivityScheduled {
                 seq,
@@ -555,35 +576,35 @@ fn append_step(
                 retry,
             } => {
                 let retry = retry.as_ref().map(serde_json::to_string).transpose()?;
-                conn.prepare_cached(
+                db.execute(
                     "INSERT INTO activity_queue
                      (instance, generation, seq, name, input, retry, attempt, due_at, first_at,
                       incarnation)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8)",
-                )?
-                .execute(params![
-                    id.as_str(),
-                    generation,
-                    seq,
-                    name,
-                    input,
-                    retry,
-                    now,
-                    fence.incarnation
-                ])?;
+                    params![
+                        id.as_str(),
+                        generation,
+                        seq,
+                        name,
+                        input,
+                        retry,
+                        now,
+                        fence.incarnation
+                    ],
+                )?;
             }
             Event::ActivityCompleted { seq, .. } => {
                 // A result the instance carried into this step: it is done for good.
-                conn.prepare_cached(
+                db.execute(
                     "DELETE FROM activity_queue WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
-                )?
-                .execute(params![id.as_str(), generation, seq])?;
+                    params![id.as_str(), generation, seq],
+                )?;
             }
             Event::TimerCreated { seq, fire_at, .. } => {
-                conn.prepare_cached(
+                db.execute(
                     "INSERT INTO timers (instance, generation, seq, fire_at) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![id.as_str(), generation, seq, fire_at])?;
+                    params![id.as_str(), generation, seq, fire_at],
+                )?;
             }
             Event::ChildScheduled {
                 seq,
@@ -607,7 +628,7 @@ fn append_step(
                     start_at: None,
                     traceparent: step.child_traceparent.clone(),
                 };
-                match insert_instance(conn, &new, Some((id, generation, *seq)), now) {
+                match insert_instance(db, &new, Some((id, generation, *seq)), now) {
                     Ok(()) => {}
                     Err(JournalError::InstanceExists(_)) => extra.push(Event::ChildCompleted {
                         seq: *seq,
@@ -633,13 +654,13 @@ fn append_step(
     }
     let mut derived = Vec::with_capacity(extra.len());
     for event in extra {
-        derived.push((insert_event(conn, id, generation, &event, now)?, event));
+        derived.push((insert_event(db, id, generation, &event, now)?, event));
     }
     Ok(derived)
 }
 
 fn finish_generation(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
     fence: &Fence,
     last: Vec<Event>,
@@ -650,15 +671,17 @@ fn finish_generation(
     let generation = fence.generation;
     let custom_status = custom_status.as_deref();
     for event in &last {
-        insert_event(conn, id, generation, event, now)?;
+        insert_event(db, id, generation, event, now)?;
     }
     // Work the ended generation scheduled but never awaited is abandoned with it.
-    conn.prepare_cached("DELETE FROM timers WHERE instance = ?1")?
-        .execute([id.as_str()])?;
-    let abandoned = conn
-        .prepare_cached("DELETE FROM activity_queue WHERE instance = ?1")?
-        .execute([id.as_str()])?
-        > 0;
+    db.execute(
+        "DELETE FROM timers WHERE instance = ?1",
+        params![id.as_str()],
+    )?;
+    let abandoned = db.execute(
+        "DELETE FROM activity_queue WHERE instance = ?1",
+        params![id.as_str()],
+    )? > 0;
 
     let (transition, output, error, result, event) = match finish {
         Finish::ContinueAsNew {
@@ -667,13 +690,13 @@ fn finish_generation(
             consumed,
         } => {
             let end = (Transition::ContinueAsNew, None, None);
-            fenced_update(conn, id, fence, Some(end), custom_status, now)?;
+            fenced_update(db, id, fence, Some(end), custom_status, now)?;
             let keep = if keep_events {
-                unconsumed_events(conn, id, generation, &consumed)?
+                unconsumed_events(db, id, generation, &consumed)?
             } else {
                 Vec::new()
             };
-            start_next_generation(conn, id, generation, &input, &keep, now)?;
+            start_next_generation(db, id, generation, &input, &keep, now)?;
             return Ok((None, abandoned));
         }
         Finish::Completed(output) => (
@@ -701,25 +724,27 @@ fn finish_generation(
             Event::WorkflowStalled { reason },
         ),
     };
-    insert_event(conn, id, generation, &event, now)?;
+    insert_event(db, id, generation, &event, now)?;
     let end = (transition, output.as_deref(), error.as_deref());
-    fenced_update(conn, id, fence, Some(end), custom_status, now)?;
+    fenced_update(db, id, fence, Some(end), custom_status, now)?;
 
     let Some(result) = result else {
         return Ok((None, abandoned));
     };
-    let parent: Option<(Option<String>, Option<u32>, Option<u32>)> = conn
-        .prepare_cached("SELECT parent_id, parent_gen, parent_seq FROM instances WHERE id = ?1")?
-        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
+    let parent: Option<(Option<String>, Option<u32>, Option<u32>)> = db.query_opt(
+        "SELECT parent_id, parent_gen, parent_seq FROM instances WHERE id = ?1",
+        params![id.as_str()],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     let Some((Some(parent), Some(parent_gen), Some(parent_seq))) = parent else {
         return Ok((None, abandoned));
     };
     let parent = InstanceId::from_key(parent).map_err(JournalError::Corrupt)?;
-    let current: Option<(u32, String)> = conn
-        .prepare_cached("SELECT generation, status FROM instances WHERE id = ?1")?
-        .query_row([parent.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let current: Option<(u32, String)> = db.query_opt(
+        "SELECT generation, status FROM instances WHERE id = ?1",
+        params![parent.as_str()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     // A suspended parent keeps its child's result too: it is delivered on resume.
     let accepts = |status: &str| {
         status
@@ -732,7 +757,7 @@ fn finish_generation(
                 seq: parent_seq,
                 result,
             };
-            let pos = insert_event(conn, &parent, parent_gen, &event, now)?;
+            let pos = insert_event(db, &parent, parent_gen, &event, now)?;
             Ok((
                 Some(ParentNotice {
                     parent,
@@ -752,39 +777,38 @@ fn finish_generation(
 /// first-in, first-out per name). Read from the journal, so events committed but not yet
 /// delivered to the activation are kept too.
 fn unconsumed_events(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
     generation: u32,
     consumed: &HashMap<String, u32>,
 ) -> Result<Vec<u64>, JournalError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT pos, data FROM history
-         WHERE instance = ?1 AND generation = ?2 AND kind = 'event_raised' ORDER BY pos",
-    )?;
-    let rows = stmt.query_map(params![id.as_str(), generation], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-    })?;
     let mut taken: HashMap<String, u32> = HashMap::new();
     let mut keep = Vec::new();
-    for row in rows {
-        let (pos, data) = row?;
-        let Event::EventRaised { name, .. } = serde_json::from_str(&data)? else {
-            return Err(JournalError::Corrupt(format!(
-                "history row {pos} is not a raised event"
-            )));
-        };
-        let seen = taken.entry(name.clone()).or_default();
-        if *seen < consumed.get(&name).copied().unwrap_or(0) {
-            *seen += 1;
-        } else {
-            keep.push(pos as u64);
-        }
-    }
+    db.for_each(
+        "SELECT pos, data FROM history
+         WHERE instance = ?1 AND generation = ?2 AND kind = 'event_raised' ORDER BY pos",
+        params![id.as_str(), generation],
+        |r| {
+            let (pos, data) = (r.get::<i64>(0)?, r.get::<String>(1)?);
+            let Event::EventRaised { name, .. } = serde_json::from_str(&data)? else {
+                return Err(JournalError::Corrupt(format!(
+                    "history row {pos} is not a raised event"
+                )));
+            };
+            let seen = taken.entry(name.clone()).or_default();
+            if *seen < consumed.get(&name).copied().unwrap_or(0) {
+                *seen += 1;
+            } else {
+                keep.push(pos as u64);
+            }
+            Ok(true)
+        },
+    )?;
     Ok(keep)
 }
 
 fn start_next_generation(
-    conn: &Connection,
+    db: &Db<'_>,
     id: &InstanceId,
     generation: u32,
     input: &str,
@@ -795,24 +819,28 @@ fn start_next_generation(
     // Carried-over events move to the next generation; they keep their positions, so
     // their order is kept. Everything else of the old generation goes.
     for pos in keep_events {
-        conn.prepare_cached(
+        db.execute(
             "UPDATE history SET generation = ?3 WHERE pos = ?1 AND instance = ?2 AND kind = 'event_raised'",
-        )?
-        .execute(params![*pos as i64, id.as_str(), next])?;
+            params![*pos as i64, id.as_str(), next],
+        )?;
     }
-    conn.prepare_cached("DELETE FROM history WHERE instance = ?1 AND generation <= ?2")?
-        .execute(params![id.as_str(), generation])?;
-    conn.prepare_cached(
+    db.execute(
+        "DELETE FROM history WHERE instance = ?1 AND generation <= ?2",
+        params![id.as_str(), generation],
+    )?;
+    db.execute(
         "UPDATE instances SET generation = ?2, input = ?3, updated_at = ?4 WHERE id = ?1",
-    )?
-    .execute(params![id.as_str(), next, input, now])?;
-    let workflow: String = conn
-        .prepare_cached("SELECT workflow FROM instances WHERE id = ?1")?
-        .query_row([id.as_str()], |r| r.get(0))?;
+        params![id.as_str(), next, input, now],
+    )?;
+    let workflow: String = db.query_one(
+        "SELECT workflow FROM instances WHERE id = ?1",
+        params![id.as_str()],
+        |r| r.get(0),
+    )?;
     let started = Event::WorkflowStarted {
         workflow,
         input: input.to_owned(),
     };
-    insert_event(conn, id, next, &started, now)?;
+    insert_event(db, id, next, &started, now)?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dev;
+pub mod postgres;
 pub mod python;
 
 use std::path::PathBuf;

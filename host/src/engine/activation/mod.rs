@@ -131,6 +131,9 @@ pub(crate) struct HostState {
     inbox: HashMap<String, VecDeque<(u64, String)>>,
     /// Raised events consumed in this generation, per name (the first n of that name).
     consumed: HashMap<String, u32>,
+    /// Journal positions of the raised events consumed live, so a repeated delivery (a
+    /// host sharing a PostgreSQL journal hands over everything new it finds) is ignored.
+    taken_positions: std::collections::HashSet<u64>,
     /// Activity results delivered before they were journaled, travelling with the next
     /// write; if that write does not happen they are journaled on their own.
     pub(crate) unwritten: Vec<(QueuedActivity, Outcome)>,
@@ -221,6 +224,7 @@ impl HostState {
             next_seq: 0,
             results: HashMap::new(),
             inbox: HashMap::new(),
+            taken_positions: std::collections::HashSet::new(),
             consumed: HashMap::new(),
             unwritten: Vec::new(),
             loaded_upto: 0,
@@ -358,7 +362,8 @@ impl HostState {
                     .get_mut(name.as_str())
                     .and_then(VecDeque::pop_front)
                 {
-                    Some((_, payload)) => {
+                    Some((pos, payload)) => {
+                        self.taken_positions.insert(pos);
                         *self.consumed.entry(name.clone()).or_default() += 1;
                         *taken = Some(payload.clone());
                         Ok(Some(Ok(payload)))
@@ -569,6 +574,7 @@ impl HostState {
         match event {
             Event::EventRaised { name, .. } => {
                 pos > self.loaded_upto
+                    && !self.taken_positions.contains(&pos)
                     && !self
                         .inbox
                         .get(name)
