@@ -379,13 +379,21 @@ impl Journal {
         self.read(|db| {
             // One snapshot for both counts: one statement sees one snapshot on either
             // backend (no counter row yet reads as 0).
-            let (counter, counted) = db.query_one(
-                "SELECT (SELECT live FROM tenant_load WHERE tenant = ?1),
-                        (SELECT count(*) FROM instances
-                         WHERE tenant = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED'))",
-                params![tenant.as_str()],
-                |r| Ok((r.get::<Option<i64>>(0)?.unwrap_or(0), r.get::<i64>(1)?)),
-            )?;
+            // PostgreSQL keeps no counter (see `insert_instance`): it is the count.
+            let sql = match db.dialect() {
+                Dialect::Sqlite => {
+                    "SELECT (SELECT live FROM tenant_load WHERE tenant = ?1),
+                            (SELECT count(*) FROM instances
+                             WHERE tenant = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED'))"
+                }
+                Dialect::Postgres => {
+                    "SELECT count(*), count(*) FROM instances
+                     WHERE tenant = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')"
+                }
+            };
+            let (counter, counted) = db.query_one(sql, params![tenant.as_str()], |r| {
+                Ok((r.get::<Option<i64>>(0)?.unwrap_or(0), r.get::<i64>(1)?))
+            })?;
             Ok((counter.max(0) as u64, counted.max(0) as u64))
         })
     }

@@ -255,8 +255,10 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
 /// - every integer is `BIGINT` and every key `TEXT COLLATE "C"` (byte order, as SQLite
 ///   compares), so the keyset pages walk ids the same way;
 /// - `history.pos` is an identity column;
-/// - the live-instance count is kept by a PL/pgSQL trigger (CockroachDB has no triggers
-///   before 24.3; there it would be kept by the statements that change a status);
+/// - no `tenant_load` counter: one row per tenant, locked by every start and end on every
+///   host, would deadlock their group commits; the quota counts live instances instead;
+/// - wake-ups for other hosts come from PL/pgSQL triggers (CockroachDB has none before
+///   24.3; there the statements that change an instance would add them);
 /// - `partitions` holds the leases of several hosts (see `journal::leases`), and each
 ///   history row says which host wrote it and when by the database's clock, so a test
 ///   can check that a host wrote nothing after it lost its lease.
@@ -367,27 +369,6 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
         file    TEXT COLLATE "C" PRIMARY KEY,
         sha256  TEXT NOT NULL
     );
-
-    CREATE TABLE tenant_load (
-        tenant  TEXT COLLATE "C" PRIMARY KEY,
-        live    BIGINT NOT NULL
-    );
-
-    CREATE FUNCTION steadfast_tenant_load() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE
-        was BOOLEAN := TG_OP <> 'INSERT' AND OLD.status IN ('PENDING', 'RUNNING', 'SUSPENDED');
-        now_live BOOLEAN := TG_OP <> 'DELETE' AND NEW.status IN ('PENDING', 'RUNNING', 'SUSPENDED');
-    BEGIN
-        IF was AND NOT now_live THEN
-            UPDATE tenant_load SET live = live - 1 WHERE tenant = OLD.tenant;
-        ELSIF now_live AND NOT was THEN
-            INSERT INTO tenant_load (tenant, live) VALUES (NEW.tenant, 1)
-            ON CONFLICT (tenant) DO UPDATE SET live = tenant_load.live + 1;
-        END IF;
-        RETURN NULL;
-    END $$;
-    CREATE TRIGGER tenant_load AFTER INSERT OR UPDATE OF status OR DELETE ON instances
-        FOR EACH ROW EXECUTE FUNCTION steadfast_tenant_load();
 
     -- The leases of several hosts: each partition of instances has at most one owner at
     -- a time; every write of that owner is fenced by the epoch it took the lease with.

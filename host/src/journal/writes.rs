@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::sql::{Db, params};
+use super::sql::{Db, Dialect, params};
 use super::{Journal, JournalError, QueuedActivity};
 use crate::model::{
     Digest, ErrorInfo, Event, InstanceId, Outcome, RuntimeStatus, Timestamp, Transition,
@@ -90,8 +90,12 @@ impl Journal {
         new: NewInstance,
         now: Timestamp,
     ) -> Result<(), JournalError> {
-        self.write(move |db| insert_instance(db, &new, None, now))
-            .await
+        let new = std::sync::Arc::new(new);
+        self.write_retrying(move || {
+            let new = std::sync::Arc::clone(&new);
+            move |db: &Db<'_>| insert_instance(db, &new, None, now)
+        })
+        .await
     }
 
     /// Appends a step's events (and the rows they imply). Returns the completions the
@@ -227,38 +231,79 @@ impl Journal {
         bounds: EventBounds,
         on_commit: impl FnOnce(&(u32, u64, Event)) + Send + 'static,
     ) -> Result<(u32, u64, Event), JournalError> {
-        self.write_then(
-            move |db| {
-                let row: Option<(String, u32)> = db.query_opt(
-                    // FOR UPDATE: two hosts raising to one instance take turns, so
-                    // positions are given in commit order (SQLite has one writer).
-                    match db.dialect() {
-                        super::sql::Dialect::Sqlite => {
-                            "SELECT status, generation FROM instances WHERE id = ?1"
-                        }
-                        super::sql::Dialect::Postgres => {
-                            "SELECT status, generation FROM instances WHERE id = ?1 FOR UPDATE"
-                        }
-                    },
-                    params![id.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                let Some((status, generation)) = row else {
-                    return Err(JournalError::InstanceNotFound(id));
-                };
-                let status: RuntimeStatus = status.parse().map_err(JournalError::Corrupt)?;
-                if !status.accepts_deliveries() {
-                    return Err(JournalError::NotRunning { id, status });
-                }
-                // Serialised before it reached this thread: a megabyte payload is not
-                // escaped while every other write waits.
-                bounds.check(db, &id, generation, data.len() as u64)?;
-                let pos = insert_data(db, &id, generation, &event, &data, now)?;
-                Ok((generation, pos, event))
-            },
-            on_commit,
-        )
+        let shared = std::sync::Arc::new((id, event, data, bounds));
+        let hook = std::sync::Arc::new(std::sync::Mutex::new(Some(on_commit)));
+        self.retrying(|| {
+            let shared = std::sync::Arc::clone(&shared);
+            let hook = std::sync::Arc::clone(&hook);
+            self.write_then(
+                move |db| {
+                    let (id, event, data, bounds) = &*shared;
+                    let row: Option<(String, u32)> = db.query_opt(
+                        // FOR UPDATE: two hosts raising to one instance take turns, so
+                        // positions are given in commit order (SQLite has one writer).
+                        match db.dialect() {
+                            super::sql::Dialect::Sqlite => {
+                                "SELECT status, generation FROM instances WHERE id = ?1"
+                            }
+                            super::sql::Dialect::Postgres => {
+                                "SELECT status, generation FROM instances WHERE id = ?1 FOR UPDATE"
+                            }
+                        },
+                        params![id.as_str()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    let Some((status, generation)) = row else {
+                        return Err(JournalError::InstanceNotFound(id.clone()));
+                    };
+                    let status: RuntimeStatus = status.parse().map_err(JournalError::Corrupt)?;
+                    if !status.accepts_deliveries() {
+                        return Err(JournalError::NotRunning {
+                            id: id.clone(),
+                            status,
+                        });
+                    }
+                    // Serialised before it reached this thread: a megabyte payload is not
+                    // escaped while every other write waits.
+                    bounds.check(db, id, generation, data.len() as u64)?;
+                    let pos = insert_data(db, id, generation, event, data, now)?;
+                    Ok((generation, pos, event.clone()))
+                },
+                move |written: &(u32, u64, Event)| {
+                    if let Some(hook) = hook.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        hook(written);
+                    }
+                },
+            )
+        })
         .await
+    }
+
+    /// Runs a write made by `attempt` again when the database chose it as a deadlock's
+    /// victim or could not serialise it (several hosts on PostgreSQL lock rows in
+    /// different orders); at most [`RETRIES`] times.
+    async fn retrying<T, Fut>(&self, attempt: impl Fn() -> Fut) -> Result<T, JournalError>
+    where
+        Fut: std::future::Future<Output = Result<T, JournalError>>,
+    {
+        let mut tries = 0;
+        loop {
+            match attempt().await {
+                Err(JournalError::Storage(why)) if tries < RETRIES && retryable(&why) => {
+                    tries += 1;
+                    tracing::debug!(%why, tries, "journal: trying a write again");
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn write_retrying<T, F>(&self, make: impl Fn() -> F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, JournalError> + Send + 'static,
+    {
+        self.retrying(|| self.write(make())).await
     }
 
     /// Ends a generation: appends the workflow's last events and either finishes the
@@ -288,6 +333,15 @@ impl Journal {
         })
         .await
     }
+}
+
+/// Most times a write is tried again after a deadlock or a serialisation failure.
+const RETRIES: u32 = 5;
+
+/// Whether a storage error is PostgreSQL's deadlock (40P01) or serialisation (40001)
+/// failure, after which the same write may well succeed.
+fn retryable(why: &str) -> bool {
+    why.starts_with("40P01") || why.starts_with("40001")
 }
 
 pub(super) fn status_of(
@@ -498,14 +552,26 @@ fn insert_instance(
     parent: Option<(&InstanceId, u32, u32)>,
     now: Timestamp,
 ) -> Result<(), JournalError> {
-    // `tenant_load` is kept by triggers on `instances` (schema migration 3).
-    let live: i64 = db
-        .query_opt(
-            "SELECT live FROM tenant_load WHERE tenant = ?1",
+    // On SQLite `tenant_load` is kept by triggers on `instances` (schema migration 3).
+    // On PostgreSQL one counter row per tenant would be locked by every start and every
+    // end on every host, and deadlock their group commits: the live instances are counted
+    // (by index), and hosts starting at once may overshoot the limit by what each adds
+    // in one commit.
+    let live: i64 = match db.dialect() {
+        Dialect::Sqlite => db
+            .query_opt(
+                "SELECT live FROM tenant_load WHERE tenant = ?1",
+                params![new.id.tenant()],
+                |r| r.get(0),
+            )?
+            .unwrap_or(0),
+        Dialect::Postgres => db.query_one(
+            "SELECT count(*) FROM instances
+             WHERE tenant = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
             params![new.id.tenant()],
             |r| r.get(0),
-        )?
-        .unwrap_or(0);
+        )?,
+    };
     if u64::try_from(live).unwrap_or(0) >= new.max_live {
         return Err(JournalError::TooManyInstances {
             tenant: new.id.tenant().to_owned(),
