@@ -153,7 +153,7 @@ enum Readers {
 enum WriterConn {
     Sqlite(Connection),
     Postgres {
-        conn: PgConn,
+        conn: Box<PgConn>,
         url: String,
         host: String,
         idle_ms: u64,
@@ -238,7 +238,7 @@ impl Journal {
         let (ownership, changes) = leases::start(url, config, std::sync::Arc::clone(&stop))?;
         let mut journal = Journal::start(
             WriterConn::Postgres {
-                conn: write_conn,
+                conn: Box::new(write_conn),
                 url: url.to_owned(),
                 host: config.host.clone(),
                 idle_ms: (config.ttl.as_millis() / 2).max(100) as u64,
@@ -589,7 +589,7 @@ fn writer_loop(
                 Ok(c)
             });
             match fresh {
-                Ok(fresh) => *pg = fresh,
+                Ok(fresh) => **pg = fresh,
                 Err(e) => {
                     tracing::error!(error = %e, "journal: cannot reconnect");
                     continue;
