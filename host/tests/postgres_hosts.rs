@@ -568,3 +568,111 @@ fn wait_for_owners(db: &mut postgres::Client, n: usize) -> BTreeMap<String, usiz
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Moving up: a journal kept in SQLite, with a finished saga and an approval waiting,
+/// copied by `steadfast journal copy` into PostgreSQL; a host started on the copy finishes
+/// the approval and serves the saga's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_journal_moves_to_postgres_and_carries_on() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = steadfast::Engine::open(steadfast::EngineConfig::new(dir.path()))
+            .await
+            .unwrap();
+        steadfast::examples::install(&engine).await.unwrap();
+        let options = |id: &str| steadfast::engine::StartOptions {
+            instance_id: Some(id.to_owned()),
+            ..Default::default()
+        };
+        let saga = engine
+            .start(
+                "task_processing_saga",
+                &saga_input("saga-moved").to_string(),
+                options("saga-moved"),
+            )
+            .await
+            .unwrap();
+        engine.wait_for_completion(&saga).await.unwrap();
+        let approval = engine
+            .start(
+                "approval_workflow",
+                &approval_input("approval-moved").to_string(),
+                options("approval-moved"),
+            )
+            .await
+            .unwrap();
+        // Waiting for the approver once its first activity is journaled.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !engine
+            .history(&approval)
+            .unwrap()
+            .iter()
+            .any(|e| e.event.kind() == "event_wait_started")
+        {
+            assert!(Instant::now() < deadline, "the approval never waited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        engine.shutdown().await;
+    }
+    // The engine's journal lock goes with its writer thread, a moment after shutdown.
+    let mut copied = None;
+    for _ in 0..100 {
+        let out = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+            .args(["journal", "copy", "--from"])
+            .arg(dir.path())
+            .args(["--to", &pg.url])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            copied = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            break;
+        }
+        assert!(stderr.contains("in use"), "journal copy failed: {stderr}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let copied = copied.expect("the SQLite journal stayed locked");
+    assert!(copied.contains("instances"), "{copied}");
+
+    // A second copy into the same database is refused and writes nothing.
+    let again = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["journal", "copy", "--from"])
+        .arg(dir.path())
+        .args(["--to", &pg.url])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds 2 instances"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let host = Host::start("host-moved", &pg.url);
+    let api = Api {
+        client: reqwest::Client::new(),
+        token: host.admin_token(),
+    };
+    let urls = vec![host.url.clone()];
+    approve_all(&api, &urls, &["approval-moved".to_owned()]).await;
+    wait_all(
+        &api,
+        &urls,
+        &["saga-moved".to_owned(), "approval-moved".to_owned()],
+        Duration::from_secs(120),
+    )
+    .await;
+    let (_, history) = api
+        .call(
+            &host.url,
+            "GET",
+            "/v1/instances/approval-moved/history",
+            None,
+        )
+        .await;
+    assert!(
+        history.to_string().contains("send_approval_request"),
+        "the approval's journal came along: {history}"
+    );
+}

@@ -1,6 +1,8 @@
 //! Shared setup for the end-to-end tests: an engine on a real SQLite file in a temporary
 //! directory, on a virtual clock, with real `.wasm` components deployed.
 
+pub mod postgres;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -35,9 +37,15 @@ pub async fn open(dir: &Path, clock: &VirtualClock) -> Engine {
         .expect("engine opens")
 }
 
-/// The configuration [`open`] uses, to add native activities to before opening.
+/// The configuration [`open`] uses, to add native activities to before opening. The
+/// journal is SQLite in `dir`, or PostgreSQL when the test binary runs the suites there
+/// (see [`postgres`]).
 pub fn config(dir: &Path, clock: &VirtualClock) -> EngineConfig {
-    EngineConfig::new(dir).with_clock(Arc::new(clock.clone()))
+    let mut config = EngineConfig::new(dir).with_clock(Arc::new(clock.clone()));
+    if let Some(journal) = postgres::backend_for(dir) {
+        config.journal = journal;
+    }
+    config
 }
 
 /// A virtual clock at [`START`].

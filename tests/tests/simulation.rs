@@ -109,9 +109,11 @@ fn warm_code_cache(dir: &Path) -> PathBuf {
     let runtime = current_thread();
     runtime.block_on(async {
         let clock = VirtualClock::new(START);
-        let engine = Engine::open(EngineConfig::new(dir).with_clock(Arc::new(clock)))
-            .await
-            .unwrap();
+        let mut config = EngineConfig::new(dir).with_clock(Arc::new(clock));
+        if let Some(journal) = steadfast_tests::postgres::backend_for(dir) {
+            config.journal = journal;
+        }
+        let engine = Engine::open(config).await.unwrap();
         examples::install(&engine).await.unwrap();
         engine.deploy(TESTING_V1_WASM.to_vec()).await.unwrap();
         engine.deploy(TESTING_V2_WASM.to_vec()).await.unwrap();
@@ -260,6 +262,9 @@ impl Sim {
         let mut config = EngineConfig::new(self.dir.path())
             .with_clock(Arc::new(self.clock.clone()))
             .with_max_resident(4);
+        if let Some(journal) = steadfast_tests::postgres::backend_for(self.dir.path()) {
+            config.journal = journal;
+        }
         config.limits.max_history_per_generation = 40;
         let effects = &self.effects;
         let record = |effects: &Arc<Effects>, ctx: &steadfast::ActivityContext, input: &Value| {

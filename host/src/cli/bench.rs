@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The spinner shown while a scenario runs (on a terminal only).
-static PROGRESS: std::sync::OnceLock<super::progress::Progress> = std::sync::OnceLock::new();
+pub(super) static PROGRESS: std::sync::OnceLock<super::progress::Progress> =
+    std::sync::OnceLock::new();
 
 /// Prints a line of the report, above the spinner if there is one.
 macro_rules! say {
     ($($arg:tt)*) => {
-        match PROGRESS.get() {
+        match $crate::cli::bench::PROGRESS.get() {
             Some(progress) => progress.println(format!($($arg)*)),
             None => println!($($arg)*),
         }
@@ -26,6 +27,8 @@ macro_rules! say {
 use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::{Value, json};
+
+mod shared;
 
 use crate::api::{self, ApiConfig};
 use crate::engine::{Engine, EngineConfig, Scope, StartOptions};
@@ -51,6 +54,13 @@ pub(super) struct BenchArgs {
     /// Run only these scenarios (comma-separated: s1,s2,s3,s4,s5,s6), e.g. to profile one.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Run the saga scenario on this PostgreSQL database instead (in a schema of its own,
+    /// dropped afterwards), with `--hosts` engines sharing it.
+    #[arg(long)]
+    journal: Option<String>,
+    /// Engines on the shared journal, each with its own leases (with `--journal`).
+    #[arg(long, default_value_t = 1)]
+    hosts: usize,
 }
 
 /// Sizes of the scenarios.
@@ -118,6 +128,11 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut figures = Figures::default();
+    if let Some(url) = &args.journal {
+        let outcome = shared::saga_throughput(url, args.hosts.max(1), sizes, &mut figures).await;
+        outcome?;
+        return finish(&args, &figures, started);
+    }
     let wanted =
         |s: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(s));
     let progress = PROGRESS.get_or_init(|| super::progress::Progress::spinner(false, "starting"));
@@ -155,15 +170,20 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&base);
     }
     outcome?;
+    finish(&args, &figures, started)
+}
+
+/// The closing line, and the figures as JSON if asked.
+fn finish(args: &BenchArgs, figures: &Figures, started: Instant) -> anyhow::Result<()> {
     say!("done in {:.1} s", started.elapsed().as_secs_f64());
-    if let Some(path) = args.json {
+    if let Some(path) = &args.json {
         let mut map = serde_json::Map::new();
         for (key, value, _) in &figures.0 {
             map.insert((*key).to_owned(), json!(value));
         }
         map.insert("machine_cores".into(), json!(cores()));
         map.insert("smoke".into(), json!(args.smoke));
-        std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(map))?)
+        std::fs::write(path, serde_json::to_string_pretty(&Value::Object(map))?)
             .with_context(|| format!("writing {}", path.display()))?;
         say!("figures written to {}", path.display());
     }

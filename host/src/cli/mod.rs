@@ -94,6 +94,26 @@ enum Command {
         #[command(subcommand)]
         command: client::TenantCommand,
     },
+    /// Work on a journal directly (no server needed).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum JournalCommand {
+    /// Copy an SQLite journal into an empty PostgreSQL database, to run it on several
+    /// hosts (`serve --journal postgres://...`). Stop the server using the SQLite journal
+    /// first; it is left as it was.
+    Copy {
+        /// The data directory (or its `steadfast.db`) to copy from.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL database to copy into: postgres://user:password@host/db.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// Entry point of the binary.
@@ -158,6 +178,9 @@ pub fn main() -> ExitCode {
             Command::Examples { out } => write_examples(&out),
             Command::Tenant { command } => client::Client::new(cli.client)?.tenant(command).await,
             Command::Workers => client::Client::new(cli.client)?.workers().await,
+            Command::Journal {
+                command: JournalCommand::Copy { from, to },
+            } => copy_journal(from, to),
         }
     });
     match result {
@@ -167,6 +190,25 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn copy_journal(from: PathBuf, to: String) -> anyhow::Result<()> {
+    let file = if from.is_dir() {
+        from.join("steadfast.db")
+    } else {
+        from
+    };
+    // The synchronous PostgreSQL client runs outside the async runtime.
+    let source = file.clone();
+    let report = std::thread::spawn(move || crate::journal::copy::sqlite_to_postgres(&source, &to))
+        .join()
+        .map_err(|_| anyhow::anyhow!("the copy panicked"))??;
+    println!("copied {} into PostgreSQL:", file.display());
+    for (table, rows) in report {
+        println!("  {table:<18} {rows:>10} rows");
+    }
+    println!("start the hosts on it with: steadfast serve --journal <the same URL>");
+    Ok(())
 }
 
 fn write_examples(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -319,6 +319,9 @@ pub struct Engine {
 
 pub(crate) struct Shared {
     journal: Journal,
+    /// The partitions whose instances this host recovered since it took their leases
+    /// (all of them, on SQLite).
+    recovered: Mutex<std::collections::HashSet<u32>>,
     /// The runtime the engine was opened on: activations are spawned there, also from the
     /// journal's writer thread.
     runtime: tokio::runtime::Handle,
@@ -437,6 +440,7 @@ impl Engine {
         }
         let shared = Arc::new(Shared {
             journal,
+            recovered: Mutex::default(),
             runtime: tokio::runtime::Handle::current(),
             sandbox,
             clock: config.clock,
@@ -503,9 +507,19 @@ impl Engine {
         Ok(())
     }
 
-    /// The journal file.
+    /// Where the journal is: its SQLite file, or the PostgreSQL database shared with other
+    /// hosts.
     pub fn journal_location(&self) -> crate::journal::Location {
         self.shared.journal.location().clone()
+    }
+
+    /// The SQLite journal's file; for a journal on PostgreSQL, its URL without the
+    /// password.
+    pub fn journal_path(&self) -> PathBuf {
+        match self.shared.journal.location() {
+            crate::journal::Location::File(path) => path.clone(),
+            crate::journal::Location::Postgres(url) => PathBuf::from(url),
+        }
     }
 
     /// Group-commit counters: (transactions committed, writes folded into them).
@@ -753,6 +767,11 @@ impl Engine {
     /// is resident or running, however the guests ended.
     pub fn guest_memory(&self) -> GuestMemory {
         self.shared.ledger.read()
+    }
+
+    /// The partitions of a shared journal this host holds (all of them on SQLite).
+    pub fn held_partitions(&self) -> Vec<u32> {
+        self.shared.journal.held_partitions()
     }
 
     pub fn resident_count(&self) -> usize {

@@ -62,10 +62,20 @@ impl Shared {
         self: &Arc<Self>,
         partitions: Option<&[u32]>,
     ) -> Result<(), crate::journal::JournalError> {
-        let wanted = |id: &InstanceId| match partitions {
-            None => self.owns(id),
-            Some(list) => list.contains(&partition_of(id.as_str())) && self.owns(id),
+        // Each partition is recovered once while held: the lease thread's first round
+        // (before the engine opened) and the engine's own recovery both name it.
+        let fresh: Vec<u32> = {
+            let mut recovered = self.recovered.lock().unwrap_or_else(|p| p.into_inner());
+            let asked = match partitions {
+                None => self.journal.held_partitions(),
+                Some(list) => list.to_vec(),
+            };
+            asked.into_iter().filter(|p| recovered.insert(*p)).collect()
         };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let wanted = |id: &InstanceId| fresh.contains(&partition_of(id.as_str())) && self.owns(id);
         for (instance, generation, seq, fire_at) in self.journal.pending_timers()? {
             if wanted(&instance) {
                 self.timers.add(
@@ -205,6 +215,12 @@ pub(crate) async fn follow(
             }
             LeaseChange::Lost(partitions) => {
                 tracing::info!(?partitions, "leases lost: their instances leave memory");
+                {
+                    let mut recovered = shared.recovered.lock().unwrap_or_else(|p| p.into_inner());
+                    for partition in &partitions {
+                        recovered.remove(partition);
+                    }
+                }
                 shared.release(&partitions);
                 Ok(())
             }

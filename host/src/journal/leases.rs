@@ -23,7 +23,7 @@
 //! ARCHITECTURE.md).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -226,13 +226,20 @@ impl LeaseFence {
     }
 }
 
+/// The lease threads run while `stop` holds this.
+pub(crate) const RUN: u8 = 0;
+/// They stop and give the leases back (a shutdown, or the journal dropped).
+pub(crate) const RELEASE: u8 = 1;
+/// They stop and give nothing back, as a crashed host would not (crash tests).
+pub(crate) const ABANDON: u8 = 2;
+
 /// Starts the lease and wake-up threads of a host on a shared journal; they stop when
-/// `stop` is set. Returns the ownership the journal's writes are fenced by and the
+/// `stop` leaves [`RUN`]. Returns the ownership the journal's writes are fenced by and the
 /// channel of changes for the engine.
 pub(crate) fn start(
     url: &str,
     config: &LeaseConfig,
-    stop: Arc<AtomicBool>,
+    stop: Arc<AtomicU8>,
 ) -> Result<(Arc<Ownership>, mpsc::UnboundedReceiver<LeaseChange>), JournalError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let ownership = Arc::new(Ownership {
@@ -259,9 +266,9 @@ pub(crate) fn start(
         std::thread::Builder::new()
             .name("steadfast-leases".into())
             .spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
+                while stop.load(Ordering::SeqCst) == RUN {
                     std::thread::sleep(ttl / 3);
-                    if stop.load(Ordering::SeqCst) {
+                    if stop.load(Ordering::SeqCst) != RUN {
                         break;
                     }
                     if leases.client.is_closed() {
@@ -278,7 +285,9 @@ pub(crate) fn start(
                     }
                 }
                 // Give everything back so the other hosts need not wait for expiry.
-                release_all(&mut leases, &ownership);
+                if stop.load(Ordering::SeqCst) == RELEASE {
+                    release_all(&mut leases, &ownership);
+                }
             })
             .map_err(|e| JournalError::Storage(format!("cannot start the lease thread: {e}")))?;
     }
@@ -367,22 +376,28 @@ fn round(conn: &mut PgConn, ownership: &Ownership, ttl: Duration) -> Result<(), 
         tracing::info!(partitions = ?extra, "leases: gave back beyond the fair share");
     } else if held.len() < share {
         let mut gained = Vec::new();
+        let mut holding: Vec<i64> = held.iter().map(|p| i64::from(*p)).collect();
         for _ in held.len()..share {
+            // Free, expired, or named after this host but not held: a host restarted
+            // under the same name takes its partitions back at once, and the new epoch
+            // fences whatever its former life still had in flight.
             let taken = client.query_opt(
                 "UPDATE partitions SET owner = $1, epoch = epoch + 1,
                         expires_at = now() + make_interval(secs => $2)
                  WHERE partition = (
                      SELECT partition FROM partitions
-                     WHERE owner IS NULL OR expires_at < now()
+                     WHERE (owner IS NULL OR expires_at < now() OR owner = $1)
+                       AND NOT (partition = ANY($3))
                      ORDER BY partition LIMIT 1 FOR UPDATE SKIP LOCKED)
                  RETURNING partition, epoch",
-                &[&host, &(ttl_ms as f64 / 1000.0)],
+                &[&host, &(ttl_ms as f64 / 1000.0), &holding],
             );
             match taken {
                 Ok(Some(row)) => {
                     let partition: i64 = row.get(0);
                     let epoch: i64 = row.get(1);
                     gained.push((partition as u32, epoch));
+                    holding.push(partition);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -438,12 +453,12 @@ fn release_all(conn: &mut PgConn, ownership: &Ownership) {
 
 /// The wake-up thread: takes the rows of `wakeups` for the partitions held, when
 /// notified and every [`POLL`].
-fn listen(mut conn: PgConn, url: &str, host: &str, ownership: &Ownership, stop: &AtomicBool) {
+fn listen(mut conn: PgConn, url: &str, host: &str, ownership: &Ownership, stop: &AtomicU8) {
     use postgres::fallible_iterator::FallibleIterator as _;
     let Some(shared) = &ownership.shared else {
         return;
     };
-    while !stop.load(Ordering::SeqCst) {
+    while stop.load(Ordering::SeqCst) == RUN {
         if conn.client.is_closed() {
             std::thread::sleep(POLL);
             match PgConn::connect_as(url, host).and_then(|mut c| {

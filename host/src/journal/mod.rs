@@ -25,10 +25,13 @@
 
 pub mod baseline;
 mod control;
+pub mod copy;
 pub mod leases;
 mod reads;
 mod schema;
 pub(crate) mod sql;
+
+pub use sql::redact;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -177,8 +180,8 @@ pub struct Journal {
     faults: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// Which partitions this host holds (all of them on SQLite).
     ownership: std::sync::Arc<leases::Ownership>,
-    /// Stops the lease and wake-up threads of a shared journal.
-    stop_leases: std::sync::Arc<AtomicBool>,
+    /// Stops the lease and wake-up threads of a shared journal (see `leases::RUN`).
+    stop_leases: std::sync::Arc<std::sync::atomic::AtomicU8>,
     /// Lease changes and wake-ups for the engine, until it takes them.
     lease_changes: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<leases::LeaseChange>>>,
 }
@@ -234,7 +237,7 @@ impl Journal {
         let readers = (0..READERS)
             .map(|_| connect().map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(leases::RUN));
         let (ownership, changes) = leases::start(url, config, std::sync::Arc::clone(&stop))?;
         let mut journal = Journal::start(
             WriterConn::Postgres {
@@ -280,7 +283,12 @@ impl Journal {
 
     /// Gives back this host's leases (at shutdown), so others take over at once.
     pub fn stop_leases(&self) {
-        self.stop_leases.store(true, Ordering::SeqCst);
+        let _ = self.stop_leases.compare_exchange(
+            leases::RUN,
+            leases::RELEASE,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
 
     /// The lease an activation's write of `id` is decided under; refused at once if this
@@ -363,6 +371,8 @@ impl Journal {
     /// The lock is released once the writer thread has let go of the file.
     pub fn crash(&self) {
         self.abandoned.store(true, Ordering::SeqCst);
+        // A crashed host renews nothing and gives nothing back.
+        self.stop_leases.store(leases::ABANDON, Ordering::SeqCst);
         // Wake the writer if it waits for work, so it sees the flag and exits.
         let _ = self.writer.send(Box::new(|_| (false, Box::new(|_| {}))));
     }
@@ -487,6 +497,51 @@ impl Journal {
         readers[turn]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Makes schema `name` afresh in the PostgreSQL database at `url` (dropping what it held)
+/// and returns a URL whose connections work in it: a journal of its own inside a shared
+/// database, for a benchmark or a test. Call it outside the async runtime.
+pub fn fresh_schema(url: &str, name: &str) -> Result<String, JournalError> {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(JournalError::Storage(format!(
+            "'{name}' is not a schema name (letters, digits and _ only)"
+        )));
+    }
+    let mut conn = PgConn::connect_as(url, "steadfast-admin")?;
+    conn.client.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+    ))?;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}options=-csearch_path%3D{name}"))
+}
+
+/// Drops schema `name` (made by [`fresh_schema`]) and everything in it.
+pub fn drop_schema(url: &str, name: &str) -> Result<(), JournalError> {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(JournalError::Storage(format!(
+            "'{name}' is not a schema name"
+        )));
+    }
+    let mut conn = PgConn::connect_as(url, "steadfast-admin")?;
+    conn.client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))?;
+    Ok(())
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // The lease threads end with the journal (given back, unless it crashed).
+        self.stop_leases();
+        // The synchronous client closes its connection by blocking on its own runtime,
+        // which must not happen on an async worker: closed on a thread of their own.
+        let readers = std::mem::replace(&mut self.readers, Readers::Sqlite(Vec::new()));
+        if let Readers::Postgres(readers) = readers {
+            let _ = std::thread::Builder::new()
+                .name("steadfast-journal-close".into())
+                .spawn(move || drop(readers));
+        }
     }
 }
 

@@ -91,17 +91,19 @@ pub struct TokenRecord {
 /// (the cursor), `ORDER BY id DIRECTION`. `FIND(haystack, needle)` is the backend's
 /// substring search (1-based position, 0 if absent): SQLite's `instr`, PostgreSQL's
 /// `strpos`.
+/// Each optional filter names its column before `IS NULL`: PostgreSQL types a parameter
+/// where it first meets it, and `?2 IS NULL` alone says nothing of its type.
 macro_rules! list_sql {
     ($find:literal, $cmp:literal, $direction:literal) => {
         concat!(
             "SELECT id, workflow, component, status, generation, input, output, error,
                     custom_status, parent_id, created_at, updated_at, start_at, incarnation
              FROM instances WHERE tenant = ?1
-               AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR status = ?3)
-               AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
-               AND (?8 IS NULL OR ",
+               AND (workflow = ?2 OR ?2 IS NULL) AND (status = ?3 OR ?3 IS NULL)
+               AND (created_at > ?4 OR ?4 IS NULL) AND (created_at < ?5 OR ?5 IS NULL)
+               AND (",
             $find,
-            "(substr(id, ?9), ?8) > 0)
+            "(substr(id, ?9), ?8) > 0 OR ?8 IS NULL)
                AND id ",
             $cmp,
             " ?6 ORDER BY id ",
