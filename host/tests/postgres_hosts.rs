@@ -58,7 +58,10 @@ impl Host {
                 "--data-dir",
             ])
             .arg(dir.path().join("data"))
-            .env("RUST_LOG", "warn,steadfast::journal::leases=info")
+            .env(
+                "RUST_LOG",
+                "warn,steadfast::journal::leases=info,steadfast::engine::partitions=info",
+            )
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .stdin(Stdio::null())
@@ -339,6 +342,7 @@ async fn hosts_share_one_postgres_journal_and_take_over_from_each_other() {
     let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
     let url = pg.url.clone();
     let db_url = pg.url.clone();
+    println!("journal: {url}");
     let db = move || postgres::Client::connect(&db_url, postgres::NoTls).unwrap();
 
     // Phase 1: three hosts, started one after another (the first creates the schema).
@@ -458,13 +462,22 @@ async fn hosts_share_one_postgres_journal_and_take_over_from_each_other() {
     );
     println!("phase 2: after host-d joined {shares:?}");
 
-    // Phase 3: SIGKILL host-b with work in flight.
+    // Phase 3: SIGKILL host-b while approvals wait in every host's partitions and sagas
+    // are being started; the approvals are approved through the survivors after the kill,
+    // so those host-b ran finish only once its partitions are taken over.
     let urls: Vec<String> = hosts.iter().map(|h| h.url.clone()).collect();
-    let more: Vec<String> = (0..120).map(|i| format!("saga-kill-{i}")).collect();
-    start_all(&api, &urls, &more).await;
+    let waiting: Vec<String> = (0..120).map(|i| format!("approval-kill-{i}")).collect();
+    start_all(&api, &urls, &waiting).await;
+    let survivors: Vec<String> = [0, 2, 3].iter().map(|&i| hosts[i].url.clone()).collect();
+    let racing: Vec<String> = (0..60).map(|i| format!("saga-kill-{i}")).collect();
+    let starts = {
+        let (api, survivors, racing) = (api.clone(), survivors.clone(), racing.clone());
+        tokio::spawn(async move { start_all(&api, &survivors, &racing).await })
+    };
     hosts[1].signal("KILL");
     let killed_at = Instant::now();
-    let survivors: Vec<String> = [0, 2, 3].iter().map(|&i| hosts[i].url.clone()).collect();
+    starts.await.unwrap();
+    approve_all(&api, &survivors, &waiting).await;
     let failover = tokio::task::spawn_blocking({
         let db = db.clone();
         move || {
@@ -481,20 +494,52 @@ async fn hosts_share_one_postgres_journal_and_take_over_from_each_other() {
     .await
     .unwrap()
     .duration_since(killed_at);
-    let finished = wait_all(&api, &survivors, &more, Duration::from_secs(300)).await;
+    let mut both = waiting.clone();
+    both.extend(racing.iter().cloned());
+    wait_all(&api, &survivors, &both, Duration::from_secs(300)).await;
+    let finished = killed_at.elapsed();
+    let ran_on_b: i64 = tokio::task::spawn_blocking({
+        let db = db.clone();
+        move || {
+            db().query_one(
+                "SELECT count(DISTINCT instance) FROM history
+                 WHERE instance LIKE 'default/approval-kill-%' AND written_by = 'host-b'
+                   AND kind = 'activity_completed'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+        }
+    })
+    .await
+    .unwrap();
     println!(
-        "phase 3: host-b killed; its partitions taken over in {failover:?} (lease {LEASE_MS} ms); \
-         its instances finished {finished:?} after the kill"
+        "phase 3: host-b killed while running {ran_on_b} waiting approvals; its partitions taken over \
+         in {failover:?} (lease {LEASE_MS} ms); all {} finished {finished:?} after the kill",
+        both.len()
+    );
+    assert!(
+        ran_on_b > 0,
+        "host-b ran some of the approvals before it was killed"
     );
     assert!(
         failover < Duration::from_millis(LEASE_MS * 2 + 5_000),
         "{failover:?}"
     );
 
-    // Phase 4: freeze host-c past its lease, with work in flight, then let it go on.
-    let frozen: Vec<String> = (0..120).map(|i| format!("saga-freeze-{i}")).collect();
+    // Phase 4: freeze host-c past its lease while approvals wait in its partitions and
+    // sagas are being started, then let it go on: it must write nothing after.
+    let awake: Vec<String> = [0, 3].iter().map(|&i| hosts[i].url.clone()).collect();
+    let frozen: Vec<String> = (0..120).map(|i| format!("approval-freeze-{i}")).collect();
     start_all(&api, &survivors, &frozen).await;
+    let racing: Vec<String> = (0..60).map(|i| format!("saga-freeze-{i}")).collect();
+    let starts = {
+        let (api, awake, racing) = (api.clone(), awake.clone(), racing.clone());
+        tokio::spawn(async move { start_all(&api, &awake, &racing).await })
+    };
     hosts[2].signal("STOP");
+    starts.await.unwrap();
+    approve_all(&api, &awake, &frozen).await;
     let taken = tokio::task::spawn_blocking({
         let db = db.clone();
         move || {
@@ -518,8 +563,9 @@ async fn hosts_share_one_postgres_journal_and_take_over_from_each_other() {
     .await
     .unwrap();
     hosts[2].signal("CONT");
-    let awake: Vec<String> = [0, 3].iter().map(|&i| hosts[i].url.clone()).collect();
-    wait_all(&api, &awake, &frozen, Duration::from_secs(300)).await;
+    let mut both = frozen.clone();
+    both.extend(racing.iter().cloned());
+    wait_all(&api, &awake, &both, Duration::from_secs(300)).await;
     // Give host-c time to try whatever it had in hand, then look again.
     tokio::time::sleep(Duration::from_millis(LEASE_MS * 2)).await;
     let after: i64 = tokio::task::spawn_blocking({
@@ -544,9 +590,12 @@ async fn hosts_share_one_postgres_journal_and_take_over_from_each_other() {
         after - taken,
         hosts[2].log_text()
     );
-    println!("phase 4: host-c frozen past its lease wrote nothing after ({taken} rows before)");
+    let fenced = hosts[2].log_text().matches("lost").count();
+    println!(
+        "phase 4: host-c frozen past its lease wrote nothing after ({taken} rows before; \
+         {fenced} log lines about lost leases after it woke)"
+    );
     drop(hosts);
-    drop(pg);
 }
 
 /// Waits until `n` hosts hold all 64 partitions and none holds more than its fair share.

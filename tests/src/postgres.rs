@@ -79,10 +79,12 @@ pub fn fresh_database(name: &str) -> String {
     outside_runtime(move || {
         let mut client = postgres::Client::connect(&created, postgres::NoTls)
             .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
+        // One statement each: neither may run inside a transaction block.
         client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-            ))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap();
         let (server, _) = base.rsplit_once('/').expect("a URL ending in /database");
         format!("{server}/{name}")
@@ -92,7 +94,9 @@ pub fn fresh_database(name: &str) -> String {
 /// Runs `f` on a thread of its own: the synchronous PostgreSQL client must not run
 /// inside an async runtime, and a test may call this from one.
 fn outside_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(f).join().expect("no panic")
+    std::thread::spawn(f)
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn start_private() -> String {
