@@ -221,6 +221,8 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
             .host_id
             .clone()
             .unwrap_or_else(crate::journal::leases::LeaseConfig::unique_host);
+        crate::journal::leases::check_host_name(&host)
+            .map_err(|why| anyhow::anyhow!("--host-id: {why}"))?;
         println!("journal: PostgreSQL, shared; this host is {host}");
         engine_config.journal = crate::engine::JournalBackend::Postgres {
             url: url.clone(),
@@ -319,7 +321,10 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
     let served = api::serve_with_grpc(listener, grpc, engine.clone(), api, shutdown_signal()).await;
     // The exporter's last batch, on its own thread: it may wait on the collector. Spans
     // of activations still finishing after this are dropped, not sent late.
-    let _ = tokio::task::spawn_blocking(move || engine.flush_traces()).await;
+    let flushing = engine.clone();
+    let _ = tokio::task::spawn_blocking(move || flushing.flush_traces()).await;
+    // On a shared journal this gives the leases back, so the other hosts take over now.
+    engine.shutdown().await;
     served.context("serving HTTP")?;
     println!("steadfast stopped; running instances resume from the journal on the next start");
     Ok(())

@@ -401,7 +401,10 @@ async fn run_activity(
         // Started only while its instance still wants it: an activity of an instance
         // terminated or purged since it was queued never starts. Without any termination
         // or purge since the step that queued it, there is nothing to look up.
-        let unchanged = stops.is_some_and(|seen| seen == shared.journal.stops());
+        // The count is this process's: on a shared journal another host may have terminated
+        // or purged the instance, so the queue is always looked at.
+        let unchanged =
+            !shared.journal.is_shared() && stops.is_some_and(|seen| seen == shared.journal.stops());
         let queued = if unchanged {
             Ok(true)
         } else {

@@ -595,7 +595,20 @@ impl Engine {
         let shared = Arc::clone(&self.shared);
         let target = id.clone();
         let deliver = move |(generation, pos, event): &(u32, u64, crate::model::Event)| {
-            shared.deliver(target, *generation, *pos, event.clone(), guard);
+            if shared.journal.is_shared() {
+                // Another host may have raised an event of the same name just before,
+                // still on its way here: the instance gets every event the journal holds,
+                // in journal order (it ignores those it has), never this one alone.
+                let runtime = shared.runtime.clone();
+                runtime.spawn_blocking(move || {
+                    let _guard = guard;
+                    if let Err(e) = shared.reconcile(target.clone()) {
+                        tracing::warn!(instance = %target, error = %e, "cannot hand a raised event over");
+                    }
+                });
+            } else {
+                shared.deliver(target, *generation, *pos, event.clone(), guard);
+            }
         };
         self.shared
             .journal
@@ -668,9 +681,15 @@ impl Engine {
             if done(&record) {
                 return Ok(record);
             }
-            if self.shared.journal.is_shared() && !self.shared.owns(id) {
-                // Another host runs it and tells this one nothing: look again shortly.
-                let _ = tokio::time::timeout(SHARED_WAIT_POLL, changed).await;
+            if self.shared.journal.is_shared() {
+                // Another host may run it (or come to run it, the lease moving while this
+                // waits) and tell this one nothing: look again shortly.
+                let poll = if self.shared.owns(id) {
+                    SHARED_WAIT_POLL * 10
+                } else {
+                    SHARED_WAIT_POLL
+                };
+                let _ = tokio::time::timeout(poll, changed).await;
             } else if changed.await.is_err() {
                 return self.status(id);
             }
@@ -693,7 +712,13 @@ impl Engine {
     /// journal) and the journal closes once the last task lets go of it.
     pub async fn shutdown(self) {
         // On a shared journal, other hosts take over at once rather than at expiry.
-        self.shared.journal.stop_leases();
+        if self.shared.journal.is_shared() {
+            let shared = Arc::clone(&self.shared);
+            let _ = tokio::task::spawn_blocking(move || {
+                shared.journal.release_leases(Duration::from_secs(2));
+            })
+            .await;
+        }
         let residents: Vec<InstanceId> = {
             let resident = self
                 .shared

@@ -104,7 +104,10 @@ impl Shared {
 
     /// Acts on what another host wrote for `id`, which this host runs: a start, a raised
     /// event, a child's result, a termination, a suspension or a resumption.
-    fn reconcile(self: &Arc<Self>, id: InstanceId) -> Result<(), crate::journal::JournalError> {
+    pub(crate) fn reconcile(
+        self: &Arc<Self>,
+        id: InstanceId,
+    ) -> Result<(), crate::journal::JournalError> {
         if !self.owns(&id) {
             return Ok(());
         }
@@ -177,6 +180,19 @@ impl Shared {
     }
 }
 
+/// Acts on a wake-up again, every second, a few times.
+async fn retry_reconcile(shared: Arc<Shared>, id: InstanceId) {
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let (again, target) = (Arc::clone(&shared), id.clone());
+        match tokio::task::spawn_blocking(move || again.reconcile(target)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => tracing::warn!(instance = %id, error = %e, "cannot act on a wake-up"),
+            Err(e) => tracing::warn!(instance = %id, error = %e, "cannot act on a wake-up"),
+        }
+    }
+}
+
 /// How often a host on a shared journal looks for what other hosts deployed.
 const DEPLOYMENT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -227,7 +243,11 @@ pub(crate) async fn follow(
             LeaseChange::Wake(ids) => {
                 for id in ids {
                     if let Err(e) = shared.reconcile(id.clone()) {
-                        tracing::warn!(instance = %id, error = %e, "cannot act on a wake-up");
+                        // Its wake-up row is gone: try again here rather than leave the
+                        // instance waiting for the next restart or takeover.
+                        tracing::warn!(instance = %id, error = %e, "cannot act on a wake-up; trying again");
+                        let again = Arc::clone(&shared);
+                        shared.runtime.spawn(retry_reconcile(again, id));
                     }
                 }
                 Ok(())

@@ -125,6 +125,9 @@ async fn run_generation(
         unwritten: Vec::new(),
         guard: work,
     };
+    // The lease first, then the journal: what is loaded is at least as new as the lease
+    // the activation's writes will be fenced by.
+    let lease_epoch = shared.journal.lease_epoch(id);
     let mut record = match shared.journal.instance(id) {
         Ok(Some(record)) if record.status.runs() => record,
         Ok(Some(record)) if record.status == RuntimeStatus::Pending => record,
@@ -175,6 +178,7 @@ async fn run_generation(
     }
     state.custom_status = record.custom_status.clone();
     state.incarnation = record.incarnation;
+    state.lease_epoch = lease_epoch;
     if let Err(e) = state.load(history) {
         return finish(shared, id, state, Finish::Stalled(e.to_string())).await;
     }

@@ -68,6 +68,11 @@ impl LeaseConfig {
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "host".to_owned());
+        let machine: String = machine
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .take(40)
+            .collect();
         let mut random = [0u8; 4];
         let _ = getrandom::fill(&mut random);
         format!(
@@ -76,6 +81,22 @@ impl LeaseConfig {
             u32::from_le_bytes(random)
         )
     }
+}
+
+/// Checks a host name: it is the connection's `application_name`, which PostgreSQL cuts
+/// at 63 bytes, and the owner named in `partitions`, so it must survive both unchanged.
+pub fn check_host_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "'{name}' is not a host name: use 1 to 63 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
 }
 
 /// What the engine hears from the lease and wake-up threads.
@@ -131,15 +152,13 @@ impl Ownership {
         })
     }
 
-    /// Forgets `partition` (a write found the lease gone) and tells the engine.
-    pub(crate) fn lost(&self, partition: u32) {
+    /// Forgets `partition` (a write under `epoch` found the lease gone) and tells the
+    /// engine; nothing if the host holds it under a newer epoch since.
+    pub(crate) fn lost(&self, partition: u32, epoch: i64) {
         if let Some(shared) = &self.shared {
-            let removed = shared
-                .held
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&partition)
-                .is_some();
+            let mut held = shared.held.write().unwrap_or_else(|p| p.into_inner());
+            let removed = held.get(&partition) == Some(&epoch) && held.remove(&partition).is_some();
+            drop(held);
             if removed {
                 let _ = shared.changes.send(LeaseChange::Lost(vec![partition]));
             }
@@ -213,7 +232,7 @@ impl LeaseFence {
             |r| r.get::<i64>(0),
         )?;
         if held.is_none() {
-            ownership.lost(self.partition);
+            ownership.lost(self.partition, self.epoch);
             return Err(JournalError::Fenced {
                 id: id.clone(),
                 why: format!(
@@ -233,14 +252,21 @@ pub(crate) const RELEASE: u8 = 1;
 /// They stop and give nothing back, as a crashed host would not (crash tests).
 pub(crate) const ABANDON: u8 = 2;
 
+/// The threads of a host on a shared journal and how to end them.
+pub(crate) struct Started {
+    pub(crate) ownership: Arc<Ownership>,
+    pub(crate) changes: mpsc::UnboundedReceiver<LeaseChange>,
+    /// The lease thread: finished once it gave the leases back (or stopped).
+    pub(crate) lease_thread: std::thread::JoinHandle<()>,
+}
+
 /// Starts the lease and wake-up threads of a host on a shared journal; they stop when
-/// `stop` leaves [`RUN`]. Returns the ownership the journal's writes are fenced by and the
-/// channel of changes for the engine.
+/// `stop` leaves [`RUN`].
 pub(crate) fn start(
     url: &str,
     config: &LeaseConfig,
     stop: Arc<AtomicU8>,
-) -> Result<(Arc<Ownership>, mpsc::UnboundedReceiver<LeaseChange>), JournalError> {
+) -> Result<Started, JournalError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let ownership = Arc::new(Ownership {
         shared: Some(SharedOwnership {
@@ -258,7 +284,7 @@ pub(crate) fn start(
     // The first round before anything else, so the engine recovers what it holds at once.
     let ttl = config.ttl;
     round(&mut leases, &ownership, ttl)?;
-    {
+    let lease_thread = {
         let ownership = Arc::clone(&ownership);
         let stop = Arc::clone(&stop);
         let url = url.to_owned();
@@ -267,7 +293,13 @@ pub(crate) fn start(
             .name("steadfast-leases".into())
             .spawn(move || {
                 while stop.load(Ordering::SeqCst) == RUN {
-                    std::thread::sleep(ttl / 3);
+                    // A third of a lease between rounds, in slices, so a shutdown gives
+                    // the leases back at once.
+                    let round_at = std::time::Instant::now() + ttl / 3;
+                    while stop.load(Ordering::SeqCst) == RUN && std::time::Instant::now() < round_at
+                    {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     if stop.load(Ordering::SeqCst) != RUN {
                         break;
                     }
@@ -289,8 +321,8 @@ pub(crate) fn start(
                     release_all(&mut leases, &ownership);
                 }
             })
-            .map_err(|e| JournalError::Storage(format!("cannot start the lease thread: {e}")))?;
-    }
+            .map_err(|e| JournalError::Storage(format!("cannot start the lease thread: {e}")))?
+    };
     {
         let ownership = Arc::clone(&ownership);
         let url = url.to_owned();
@@ -300,7 +332,11 @@ pub(crate) fn start(
             .spawn(move || listen(listener, &url, &host, &ownership, &stop))
             .map_err(|e| JournalError::Storage(format!("cannot start the wake-up thread: {e}")))?;
     }
-    Ok((ownership, rx))
+    Ok(Started {
+        ownership,
+        changes: rx,
+        lease_thread,
+    })
 }
 
 /// One round of the lease thread: heartbeat, renew, give back beyond the fair share,
@@ -487,12 +523,15 @@ fn listen(mut conn: PgConn, url: &str, host: &str, ownership: &Ownership, stop: 
         if held.is_empty() {
             continue;
         }
+        // Only partitions the database still says are this host's: one that lost a lease
+        // without noticing yet (frozen, cut off) leaves the new owner's wake-ups alone.
         let taken = conn.client.query(
             "DELETE FROM wakeups WHERE id IN (
-                 SELECT id FROM wakeups WHERE partition = ANY($1)
-                 ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)
+                 SELECT w.id FROM wakeups w JOIN partitions p ON p.partition = w.partition
+                 WHERE w.partition = ANY($1) AND p.owner = $2 AND p.expires_at > now()
+                 ORDER BY w.id LIMIT 1000 FOR UPDATE OF w SKIP LOCKED)
              RETURNING instance",
-            &[&held],
+            &[&held, &host],
         );
         match taken {
             Ok(rows) if !rows.is_empty() => {
@@ -509,6 +548,40 @@ fn listen(mut conn: PgConn, url: &str, host: &str, ownership: &Ownership, stop: 
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "wake-ups: cannot read"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_never_change_for_a_key() {
+        // Stored with every instance: a new build must place old keys where they were.
+        assert_eq!(
+            partition_of("default/saga-0"),
+            partition_of("default/saga-0")
+        );
+        assert_eq!(partition_of(""), (0xcbf2_9ce4_8422_2325_u64 % 64) as u32);
+        assert_eq!(partition_of("default/order-1"), 11);
+        let spread: std::collections::HashSet<u32> = (0..1000)
+            .map(|i| partition_of(&format!("default/i-{i}")))
+            .collect();
+        assert_eq!(
+            spread.len(),
+            PARTITIONS as usize,
+            "1,000 keys reach every partition"
+        );
+    }
+
+    #[test]
+    fn host_names_survive_application_name() {
+        assert!(check_host_name("host-a.eu_1").is_ok());
+        assert!(LeaseConfig::unique_host().len() <= 63);
+        assert!(check_host_name(&LeaseConfig::unique_host()).is_ok());
+        for bad in ["", "a b", "x'; DROP TABLE partitions; --", &"h".repeat(64)] {
+            assert!(check_host_name(bad).is_err(), "{bad}");
         }
     }
 }

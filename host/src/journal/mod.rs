@@ -149,7 +149,8 @@ impl std::fmt::Display for Location {
 /// The read connections of either backend.
 enum Readers {
     Sqlite(Vec<Mutex<Connection>>),
-    Postgres(Vec<Mutex<PgConn>>),
+    /// With what a lost connection is made again: (URL, host name).
+    Postgres(Vec<Mutex<PgConn>>, String, String),
 }
 
 /// The writer thread's connection.
@@ -182,6 +183,8 @@ pub struct Journal {
     ownership: std::sync::Arc<leases::Ownership>,
     /// Stops the lease and wake-up threads of a shared journal (see `leases::RUN`).
     stop_leases: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    /// The lease thread of a shared journal, joined (briefly) at shutdown.
+    lease_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Lease changes and wake-ups for the engine, until it takes them.
     lease_changes: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<leases::LeaseChange>>>,
 }
@@ -223,6 +226,7 @@ impl Journal {
     /// Connects to the PostgreSQL database at `url`, shared with other hosts, brings its
     /// schema up to date and starts taking part in its leases as `config.host`.
     pub fn open_postgres(url: &str, config: &leases::LeaseConfig) -> Result<Journal, JournalError> {
+        leases::check_host_name(&config.host).map_err(JournalError::Storage)?;
         let connect = || -> Result<PgConn, JournalError> {
             let mut conn = PgConn::connect_as(url, &config.host)?;
             // A host frozen inside a transaction (SIGSTOP, a long GC pause of its VM)
@@ -238,21 +242,31 @@ impl Journal {
             .map(|_| connect().map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(leases::RUN));
-        let (ownership, changes) = leases::start(url, config, std::sync::Arc::clone(&stop))?;
-        let mut journal = Journal::start(
+        let started = leases::start(url, config, std::sync::Arc::clone(&stop))?;
+        let stop_on_failure = std::sync::Arc::clone(&stop);
+        let journal = Journal::start(
             WriterConn::Postgres {
                 conn: Box::new(write_conn),
                 url: url.to_owned(),
                 host: config.host.clone(),
                 idle_ms: (config.ttl.as_millis() / 2).max(100) as u64,
             },
-            Readers::Postgres(readers),
+            Readers::Postgres(readers, url.to_owned(), config.host.clone()),
             Location::Postgres(sql::redact(url)),
             None,
-        )?;
-        journal.ownership = ownership;
+        );
+        let mut journal = match journal {
+            Ok(journal) => journal,
+            Err(e) => {
+                // The lease threads end with the failed open.
+                stop_on_failure.store(leases::RELEASE, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        journal.ownership = started.ownership;
         journal.stop_leases = stop;
-        journal.lease_changes = Mutex::new(Some(changes));
+        journal.lease_changes = Mutex::new(Some(started.changes));
+        journal.lease_thread = Mutex::new(Some(started.lease_thread));
         Ok(journal)
     }
 
@@ -281,7 +295,24 @@ impl Journal {
         self.ownership.held()
     }
 
-    /// Gives back this host's leases (at shutdown), so others take over at once.
+    /// Gives back this host's leases and waits (up to `within`) until they are given
+    /// back: at shutdown, so the others take over at once, not at expiry. Blocks.
+    pub fn release_leases(&self, within: std::time::Duration) {
+        self.stop_leases();
+        let thread = self
+            .lease_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let deadline = std::time::Instant::now() + within;
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Tells the lease threads to give the leases back and stop (without waiting).
     pub fn stop_leases(&self) {
         let _ = self.stop_leases.compare_exchange(
             leases::RUN,
@@ -291,18 +322,45 @@ impl Journal {
         );
     }
 
-    /// The lease an activation's write of `id` is decided under; refused at once if this
-    /// host does not hold the partition.
+    /// The epoch of the lease this host holds on `id`'s partition (`None` on SQLite, or
+    /// when it holds none): what an activation loads its history under.
+    pub fn lease_epoch(&self, id: &InstanceId) -> Option<i64> {
+        self.ownership.fence(id).flatten().map(|fence| fence.epoch)
+    }
+
+    /// The lease a write for `id` is decided under; refused at once if this host does
+    /// not hold the partition.
     fn lease(&self, id: &InstanceId) -> Result<leases::Lease, JournalError> {
+        self.lease_at(id, None)
+    }
+
+    /// Like [`Journal::lease`], and refused too if the lease is not the one (`loaded`
+    /// epoch) the activation loaded its history under.
+    fn lease_at(
+        &self,
+        id: &InstanceId,
+        loaded: Option<i64>,
+    ) -> Result<leases::Lease, JournalError> {
+        let refused = |why: String| JournalError::Fenced {
+            id: id.clone(),
+            why,
+        };
         match self.ownership.fence(id) {
+            Some(Some(fence)) if loaded.is_some_and(|epoch| epoch != fence.epoch) => {
+                Err(refused(format!(
+                    "it was loaded under epoch {} of partition {}'s lease, now {}",
+                    loaded.unwrap_or_default(),
+                    fence.partition,
+                    fence.epoch
+                )))
+            }
             Some(fence) => Ok(leases::Lease {
                 fence,
                 ownership: std::sync::Arc::clone(&self.ownership),
             }),
-            None => Err(JournalError::Fenced {
-                id: id.clone(),
-                why: "this host does not hold its partition's lease".into(),
-            }),
+            None => Err(refused(
+                "this host does not hold its partition's lease".into(),
+            )),
         }
     }
 
@@ -337,6 +395,7 @@ impl Journal {
             ownership: std::sync::Arc::new(leases::Ownership::everything()),
             stop_leases: std::sync::Arc::default(),
             lease_changes: Mutex::new(None),
+            lease_thread: Mutex::new(None),
         })
     }
 
@@ -472,15 +531,22 @@ impl Journal {
                 let conn = self.reader(readers);
                 f(&Db::Sqlite(&conn))
             }
-            Readers::Postgres(readers) => {
+            Readers::Postgres(readers, url, host) => {
                 let mut guard = self.reader(readers);
                 let conn: &mut PgConn = &mut guard;
                 // The synchronous client drives its own runtime, which may not run inside
                 // the caller's (a tokio worker); a scoped thread is outside any.
                 std::thread::scope(|s| {
-                    s.spawn(move || f(&Db::Postgres(std::cell::RefCell::new(conn))))
-                        .join()
-                        .unwrap_or_else(|_| Err(JournalError::Storage("a read panicked".into())))
+                    s.spawn(move || {
+                        if conn.client.is_closed() {
+                            // The server restarted or ended the session: a new connection
+                            // (the old one is dropped here, outside the runtime too).
+                            *conn = PgConn::connect_as(url, host)?;
+                        }
+                        f(&Db::Postgres(std::cell::RefCell::new(conn)))
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err(JournalError::Storage("a read panicked".into())))
                 })
             }
         }
@@ -537,7 +603,7 @@ impl Drop for Journal {
         // The synchronous client closes its connection by blocking on its own runtime,
         // which must not happen on an async worker: closed on a thread of their own.
         let readers = std::mem::replace(&mut self.readers, Readers::Sqlite(Vec::new()));
-        if let Readers::Postgres(readers) = readers {
+        if let Readers::Postgres(readers, ..) = readers {
             let _ = std::thread::Builder::new()
                 .name("steadfast-journal-close".into())
                 .spawn(move || drop(readers));
@@ -665,13 +731,29 @@ fn writer_loop(
             continue;
         }
         let mut callbacks = Vec::with_capacity(jobs.len());
+        // A savepoint that cannot be taken, released or rolled back to leaves the
+        // transaction in a state no one should commit (PostgreSQL would answer COMMIT of
+        // an aborted transaction with a silent ROLLBACK): the whole batch fails.
+        let mut broken: Option<JournalError> = None;
         for job in jobs {
-            let _ = db.batch("SAVEPOINT op");
+            if broken.is_some() {
+                // Dropped unrun: its caller hears the write did not happen.
+                drop(job);
+                continue;
+            }
+            if let Err(e) = db.batch("SAVEPOINT op") {
+                broken = Some(e);
+                drop(job);
+                continue;
+            }
             let (ok, reply) = job(&db);
-            if ok {
-                let _ = db.batch("RELEASE op");
+            let closed = if ok {
+                db.batch("RELEASE op")
             } else {
-                let _ = db.batch("ROLLBACK TO op; RELEASE op");
+                db.batch("ROLLBACK TO op; RELEASE op")
+            };
+            if let Err(e) = closed {
+                broken = Some(e);
             }
             callbacks.push(reply);
         }
@@ -679,7 +761,14 @@ fn writer_loop(
             let _ = db.batch("ROLLBACK");
             return;
         }
-        let commit = db.batch("COMMIT");
+        let commit = match broken {
+            Some(e) => {
+                tracing::error!(error = %e, "journal: a batch could not be completed; rolled back");
+                let _ = db.batch("ROLLBACK");
+                Err(e)
+            }
+            None => db.batch("COMMIT"),
+        };
         stats
             .commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

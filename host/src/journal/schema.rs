@@ -402,6 +402,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
     DECLARE
         key TEXT;
         part BIGINT;
+        holder TEXT;
     BEGIN
         IF TG_TABLE_NAME = 'instances' THEN
             key := NEW.id;
@@ -410,10 +411,13 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
             key := NEW.instance;
             SELECT i.partition INTO part FROM instances i WHERE i.id = NEW.instance;
         END IF;
-        IF part IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM partitions p
-            WHERE p.partition = part AND p.owner = current_setting('application_name'))
-        THEN
+        IF part IS NULL THEN
+            RETURN NULL;
+        END IF;
+        -- Read FOR SHARE: a lease given back or taken over meanwhile waits for this
+        -- commit, and the host taking it recovers from a journal holding this write.
+        SELECT p.owner INTO holder FROM partitions p WHERE p.partition = part FOR SHARE;
+        IF holder IS DISTINCT FROM current_setting('application_name') THEN
             INSERT INTO wakeups (partition, instance) VALUES (part, key);
             PERFORM pg_notify('steadfast_wakeups', part::text);
         END IF;

@@ -40,13 +40,25 @@ macro_rules! int_param {
     ($($t:ty),*) => {$(
         impl ToParam for $t {
             fn param(&self) -> Param<'_> {
-                // Every integer the journal stores fits an i64 (ids, counts, milliseconds).
-                Param::Int(*self as i64)
+                Param::Int(i64::from(*self))
             }
         }
     )*};
 }
-int_param!(i64, i32, u32, u16, u8, u64, usize);
+int_param!(i64, i32, u32, u16, u8);
+
+/// Larger than any count or millisecond the journal keeps; beyond `i64::MAX` it is kept
+/// as `i64::MAX` (reading it back gives that, not a wrapped negative number).
+impl ToParam for u64 {
+    fn param(&self) -> Param<'_> {
+        Param::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+}
+impl ToParam for usize {
+    fn param(&self) -> Param<'_> {
+        Param::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+}
 
 impl ToParam for bool {
     fn param(&self) -> Param<'_> {
@@ -252,17 +264,27 @@ impl postgres::types::ToSql for Param<'_> {
         out: &mut postgres::types::private::BytesMut,
     ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
         use postgres::types::Type;
+        let text = *ty == Type::TEXT || *ty == Type::VARCHAR || *ty == Type::NAME;
         match *self {
             Param::Null => Ok(postgres::types::IsNull::Yes),
+            Param::Int(i) if *ty == Type::INT8 => i.to_sql(ty, out),
             Param::Int(i) if *ty == Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
             Param::Int(i) if *ty == Type::INT2 => i16::try_from(i)?.to_sql(ty, out),
             Param::Int(i) if *ty == Type::BOOL => (i != 0).to_sql(ty, out),
-            Param::Int(i) if *ty == Type::TEXT || *ty == Type::VARCHAR => {
-                i.to_string().as_str().to_sql(ty, out)
+            Param::Int(i) if text => i.to_string().as_str().to_sql(ty, out),
+            Param::Text(s) if text => s.to_sql(ty, out),
+            Param::Blob(b) if *ty == Type::BYTEA => b.to_sql(ty, out),
+            // Anything else is a statement written against a column of another type: an
+            // error, not bytes the server would read as something else.
+            other => {
+                let kind = match other {
+                    Param::Null => "null",
+                    Param::Int(_) => "an integer",
+                    Param::Text(_) => "a text",
+                    Param::Blob(_) => "a byte string",
+                };
+                Err(format!("{kind} cannot be bound to a {ty} parameter").into())
             }
-            Param::Int(i) => i.to_sql(ty, out),
-            Param::Text(s) => s.to_sql(ty, out),
-            Param::Blob(b) => b.to_sql(ty, out),
         }
     }
 
@@ -322,11 +344,12 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// `?N` placeholders as PostgreSQL's `$N`, outside string literals.
+/// `?N` placeholders as PostgreSQL's `$N`, outside string literals; a bare `?` is one more
+/// than the largest index so far, as SQLite numbers it.
 fn to_postgres(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut in_string = false;
-    let mut next = 1;
+    let mut largest = 0u32;
     let mut chars = sql.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
@@ -336,14 +359,16 @@ fn to_postgres(sql: &str) -> String {
             }
             '?' if !in_string => {
                 out.push('$');
-                if chars.peek().is_some_and(char::is_ascii_digit) {
-                    while let Some(d) = chars.next_if(char::is_ascii_digit) {
-                        out.push(d);
-                    }
-                } else {
-                    out.push_str(&next.to_string());
-                    next += 1;
+                let mut digits = String::new();
+                while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                    digits.push(d);
                 }
+                let index = match digits.parse::<u32>() {
+                    Ok(index) => index,
+                    Err(_) => largest + 1,
+                };
+                largest = largest.max(index);
+                out.push_str(&index.to_string());
             }
             _ => out.push(c),
         }
@@ -485,8 +510,9 @@ mod tests {
     fn placeholders_become_postgres_ones_outside_strings() {
         assert_eq!(
             to_postgres("SELECT '?1' WHERE a = ?1 AND b = ?12 AND c = ?"),
-            "SELECT '?1' WHERE a = $1 AND b = $12 AND c = $1"
+            "SELECT '?1' WHERE a = $1 AND b = $12 AND c = $13"
         );
+        assert_eq!(to_postgres("a = ? AND b = ?"), "a = $1 AND b = $2");
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct Fence {
     pub generation: u32,
     pub component: Digest,
     pub incarnation: i64,
+    /// On a shared journal, the epoch of the partition's lease the activation loaded its
+    /// history under: a host that lost the lease and took it back since must not write
+    /// from what it loaded before.
+    pub lease_epoch: Option<i64>,
 }
 
 /// A child's result, appended to its parent's history when the child ends.
@@ -111,7 +115,7 @@ impl Journal {
     ) -> Result<(Vec<(u64, Event)>, u64), JournalError> {
         self.injected_fault()?;
         let stops = std::sync::Arc::clone(&self.stops);
-        let lease = self.lease(&id)?;
+        let lease = self.lease_at(&id, fence.lease_epoch)?;
         self.write(move |db| {
             lease.check(db, &id)?;
             let seen = stops.load(std::sync::atomic::Ordering::SeqCst);
@@ -320,7 +324,7 @@ impl Journal {
     ) -> Result<Option<ParentNotice>, JournalError> {
         self.injected_fault()?;
         let stops = std::sync::Arc::clone(&self.stops);
-        let lease = self.lease(&id)?;
+        let lease = self.lease_at(&id, fence.lease_epoch)?;
         self.write(move |db| {
             lease.check(db, &id)?;
             let (notice, abandoned) =
@@ -348,11 +352,14 @@ pub(super) fn status_of(
     db: &Db<'_>,
     id: &InstanceId,
 ) -> Result<(RuntimeStatus, u32), JournalError> {
-    let row: Option<(String, u32)> = db.query_opt(
-        "SELECT status, generation FROM instances WHERE id = ?1",
-        params![id.as_str()],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    // On PostgreSQL the row is locked as it is read, so what is decided from it (the
+    // generation an event of a control write goes to) still holds when it is written.
+    let sql = match db.dialect() {
+        Dialect::Sqlite => "SELECT status, generation FROM instances WHERE id = ?1",
+        Dialect::Postgres => "SELECT status, generation FROM instances WHERE id = ?1 FOR UPDATE",
+    };
+    let row: Option<(String, u32)> =
+        db.query_opt(sql, params![id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let Some((status, generation)) = row else {
         return Err(JournalError::InstanceNotFound(id.clone()));
     };
@@ -527,6 +534,16 @@ fn insert_data(
         }
         _ => None,
     };
+    if db.dialect() == Dialect::Postgres {
+        // Positions come from a sequence when a row is inserted, not when it commits: with
+        // several hosts writing one instance's history, each insert takes the instance's
+        // row first, so its positions are given (and become visible) in commit order.
+        db.query_opt(
+            "SELECT 1 FROM instances WHERE id = ?1 FOR UPDATE",
+            params![id.as_str()],
+            |r| r.get::<i64>(0),
+        )?;
+    }
     let pos: i64 = db.query_one(
         "INSERT INTO history (instance, generation, kind, seq, data, at, name, size)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)

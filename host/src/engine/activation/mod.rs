@@ -122,6 +122,9 @@ pub(crate) struct HostState {
     component: Digest,
     /// The life of the instance id it runs, checked with each of its writes.
     pub(crate) incarnation: i64,
+    /// The epoch of this host's lease on the instance's partition when its history was
+    /// loaded (shared journal only); its writes are refused under any other.
+    pub(crate) lease_epoch: Option<i64>,
     /// Requests and decisions by seq: from the journal, then appended live.
     pub(crate) recorded: Vec<Event>,
     pub(crate) next_seq: u32,
@@ -220,6 +223,7 @@ impl HostState {
             generation,
             component,
             incarnation: 0,
+            lease_epoch: None,
             recorded: Vec::new(),
             next_seq: 0,
             results: HashMap::new(),
@@ -596,6 +600,7 @@ impl HostState {
             generation: self.generation,
             component: self.component.clone(),
             incarnation: self.incarnation,
+            lease_epoch: self.lease_epoch,
         }
     }
 }
