@@ -685,7 +685,7 @@ impl Engine {
                 // Another host may run it (or come to run it, the lease moving while this
                 // waits) and tell this one nothing: look again shortly.
                 let poll = if self.shared.owns(id) {
-                    SHARED_WAIT_POLL * 10
+                    SHARED_WAIT_POLL * 4
                 } else {
                     SHARED_WAIT_POLL
                 };
@@ -982,8 +982,9 @@ async fn open_journal(path: &std::path::Path) -> Result<Journal, JournalError> {
     }
 }
 
-/// How often a wait on an instance another host runs looks at the shared journal.
-const SHARED_WAIT_POLL: Duration = Duration::from_millis(50);
+/// How often a wait on an instance another host runs looks at the shared journal, in
+/// case a status notification was missed (they come through `LISTEN`).
+const SHARED_WAIT_POLL: Duration = Duration::from_millis(250);
 
 /// Payloads larger than this are checked and serialised on a blocking thread.
 pub(crate) const OFF_THREAD_BYTES: usize = 16 * 1024;

@@ -223,6 +223,12 @@ pub(crate) async fn follow(
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        if let LeaseChange::Status(ids) = &change {
+            for id in ids {
+                shared.status_changed(id);
+            }
+            continue;
+        }
         // Journal reads block: off the async workers.
         let outcome = tokio::task::spawn_blocking(move || match change {
             LeaseChange::Gained(partitions) => {
@@ -240,6 +246,7 @@ pub(crate) async fn follow(
                 shared.release(&partitions);
                 Ok(())
             }
+            LeaseChange::Status(_) => Ok(()),
             LeaseChange::Wake(ids) => {
                 for id in ids {
                     if let Err(e) = shared.reconcile(id.clone()) {

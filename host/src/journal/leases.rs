@@ -108,6 +108,8 @@ pub enum LeaseChange {
     Lost(Vec<u32>),
     /// Another host wrote something these instances' owner (this host) must act on.
     Wake(Vec<InstanceId>),
+    /// These instances changed status (on any host): whoever waits on them here looks.
+    Status(Vec<InstanceId>),
 }
 
 /// Which partitions this host holds, and with which epoch. For an SQLite journal the
@@ -225,6 +227,10 @@ impl LeaseFence {
         id: &InstanceId,
         ownership: &Ownership,
     ) -> Result<(), JournalError> {
+        // Checked once per transaction: the row stays share-locked until it commits.
+        if !db.first_in_transaction(&format!("lease {} {}", self.partition, self.epoch)) {
+            return Ok(());
+        }
         let held = db.query_opt(
             "SELECT epoch FROM partitions WHERE partition = ?1 AND owner = ?2 AND epoch = ?3
              FOR SHARE",
@@ -280,7 +286,9 @@ pub(crate) fn start(
         .client
         .batch_execute("SET lock_timeout = '1s'; SET statement_timeout = '5s'")?;
     let mut listener = PgConn::connect_as(url, &config.host)?;
-    listener.client.batch_execute("LISTEN steadfast_wakeups")?;
+    listener
+        .client
+        .batch_execute("LISTEN steadfast_wakeups; LISTEN steadfast_status")?;
     // The first round before anything else, so the engine recovers what it holds at once.
     let ttl = config.ttl;
     round(&mut leases, &ownership, ttl)?;
@@ -494,12 +502,13 @@ fn listen(mut conn: PgConn, url: &str, host: &str, ownership: &Ownership, stop: 
     let Some(shared) = &ownership.shared else {
         return;
     };
+    let mut last_drain = std::time::Instant::now();
     while stop.load(Ordering::SeqCst) == RUN {
         if conn.client.is_closed() {
             std::thread::sleep(POLL);
             match PgConn::connect_as(url, host).and_then(|mut c| {
                 c.client
-                    .batch_execute("LISTEN steadfast_wakeups")
+                    .batch_execute("LISTEN steadfast_wakeups; LISTEN steadfast_status")
                     .map(|()| c)
                     .map_err(Into::into)
             }) {
@@ -510,15 +519,37 @@ fn listen(mut conn: PgConn, url: &str, host: &str, ownership: &Ownership, stop: 
                 }
             }
         }
-        // Wait for a notification (or the poll interval), then drain the rest.
+        // Wait for a notification (or the poll interval), then take the rest.
+        let (mut woken, mut statuses) = (false, Vec::new());
         {
+            let mut handle = |note: postgres::Notification| {
+                if note.channel() == "steadfast_status" {
+                    if let Ok(id) = InstanceId::from_key(note.payload().to_owned())
+                        && !statuses.contains(&id)
+                    {
+                        statuses.push(id);
+                    }
+                } else {
+                    woken = true;
+                }
+            };
             let mut notifications = conn.client.notifications();
-            let notified = matches!(notifications.timeout_iter(POLL).next(), Ok(Some(_)));
-            if notified {
+            let first = notifications.timeout_iter(POLL).next();
+            if let Ok(Some(first)) = first {
+                handle(first);
                 let mut more = notifications.iter();
-                while let Ok(Some(_)) = more.next() {}
+                while let Ok(Some(note)) = more.next() {
+                    handle(note);
+                }
             }
         }
+        if !statuses.is_empty() {
+            let _ = shared.changes.send(LeaseChange::Status(statuses));
+        }
+        if !woken && last_drain.elapsed() < POLL {
+            continue;
+        }
+        last_drain = std::time::Instant::now();
         let held: Vec<i64> = ownership.held().into_iter().map(i64::from).collect();
         if held.is_empty() {
             continue;

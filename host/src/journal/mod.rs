@@ -730,6 +730,7 @@ fn writer_loop(
             tracing::error!(error = %e, "journal: cannot begin a transaction");
             continue;
         }
+        db.forget_taken();
         let mut callbacks = Vec::with_capacity(jobs.len());
         // A savepoint that cannot be taken, released or rolled back to leaves the
         // transaction in a state no one should commit (PostgreSQL would answer COMMIT of
@@ -750,6 +751,7 @@ fn writer_loop(
             let closed = if ok {
                 db.batch("RELEASE op")
             } else {
+                db.forget_taken();
                 db.batch("ROLLBACK TO op; RELEASE op")
             };
             if let Err(e) = closed {

@@ -425,6 +425,16 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
     END $$;
     CREATE TRIGGER wake_on_instances AFTER INSERT OR UPDATE OF status, component, incarnation
         ON instances FOR EACH ROW EXECUTE FUNCTION steadfast_wake();
+    -- Every host hears of every change of status, for the waits it serves (a start
+    -- awaited, a completion awaited) on instances another host runs.
+    CREATE FUNCTION steadfast_status() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('steadfast_status', NEW.id);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER status_changed AFTER UPDATE OF status ON instances
+        FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+        EXECUTE FUNCTION steadfast_status();
     CREATE TRIGGER wake_on_history AFTER INSERT ON history
         FOR EACH ROW WHEN (NEW.kind IN ('event_raised', 'child_completed'))
         EXECUTE FUNCTION steadfast_wake();

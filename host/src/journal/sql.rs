@@ -299,6 +299,9 @@ impl postgres::types::ToSql for Param<'_> {
 pub(crate) struct PgConn {
     pub(crate) client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
+    /// Rows this transaction has locked (and leases it has checked) so far, by key: each
+    /// is taken once per batch, not once per write.
+    taken: std::collections::HashSet<String>,
 }
 
 impl PgConn {
@@ -317,6 +320,7 @@ impl PgConn {
         Ok(PgConn {
             client,
             statements: HashMap::new(),
+            taken: std::collections::HashSet::new(),
         })
     }
 
@@ -387,6 +391,24 @@ impl Db<'_> {
         match self {
             Db::Sqlite(_) => Dialect::Sqlite,
             Db::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Whether `key` (a row lock, a lease check) is new to this transaction, noting it:
+    /// what a transaction locked stays locked until it ends. Always true on SQLite, whose
+    /// one writer needs no row locks (the statements that take them are PostgreSQL's).
+    pub(crate) fn first_in_transaction(&self, key: &str) -> bool {
+        match self {
+            Db::Sqlite(_) => true,
+            Db::Postgres(conn) => conn.borrow_mut().taken.insert(key.to_owned()),
+        }
+    }
+
+    /// Forgets what [`Db::first_in_transaction`] noted: a new transaction, or a savepoint
+    /// rolled back (which releases the locks taken since).
+    pub(crate) fn forget_taken(&self) {
+        if let Db::Postgres(conn) = self {
+            conn.borrow_mut().taken.clear();
         }
     }
 

@@ -407,6 +407,8 @@ fn fenced_update(
         ],
     )?;
     if n == 1 {
+        // The update locked the row: the history inserts that follow need not again.
+        db.first_in_transaction(&format!("row {id}"));
         return Ok(());
     }
     check_fence(db, id, fence)?;
@@ -534,7 +536,7 @@ fn insert_data(
         }
         _ => None,
     };
-    if db.dialect() == Dialect::Postgres {
+    if db.dialect() == Dialect::Postgres && db.first_in_transaction(&format!("row {id}")) {
         // Positions come from a sequence when a row is inserted, not when it commits: with
         // several hosts writing one instance's history, each insert takes the instance's
         // row first, so its positions are given (and become visible) in commit order.

@@ -1,7 +1,7 @@
 //! The saga scenario on a PostgreSQL journal shared by `hosts` engines in this process,
 //! each with its own leases, as separate hosts would have. Sagas start through the
 //! engines in turn; each is awaited through the engine that started it (one that does not
-//! run it looks at the journal every 50 ms, as a host serving a wait would).
+//! run it hears of its completion through `LISTEN`, as a host serving a wait would).
 
 use std::time::{Duration, Instant};
 
