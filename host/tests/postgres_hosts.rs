@@ -480,16 +480,7 @@ async fn hosts_share_one_postgres_journal_and_take_over_from_each_other() {
     approve_all(&api, &survivors, &waiting).await;
     let failover = tokio::task::spawn_blocking({
         let db = db.clone();
-        move || {
-            let mut db = db();
-            loop {
-                let owners = owners(&mut db);
-                if !owners.contains_key("host-b") && owners.values().sum::<usize>() == 64 {
-                    return Instant::now();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        move || wait_until_taken_from(&mut db(), "host-b")
     })
     .await
     .unwrap()
@@ -540,24 +531,17 @@ async fn hosts_share_one_postgres_journal_and_take_over_from_each_other() {
     hosts[2].signal("STOP");
     starts.await.unwrap();
     approve_all(&api, &awake, &frozen).await;
-    let taken = tokio::task::spawn_blocking({
+    let taken: i64 = tokio::task::spawn_blocking({
         let db = db.clone();
         move || {
             let mut db = db();
-            loop {
-                let owners = owners(&mut db);
-                if !owners.contains_key("host-c") && owners.values().sum::<usize>() == 64 {
-                    let rows: i64 = db
-                        .query_one(
-                            "SELECT count(*) FROM history WHERE written_by = 'host-c'",
-                            &[],
-                        )
-                        .unwrap()
-                        .get(0);
-                    return rows;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_until_taken_from(&mut db, "host-c");
+            db.query_one(
+                "SELECT count(*) FROM history WHERE written_by = 'host-c'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
         }
     })
     .await
@@ -596,6 +580,22 @@ async fn hosts_share_one_postgres_journal_and_take_over_from_each_other() {
          {fenced} log lines about lost leases after it woke)"
     );
     drop(hosts);
+}
+
+/// Waits until the other hosts hold all 64 partitions and `host` none; returns when.
+fn wait_until_taken_from(db: &mut postgres::Client, host: &str) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let owners = owners(db);
+        if !owners.contains_key(host) && owners.values().sum::<usize>() == 64 {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host}'s partitions were never taken: {owners:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Waits until `n` hosts hold all 64 partitions and none holds more than its fair share.

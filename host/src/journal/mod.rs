@@ -125,7 +125,15 @@ impl From<serde_json::Error> for JournalError {
 
 /// A write to run on the writer thread: it does its work inside the batch transaction and
 /// returns whether that worked plus a callback that receives the commit's outcome.
-type WriteJob = Box<dyn FnOnce(&Db<'_>) -> (bool, Reply) + Send>;
+type Job = Box<dyn FnOnce(&Db<'_>) -> (bool, Reply) + Send>;
+
+/// A [`Job`] with the instance it writes, if it writes one: on PostgreSQL a batch runs its
+/// jobs in key order, so two hosts' batches lock the instances they share in the same
+/// order instead of deadlocking.
+struct WriteJob {
+    key: Option<InstanceId>,
+    run: Job,
+}
 type Reply = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
 
 /// Where a journal lives.
@@ -433,7 +441,10 @@ impl Journal {
         // A crashed host renews nothing and gives nothing back.
         self.stop_leases.store(leases::ABANDON, Ordering::SeqCst);
         // Wake the writer if it waits for work, so it sees the flag and exits.
-        let _ = self.writer.send(Box::new(|_| (false, Box::new(|_| {}))));
+        let _ = self.writer.send(WriteJob {
+            key: None,
+            run: Box::new(|_| (false, Box::new(|_| {}))),
+        });
     }
 
     /// Where the journal lives.
@@ -503,8 +514,23 @@ impl Journal {
         F: FnOnce(&Db<'_>) -> Result<T, JournalError> + Send + 'static,
         H: FnOnce(&T) + Send + 'static,
     {
+        self.write_for(None, f, on_commit).await
+    }
+
+    /// Like [`Journal::write_then`], for a write of instance `key` (see [`WriteJob`]).
+    async fn write_for<T, F, H>(
+        &self,
+        key: Option<&InstanceId>,
+        f: F,
+        on_commit: H,
+    ) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, JournalError> + Send + 'static,
+        H: FnOnce(&T) + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: WriteJob = Box::new(move |conn| {
+        let job: Job = Box::new(move |conn| {
             let result = f(conn);
             let ok = result.is_ok();
             let reply: Reply = Box::new(move |commit| {
@@ -516,8 +542,9 @@ impl Journal {
             });
             (ok, reply)
         });
+        let key = key.filter(|_| self.ownership.is_shared()).cloned();
         self.writer
-            .send(job)
+            .send(WriteJob { key, run: job })
             .map_err(|_| JournalError::WriterGone)?;
         rx.await.map_err(|_| JournalError::WriterGone)?
     }
@@ -692,6 +719,11 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        // Keys are set only on a shared journal; a stable sort keeps each instance's
+        // writes in the order they came.
+        if jobs.iter().any(|job| job.key.is_some()) {
+            jobs.sort_by(|a, b| a.key.cmp(&b.key));
+        }
         let began = std::time::Instant::now();
         if let WriterConn::Postgres {
             conn: pg,
@@ -747,7 +779,7 @@ fn writer_loop(
                 drop(job);
                 continue;
             }
-            let (ok, reply) = job(&db);
+            let (ok, reply) = (job.run)(&db);
             let closed = if ok {
                 db.batch("RELEASE op")
             } else {

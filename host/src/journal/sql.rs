@@ -334,9 +334,10 @@ impl PgConn {
     }
 }
 
-/// A connection URL without its password, for messages.
+/// A connection string without its password, for messages: the `user:password@` of a
+/// URL, and any `password=` (a URL's query or a key=value string).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let mut out = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.split_once(':') {
@@ -345,7 +346,17 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    };
+    let mut from = 0;
+    while let Some(found) = out[from..].find("password=") {
+        let value = from + found + "password=".len();
+        let end = out[value..]
+            .find(['&', ' '])
+            .map_or(out.len(), |n| value + n);
+        out.replace_range(value..end, "***");
+        from = value + 3;
     }
+    out
 }
 
 /// `?N` placeholders as PostgreSQL's `$N`, outside string literals; a bare `?` is one more
@@ -544,5 +555,13 @@ mod tests {
             "postgres://me:***@db:5432/x"
         );
         assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+        assert_eq!(
+            redact("postgres://db/x?user=me&password=secret&sslmode=disable"),
+            "postgres://db/x?user=me&password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact("host=db user=me password=secret dbname=x"),
+            "host=db user=me password=*** dbname=x"
+        );
     }
 }

@@ -116,11 +116,16 @@ impl Journal {
         self.injected_fault()?;
         let stops = std::sync::Arc::clone(&self.stops);
         let lease = self.lease_at(&id, fence.lease_epoch)?;
-        self.write(move |db| {
-            lease.check(db, &id)?;
-            let seen = stops.load(std::sync::atomic::Ordering::SeqCst);
-            append_step(db, &id, &fence, step, now).map(|derived| (derived, seen))
-        })
+        let key = id.clone();
+        self.write_for(
+            Some(&key),
+            move |db| {
+                lease.check(db, &id)?;
+                let seen = stops.load(std::sync::atomic::Ordering::SeqCst);
+                append_step(db, &id, &fence, step, now).map(|derived| (derived, seen))
+            },
+            |_: &_| {},
+        )
         .await
     }
 
@@ -134,31 +139,36 @@ impl Journal {
         now: Timestamp,
     ) -> Result<Option<u64>, JournalError> {
         let lease = self.lease(&job.instance)?;
-        self.write(move |db| {
-            lease.check(db, &job.instance)?;
-            let updated = db.execute(
-                "UPDATE activity_queue SET attempt = ?4, due_at = ?5
+        let key = job.instance.clone();
+        self.write_for(
+            Some(&key),
+            move |db| {
+                lease.check(db, &job.instance)?;
+                let updated = db.execute(
+                    "UPDATE activity_queue SET attempt = ?4, due_at = ?5
                  WHERE instance = ?1 AND generation = ?2 AND seq = ?3 AND incarnation = ?6",
-                params![
-                    job.instance.as_str(),
-                    job.generation,
-                    job.seq,
-                    job.attempt + 1,
+                    params![
+                        job.instance.as_str(),
+                        job.generation,
+                        job.seq,
+                        job.attempt + 1,
+                        retry_at,
+                        job.incarnation
+                    ],
+                )?;
+                if updated == 0 {
+                    return Ok(None);
+                }
+                let event = Event::ActivityAttemptFailed {
+                    seq: job.seq,
+                    attempt: job.attempt,
+                    error,
                     retry_at,
-                    job.incarnation
-                ],
-            )?;
-            if updated == 0 {
-                return Ok(None);
-            }
-            let event = Event::ActivityAttemptFailed {
-                seq: job.seq,
-                attempt: job.attempt,
-                error,
-                retry_at,
-            };
-            insert_event(db, &job.instance, job.generation, &event, now).map(Some)
-        })
+                };
+                insert_event(db, &job.instance, job.generation, &event, now).map(Some)
+            },
+            |_: &_| {},
+        )
         .await
     }
 
@@ -177,24 +187,29 @@ impl Journal {
             job.incarnation,
         );
         let lease = self.lease(&id)?;
-        self.write(move |db| {
-            lease.check(db, &id)?;
-            let deleted = db.execute(
-                "DELETE FROM activity_queue
+        let key = id.clone();
+        self.write_for(
+            Some(&key),
+            move |db| {
+                lease.check(db, &id)?;
+                let deleted = db.execute(
+                    "DELETE FROM activity_queue
                  WHERE instance = ?1 AND generation = ?2 AND seq = ?3 AND incarnation = ?4",
-                params![id.as_str(), generation, seq, incarnation],
-            )?;
-            if deleted == 0 {
-                return Ok(None);
-            }
-            let event = Event::ActivityCompleted {
-                seq,
-                attempts,
-                result,
-            };
-            let pos = insert_event(db, &id, generation, &event, now)?;
-            Ok(Some((pos, event)))
-        })
+                    params![id.as_str(), generation, seq, incarnation],
+                )?;
+                if deleted == 0 {
+                    return Ok(None);
+                }
+                let event = Event::ActivityCompleted {
+                    seq,
+                    attempts,
+                    result,
+                };
+                let pos = insert_event(db, &id, generation, &event, now)?;
+                Ok(Some((pos, event)))
+            },
+            |_: &_| {},
+        )
         .await
     }
 
@@ -207,19 +222,24 @@ impl Journal {
         now: Timestamp,
     ) -> Result<Option<(u64, Event)>, JournalError> {
         let lease = self.lease(&id)?;
-        self.write(move |db| {
-            lease.check(db, &id)?;
-            let deleted = db.execute(
-                "DELETE FROM timers WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
-                params![id.as_str(), generation, seq],
-            )?;
-            if deleted == 0 {
-                return Ok(None);
-            }
-            let event = Event::TimerFired { seq };
-            let pos = insert_event(db, &id, generation, &event, now)?;
-            Ok(Some((pos, event)))
-        })
+        let key = id.clone();
+        self.write_for(
+            Some(&key),
+            move |db| {
+                lease.check(db, &id)?;
+                let deleted = db.execute(
+                    "DELETE FROM timers WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                    params![id.as_str(), generation, seq],
+                )?;
+                if deleted == 0 {
+                    return Ok(None);
+                }
+                let event = Event::TimerFired { seq };
+                let pos = insert_event(db, &id, generation, &event, now)?;
+                Ok(Some((pos, event)))
+            },
+            |_: &_| {},
+        )
         .await
     }
 
@@ -237,10 +257,12 @@ impl Journal {
     ) -> Result<(u32, u64, Event), JournalError> {
         let shared = std::sync::Arc::new((id, event, data, bounds));
         let hook = std::sync::Arc::new(std::sync::Mutex::new(Some(on_commit)));
+        let key = shared.0.clone();
         self.retrying(|| {
             let shared = std::sync::Arc::clone(&shared);
             let hook = std::sync::Arc::clone(&hook);
-            self.write_then(
+            self.write_for(
+                Some(&key),
                 move |db| {
                     let (id, event, data, bounds) = &*shared;
                     let row: Option<(String, u32)> = db.query_opt(
@@ -325,16 +347,21 @@ impl Journal {
         self.injected_fault()?;
         let stops = std::sync::Arc::clone(&self.stops);
         let lease = self.lease_at(&id, fence.lease_epoch)?;
-        self.write(move |db| {
-            lease.check(db, &id)?;
-            let (notice, abandoned) =
-                finish_generation(db, &id, &fence, last, custom_status, finish, now)?;
-            if abandoned {
-                // Queued activities were cancelled: they must not start now.
-                stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-            Ok(notice)
-        })
+        let key = id.clone();
+        self.write_for(
+            Some(&key),
+            move |db| {
+                lease.check(db, &id)?;
+                let (notice, abandoned) =
+                    finish_generation(db, &id, &fence, last, custom_status, finish, now)?;
+                if abandoned {
+                    // Queued activities were cancelled: they must not start now.
+                    stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok(notice)
+            },
+            |_: &_| {},
+        )
         .await
     }
 }
