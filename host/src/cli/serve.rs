@@ -323,8 +323,11 @@ pub(super) async fn run(args: ServeArgs, dev: bool) -> anyhow::Result<()> {
     // of activations still finishing after this are dropped, not sent late.
     let flushing = engine.clone();
     let _ = tokio::task::spawn_blocking(move || flushing.flush_traces()).await;
-    // On a shared journal this gives the leases back, so the other hosts take over now.
-    engine.shutdown().await;
+    // On a shared journal: the leases given back, so the other hosts take over now (a
+    // host on SQLite leaves as it always did; its instances resume from the journal).
+    if engine.journal_is_shared() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), engine.shutdown()).await;
+    }
     served.context("serving HTTP")?;
     println!("steadfast stopped; running instances resume from the journal on the next start");
     Ok(())

@@ -794,6 +794,11 @@ impl Engine {
         self.shared.ledger.read()
     }
 
+    /// Whether the journal is a PostgreSQL database shared with other hosts.
+    pub fn journal_is_shared(&self) -> bool {
+        self.shared.journal.is_shared()
+    }
+
     /// The partitions of a shared journal this host holds (all of them on SQLite).
     pub fn held_partitions(&self) -> Vec<u32> {
         self.shared.journal.held_partitions()

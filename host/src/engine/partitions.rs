@@ -75,6 +75,18 @@ impl Shared {
         if fresh.is_empty() {
             return Ok(());
         }
+        let recovered = self.recover_these(&fresh);
+        if recovered.is_err() {
+            // Not recovered after all: the next lease change that names them tries again.
+            let mut recovered = self.recovered.lock().unwrap_or_else(|p| p.into_inner());
+            for partition in &fresh {
+                recovered.remove(partition);
+            }
+        }
+        recovered
+    }
+
+    fn recover_these(self: &Arc<Self>, fresh: &[u32]) -> Result<(), crate::journal::JournalError> {
         let wanted = |id: &InstanceId| fresh.contains(&partition_of(id.as_str())) && self.owns(id);
         for (instance, generation, seq, fire_at) in self.journal.pending_timers()? {
             if wanted(&instance) {

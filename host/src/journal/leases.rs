@@ -335,10 +335,15 @@ pub(crate) fn start(
         let ownership = Arc::clone(&ownership);
         let url = url.to_owned();
         let host = config.host.clone();
+        let stop_on_failure = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("steadfast-wakeups".into())
             .spawn(move || listen(listener, &url, &host, &ownership, &stop))
-            .map_err(|e| JournalError::Storage(format!("cannot start the wake-up thread: {e}")))?;
+            .map_err(|e| {
+                // The lease thread must not outlive a failed start.
+                stop_on_failure.store(RELEASE, Ordering::SeqCst);
+                JournalError::Storage(format!("cannot start the wake-up thread: {e}"))
+            })?;
     }
     Ok(Started {
         ownership,

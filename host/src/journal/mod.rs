@@ -339,25 +339,37 @@ impl Journal {
     /// The lease a write for `id` is decided under; refused at once if this host does
     /// not hold the partition.
     fn lease(&self, id: &InstanceId) -> Result<leases::Lease, JournalError> {
-        self.lease_at(id, None)
+        self.lease_checked(id, None)
     }
 
-    /// Like [`Journal::lease`], and refused too if the lease is not the one (`loaded`
-    /// epoch) the activation loaded its history under.
+    /// Like [`Journal::lease`], for an activation's write: refused too if the lease is not
+    /// the one (`loaded` epoch) the activation loaded its history under, or if it loaded
+    /// it under none.
     fn lease_at(
         &self,
         id: &InstanceId,
         loaded: Option<i64>,
+    ) -> Result<leases::Lease, JournalError> {
+        self.lease_checked(id, Some(loaded))
+    }
+
+    fn lease_checked(
+        &self,
+        id: &InstanceId,
+        loaded: Option<Option<i64>>,
     ) -> Result<leases::Lease, JournalError> {
         let refused = |why: String| JournalError::Fenced {
             id: id.clone(),
             why,
         };
         match self.ownership.fence(id) {
-            Some(Some(fence)) if loaded.is_some_and(|epoch| epoch != fence.epoch) => {
+            Some(Some(fence)) if loaded.is_some_and(|epoch| epoch != Some(fence.epoch)) => {
                 Err(refused(format!(
-                    "it was loaded under epoch {} of partition {}'s lease, now {}",
-                    loaded.unwrap_or_default(),
+                    "it was loaded under {} of partition {}'s lease, now epoch {}",
+                    match loaded.flatten() {
+                        Some(epoch) => format!("epoch {epoch}"),
+                        None => "no epoch".to_owned(),
+                    },
                     fence.partition,
                     fence.epoch
                 )))

@@ -316,6 +316,10 @@ impl PgConn {
         };
         let mut config: postgres::Config = url.parse().map_err(fail)?;
         config.application_name(host);
+        if config.get_connect_timeout().is_none() {
+            // A database that does not answer is a failed read or write, not a hang.
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
         let client = config.connect(postgres::NoTls).map_err(fail)?;
         Ok(PgConn {
             client,

@@ -435,7 +435,9 @@ fn fenced_update(
     )?;
     if n == 1 {
         // The update locked the row: the history inserts that follow need not again.
-        db.first_in_transaction(&format!("row {id}"));
+        if db.dialect() == Dialect::Postgres {
+            db.first_in_transaction(&format!("row {id}"));
+        }
         return Ok(());
     }
     check_fence(db, id, fence)?;
@@ -852,11 +854,15 @@ fn finish_generation(
         return Ok((None, abandoned));
     };
     let parent = InstanceId::from_key(parent).map_err(JournalError::Corrupt)?;
-    let current: Option<(u32, String)> = db.query_opt(
-        "SELECT generation, status FROM instances WHERE id = ?1",
-        params![parent.as_str()],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    // Locked as read on PostgreSQL: another host's continue-as-new or termination of the
+    // parent waits, so the result goes to the generation read here.
+    let sql = match db.dialect() {
+        Dialect::Sqlite => "SELECT generation, status FROM instances WHERE id = ?1",
+        Dialect::Postgres => "SELECT generation, status FROM instances WHERE id = ?1 FOR UPDATE",
+    };
+    let current: Option<(u32, String)> = db.query_opt(sql, params![parent.as_str()], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
     // A suspended parent keeps its child's result too: it is delivered on resume.
     let accepts = |status: &str| {
         status
