@@ -681,6 +681,19 @@ fn append_step(
     fenced_update(db, id, fence, None, step.custom_status.as_deref(), now)?;
     let mut extra = Vec::new();
     for event in &step.events {
+        if let Event::ActivityCompleted { seq, .. } = event {
+            // A result the instance carried into this step: journaled only if its queue
+            // row is still there, as `complete_activity` does. It is gone if another
+            // path journaled the result first (a host that ran it before a lease moved,
+            // or the result written on its own) or the activity was cancelled.
+            let deleted = db.execute(
+                "DELETE FROM activity_queue WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
+                params![id.as_str(), generation, seq],
+            )?;
+            if deleted == 0 {
+                continue;
+            }
+        }
         insert_event(db, id, generation, event, now)?;
         match event {
             Event::ActivityScheduled {
@@ -705,13 +718,6 @@ fn append_step(
                         now,
                         fence.incarnation
                     ],
-                )?;
-            }
-            Event::ActivityCompleted { seq, .. } => {
-                // A result the instance carried into this step: it is done for good.
-                db.execute(
-                    "DELETE FROM activity_queue WHERE instance = ?1 AND generation = ?2 AND seq = ?3",
-                    params![id.as_str(), generation, seq],
                 )?;
             }
             Event::TimerCreated { seq, fire_at, .. } => {
