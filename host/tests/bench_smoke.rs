@@ -37,6 +37,8 @@ fn the_smoke_bench_runs_every_scenario_and_writes_every_figure() {
         "idle_100k_rss_mb",
         "start_wf_per_s",
         "restart_ms",
+        "restart_10k_running_ms",
+        "fsync_ms",
     ] {
         let value = figures[key]
             .as_f64()
@@ -46,5 +48,61 @@ fn the_smoke_bench_runs_every_scenario_and_writes_every_figure() {
     assert_eq!(
         figures["monitor_journal_rows"], 5.0,
         "the monitor's journal stays one generation long"
+    );
+    assert!(figures["filesystem"].is_string(), "{figures}");
+    assert_eq!(
+        figures["runs"]["saga_seq_wf_per_s"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "one smoke run, its sample kept: {figures}"
+    );
+}
+
+/// On a filesystem kept in memory an fsync costs nothing: the bench says so and stops
+/// rather than print figures that would flatter a durable journal.
+#[test]
+fn the_bench_refuses_a_data_directory_kept_in_memory() {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.starts_with("tmpfs /dev/shm tmpfs")),
+        "this test needs /dev/shm on tmpfs, as Linux mounts it: {mounts}"
+    );
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["bench", "--smoke", "--only", "s6", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran on tmpfs: {stderr}");
+    assert!(
+        stderr.contains("tmpfs") && stderr.contains("--allow-memory-fs"),
+        "{stderr}"
+    );
+    // Told it is fine, it runs and still says what it measured on.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args([
+            "bench",
+            "--smoke",
+            "--only",
+            "s6",
+            "--allow-memory-fs",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("WARNING") && stdout.contains("tmpfs"),
+        "{stdout}"
     );
 }

@@ -28,6 +28,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
+mod baseline;
 mod shared;
 
 use crate::api::{self, ApiConfig};
@@ -61,6 +62,14 @@ pub(super) struct BenchArgs {
     /// Engines on the shared journal, each with its own leases (with `--journal`).
     #[arg(long, default_value_t = 1)]
     hosts: usize,
+    /// Run the scenarios this many times, each in fresh directories, and report each
+    /// figure's median and spread [default: 3, or 1 with --smoke].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Run even when the data directory is on a filesystem kept in memory (tmpfs), where
+    /// fsync costs nothing and the figures say nothing about a durable store.
+    #[arg(long)]
+    allow_memory_fs: bool,
 }
 
 /// Sizes of the scenarios.
@@ -73,6 +82,7 @@ struct Sizes {
     resume_activities: u64,
     waiting: usize,
     components: usize,
+    running: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -83,6 +93,7 @@ const FULL: Sizes = Sizes {
     resume_activities: 500,
     waiting: 100_000,
     components: 20,
+    running: 10_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -93,6 +104,7 @@ const SMOKE: Sizes = Sizes {
     resume_activities: 20,
     waiting: 50,
     components: 3,
+    running: 50,
 };
 
 /// Figures in the order they are printed: (key, value, unit).
@@ -120,47 +132,89 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => std::env::temp_dir().join(format!("steadfast-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let (filesystem, in_memory) = baseline::filesystem(&base);
+    let fsync = baseline::fsync_time(&base, 50)
+        .with_context(|| format!("timing fsync in {}", base.display()))?;
+    let runs = args.runs.unwrap_or(if args.smoke { 1 } else { 3 }).max(1);
+    let machine = Machine {
+        cores: cores(),
+        filesystem,
+        fsync_ms: fsync.as_secs_f64() * 1000.0,
+    };
     say!(
-        "steadfast bench ({}), {} cores, data in {}",
+        "steadfast bench ({}), {} cores, {runs} run(s), data in {} ({filesystem}, fsync {:.3} ms)",
         if args.smoke { "smoke" } else { "full" },
-        cores(),
-        base.display()
+        machine.cores,
+        base.display(),
+        machine.fsync_ms,
     );
+    if in_memory || machine.fsync_ms < 0.005 {
+        let why = if in_memory {
+            format!("{} is on {filesystem}, kept in memory", base.display())
+        } else {
+            format!(
+                "an fsync in {} takes {:.4} ms",
+                base.display(),
+                machine.fsync_ms
+            )
+        };
+        if !args.allow_memory_fs {
+            bail!(
+                "{why}: fsync costs nothing there, so the figures would not measure a \
+                 durable journal. Pass --dir with a directory on a real disk, or \
+                 --allow-memory-fs to run anyway"
+            );
+        }
+        say!("WARNING: {why}; the figures do not measure a durable journal");
+    }
     let started = Instant::now();
-    let mut figures = Figures::default();
+    let mut all = Vec::with_capacity(runs);
     if let Some(url) = &args.journal {
-        let outcome = shared::saga_throughput(url, args.hosts.max(1), sizes, &mut figures).await;
-        outcome?;
-        return finish(&args, &figures, started);
+        for _ in 0..runs {
+            let mut figures = Figures::default();
+            shared::saga_throughput(url, args.hosts.max(1), sizes, &mut figures).await?;
+            all.push(figures);
+        }
+        return finish(&args, &all, &machine, started);
     }
     let wanted =
         |s: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(s));
     let progress = PROGRESS.get_or_init(|| super::progress::Progress::spinner(false, "starting"));
-    let step = |name: &str| progress.set_message(format!("{name} running"));
     let outcome = async {
-        if wanted("s6") {
-            step("S6 restart");
-            restart(&base.join("s6"), sizes, &mut figures).await?;
-        }
-        if wanted("s5") {
-            step("S5 many waiting");
-            many_waiting(&base.join("s5"), sizes, &mut figures).await?;
-        }
-        if wanted("s1") {
-            step("S1 saga throughput");
-            saga_throughput(&base.join("s1"), sizes, &mut figures).await?;
-        }
-        if wanted("s2") {
-            step("S2 event latency");
-            event_latency(&base.join("s2"), sizes, &mut figures).await?;
-        }
-        if wanted("s4") {
-            step("S4 cold resume");
-            cold_resume(&base.join("s4"), sizes, &mut figures).await?;
-        }
-        if wanted("s3") {
-            step("S3 eternal monitor");
-            eternal_monitor(&base.join("s3"), sizes, &mut figures).await?;
+        for round in 1..=runs {
+            if runs > 1 {
+                say!("run {round} of {runs}");
+            }
+            let step = |name: &str| progress.set_message(format!("run {round}: {name} running"));
+            let dir = base.join(format!("run-{round}"));
+            let mut figures = Figures::default();
+            if wanted("s6") {
+                step("S6 restart");
+                restart(&dir.join("s6"), sizes, &mut figures).await?;
+            }
+            if wanted("s5") {
+                step("S5 many waiting");
+                many_waiting(&dir.join("s5"), sizes, &mut figures).await?;
+            }
+            if wanted("s1") {
+                step("S1 saga throughput");
+                saga_throughput(&dir.join("s1"), sizes, &mut figures).await?;
+            }
+            if wanted("s2") {
+                step("S2 event latency");
+                event_latency(&dir.join("s2"), sizes, &mut figures).await?;
+            }
+            if wanted("s4") {
+                step("S4 cold resume");
+                cold_resume(&dir.join("s4"), sizes, &mut figures).await?;
+            }
+            if wanted("s3") {
+                step("S3 eternal monitor");
+                eternal_monitor(&dir.join("s3"), sizes, &mut figures).await?;
+            }
+            all.push(figures);
+            // Each run's journals go once measured: 100,000 waiting instances take room.
+            let _ = std::fs::remove_dir_all(&dir);
         }
         anyhow::Ok(())
     }
@@ -170,18 +224,99 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&base);
     }
     outcome?;
-    finish(&args, &figures, started)
+    finish(&args, &all, &machine, started)
 }
 
-/// The closing line, and the figures as JSON if asked.
-fn finish(args: &BenchArgs, figures: &Figures, started: Instant) -> anyhow::Result<()> {
+/// What the figures were measured on.
+struct Machine {
+    cores: usize,
+    filesystem: &'static str,
+    fsync_ms: f64,
+}
+
+/// One figure over every run: its median and spread.
+struct Summary {
+    key: &'static str,
+    unit: &'static str,
+    samples: Vec<f64>,
+}
+
+impl Summary {
+    fn median(&self) -> f64 {
+        let mut sorted = self.samples.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        }
+    }
+
+    fn min(&self) -> f64 {
+        self.samples.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    fn max(&self) -> f64 {
+        self.samples
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+/// Each figure's samples, in the order the first run printed them.
+fn summarize(runs: &[Figures]) -> Vec<Summary> {
+    let mut summaries: Vec<Summary> = Vec::new();
+    for figures in runs {
+        for (key, value, unit) in &figures.0 {
+            match summaries.iter_mut().find(|s| s.key == *key) {
+                Some(summary) => summary.samples.push(*value),
+                None => summaries.push(Summary {
+                    key,
+                    unit,
+                    samples: vec![*value],
+                }),
+            }
+        }
+    }
+    summaries
+}
+
+/// The medians with their spread, and the figures as JSON if asked.
+fn finish(
+    args: &BenchArgs,
+    runs: &[Figures],
+    machine: &Machine,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let summaries = summarize(runs);
+    if runs.len() > 1 {
+        say!("medians of {} runs (min - max):", runs.len());
+        for s in &summaries {
+            say!(
+                "  {:<28} {:>12.2} {:<14} ({:.2} - {:.2})",
+                s.key,
+                s.median(),
+                s.unit,
+                s.min(),
+                s.max()
+            );
+        }
+    }
     say!("done in {:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = &args.json {
         let mut map = serde_json::Map::new();
-        for (key, value, _) in &figures.0 {
-            map.insert((*key).to_owned(), json!(value));
+        let mut samples = serde_json::Map::new();
+        for s in &summaries {
+            map.insert(s.key.to_owned(), json!(s.median()));
+            samples.insert(s.key.to_owned(), json!(s.samples));
         }
-        map.insert("machine_cores".into(), json!(cores()));
+        map.insert("runs".into(), Value::Object(samples));
+        map.insert("machine_cores".into(), json!(machine.cores));
+        map.insert("filesystem".into(), json!(machine.filesystem));
+        map.insert("fsync_ms".into(), json!(machine.fsync_ms));
+        map.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
         map.insert("smoke".into(), json!(args.smoke));
         std::fs::write(path, serde_json::to_string_pretty(&Value::Object(map))?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -259,9 +394,7 @@ async fn saga_throughput(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
         "workflows/s",
     );
 
-    let rows_per_saga =
-        engine.journal_rows(&InstanceId::new("seq-0").map_err(anyhow::Error::msg)?)? as f64;
-    let (commits_before, writes_before) = engine.journal_writer_stats();
+    let before = engine.journal_writer_stats();
     let start = Instant::now();
     run_concurrently(sizes.sagas, sizes.in_flight, |i| {
         let engine = engine.clone();
@@ -278,7 +411,7 @@ async fn saga_throughput(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
     })
     .await?;
     let conc = start.elapsed();
-    let (commits_after, writes_after) = engine.journal_writer_stats();
+    let after = engine.journal_writer_stats();
     figures.add(
         "saga_conc_wf_per_s",
         per_second(sizes.sagas as f64, conc),
@@ -327,19 +460,21 @@ async fn saga_throughput(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
         "steps/s",
     );
 
-    // Baseline: the same number of rows, the same batch size, the same sync setting.
-    let rows = rows_per_saga * sizes.sagas as f64;
-    let commits = (commits_after - commits_before).max(1);
+    // Baseline: as many rows as the journal wrote in the concurrent run (every row it
+    // inserted, updated or deleted: history, instance, queue and timer rows, and those its
+    // triggers wrote), inserted raw at the same batch size with the same sync setting.
+    let rows = (after.rows - before.rows) as f64;
+    let commits = (after.commits - before.commits).max(1);
     let batch = ((rows / commits as f64).round() as u64).max(1);
-    let baseline =
-        crate::journal::baseline::insert_rows(&dir.join("baseline.db"), rows as u64, batch, 120)?;
+    let baseline = baseline::insert_rows(&dir.join("baseline.db"), rows as u64, batch, 120)?;
     let baseline_rate = per_second(rows, baseline);
     let journal_rate = per_second(rows, conc);
     say!(
-        "  (concurrent run: {} journal rows in {} transactions, {:.1} writes per commit)",
+        "  (concurrent run: {} rows written in {} transactions, {:.1} writes and {:.1} rows per commit)",
         rows,
         commits,
-        (writes_after - writes_before) as f64 / commits as f64
+        (after.writes - before.writes) as f64 / commits as f64,
+        rows / commits as f64,
     );
     figures.add("sqlite_baseline_rows_per_s", baseline_rate, "rows/s");
     figures.add("journal_rows_per_s", journal_rate, "rows/s");
@@ -428,23 +563,32 @@ async fn event_latency(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyho
     Ok(())
 }
 
-/// S3: one monitor for many continue-as-new generations on the virtual clock.
+/// S3: one monitor for many continue-as-new generations on the virtual clock. Each
+/// generation's check is the demo's: the real HTTP activity component, through
+/// `wasi:http` and the egress check, GETting a health endpoint served on loopback.
 async fn eternal_monitor(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     say!("S3 eternal monitor ({} generations)", sizes.generations);
+    let health = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let health_url = format!("http://{}/health", health.local_addr()?);
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
+        let _ = axum::serve(health, app)
+            .with_graceful_shutdown(async {
+                let _ = health_stopped.await;
+            })
+            .await;
+    });
     let clock = VirtualClock::new(Timestamp(1_795_597_200_000));
     let mut config = EngineConfig::new(dir).with_clock(Arc::new(clock));
     config.limits = bench_limits();
+    config.limits.http_allow = vec![format!("GET {health_url}")];
     let engine = Engine::open(config).await?;
     crate::examples::install(&engine).await?;
-    // The demo checks a real endpoint; here the check answers at once, so the figure is
-    // the engine's cost per generation.
-    engine.register_activity("check_service_status", |_, _| async {
-        Ok(json!("healthy"))
-    });
     let id = engine
         .start(
             "health_monitor_workflow",
-            r#"{"job_id": "bench"}"#,
+            &json!({"job_id": "bench", "health_url": health_url}).to_string(),
             options("monitor".into()),
         )
         .await?;
@@ -489,7 +633,13 @@ async fn eternal_monitor(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
         engine.journal_rows(&id)? as f64,
         "rows",
     );
+    // Every check went through: the state carried into the last generation is healthy.
+    let state: Value = serde_json::from_str(&engine.status(&id)?.input)?;
+    if state["is_healthy"] != json!(true) || state["consecutive_failures"] != json!(0) {
+        bail!("the monitor did not see the service healthy: {state}");
+    }
     engine.shutdown().await;
+    let _ = stop_health.send(());
     Ok(())
 }
 
@@ -595,6 +745,50 @@ async fn restart(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Res
         compile.as_secs_f64() * 1000.0 / sizes.components as f64,
         "ms",
     );
+
+    // Again with many instances running (approvals waiting for their decision): from
+    // the open until every one is back and waiting, ready for its event.
+    crate::examples::install(&engine).await?;
+    let ids = start_many(
+        &engine,
+        "approval_workflow",
+        sizes.running,
+        500,
+        "run",
+        approval,
+    )
+    .await?;
+    engine.settle().await;
+    engine.shutdown().await;
+    let start = Instant::now();
+    let engine = open(dir, DEFAULT_RESIDENT).await?;
+    engine.settle().await;
+    let restart = start.elapsed();
+    let mut running = 0;
+    for id in &ids {
+        if engine.status(id)?.status == RuntimeStatus::Running {
+            running += 1;
+        }
+    }
+    if running < ids.len() {
+        bail!(
+            "{running} of {} instances running after the restart",
+            ids.len()
+        );
+    }
+    figures.add(
+        "restart_10k_running_ms",
+        restart.as_secs_f64() * 1000.0,
+        "ms",
+    );
+    // Ready means an event is answered: the first and last approval complete.
+    let decision = r#"{"approved": true, "approver": "manager@company.com"}"#;
+    for id in [&ids[0], &ids[ids.len() - 1]] {
+        engine
+            .raise_event(id, "approval_received", decision)
+            .await?;
+        expect_completed(&engine.wait_for_completion(id).await?.status, id)?;
+    }
     engine.shutdown().await;
     Ok(())
 }

@@ -522,8 +522,9 @@ impl Engine {
         }
     }
 
-    /// Group-commit counters: (transactions committed, writes folded into them).
-    pub fn journal_writer_stats(&self) -> (u64, u64) {
+    /// Group-commit counters: transactions committed, writes folded into them, rows
+    /// written.
+    pub fn journal_writer_stats(&self) -> crate::journal::WriterCounts {
         self.shared.journal.writer_stats()
     }
 

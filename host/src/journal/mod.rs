@@ -23,7 +23,6 @@
 //! **Invariant:** this is the only module that knows SQL; no `rusqlite` type appears in
 //! its public signatures.
 
-pub mod baseline;
 mod control;
 pub mod copy;
 pub mod leases;
@@ -202,8 +201,23 @@ pub struct Journal {
 pub struct WriterStats {
     pub commits: std::sync::atomic::AtomicU64,
     pub writes: std::sync::atomic::AtomicU64,
+    /// Rows inserted, updated or deleted by committed batches, triggers' rows included
+    /// (SQLite only; 0 on PostgreSQL).
+    pub rows: std::sync::atomic::AtomicU64,
     /// Where each commit's time and size are recorded, once the engine has said.
     observers: std::sync::OnceLock<CommitObservers>,
+}
+
+/// A reading of [`WriterStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterCounts {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Writes folded into them.
+    pub writes: u64,
+    /// Rows they inserted, updated or deleted, rows written by triggers included
+    /// (SQLite only; 0 on PostgreSQL).
+    pub rows: u64,
 }
 
 /// The histograms a commit is recorded in: (seconds from BEGIN to COMMIT, writes folded).
@@ -474,13 +488,14 @@ impl Journal {
         let _ = self.stats.observers.set((duration, writes));
     }
 
-    /// (transactions committed, writes folded into them) since the journal opened.
-    pub fn writer_stats(&self) -> (u64, u64) {
+    /// What the writer has committed since the journal opened.
+    pub fn writer_stats(&self) -> WriterCounts {
         use std::sync::atomic::Ordering::Relaxed;
-        (
-            self.stats.commits.load(Relaxed),
-            self.stats.writes.load(Relaxed),
-        )
+        WriterCounts {
+            commits: self.stats.commits.load(Relaxed),
+            writes: self.stats.writes.load(Relaxed),
+            rows: self.stats.rows.load(Relaxed),
+        }
     }
 
     /// Bytes on disk: the database file plus its write-ahead log (SQLite), or the
@@ -827,6 +842,8 @@ fn writer_loop(
         }
         if commit.is_err() {
             let _ = db.batch("ROLLBACK");
+        } else if let Db::Sqlite(conn) = &db {
+            stats.rows.store(conn.total_changes(), Ordering::Relaxed);
         }
         for reply in callbacks {
             let outcome = match &commit {
