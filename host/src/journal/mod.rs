@@ -681,6 +681,9 @@ fn restrict_to_owner(path: &Path) {
     let _ = path;
 }
 
+/// How much of the database file a connection maps (address space, not memory).
+const MMAP_BYTES: i64 = 1 << 30;
+
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     let conn = Connection::open(path).map_err(|e| {
         JournalError::Storage(format!(
@@ -692,6 +695,10 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Pages of the database file are read through a memory map instead of a `pread`
+    // into each connection's cache (which every commit of the writer invalidates for the
+    // readers). The journal's lock keeps other processes from truncating the file.
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -784,7 +791,7 @@ fn writer_loop(
             sql::Dialect::Sqlite => "BEGIN IMMEDIATE",
             sql::Dialect::Postgres => "BEGIN",
         };
-        if let Err(e) = db.batch(begin) {
+        if let Err(e) = db.control(begin) {
             // Dropping the jobs tells their callers the write did not happen.
             tracing::error!(error = %e, "journal: cannot begin a transaction");
             continue;
@@ -801,14 +808,14 @@ fn writer_loop(
                 drop(job);
                 continue;
             }
-            if let Err(e) = db.batch("SAVEPOINT op") {
+            if let Err(e) = db.control("SAVEPOINT op") {
                 broken = Some(e);
                 drop(job);
                 continue;
             }
             let (ok, reply) = (job.run)(&db);
             let closed = if ok {
-                db.batch("RELEASE op")
+                db.control("RELEASE op")
             } else {
                 db.forget_taken();
                 db.batch("ROLLBACK TO op; RELEASE op")
@@ -828,7 +835,7 @@ fn writer_loop(
                 let _ = db.batch("ROLLBACK");
                 Err(e)
             }
-            None => db.batch("COMMIT"),
+            None => db.control("COMMIT"),
         };
         stats
             .commits

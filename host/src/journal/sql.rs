@@ -452,6 +452,18 @@ impl Db<'_> {
         }
     }
 
+    /// Runs one statement with no parameters and no rows, kept prepared on SQLite (the
+    /// writer's savepoints and transaction control, several per batch).
+    pub(crate) fn control(&self, sql: &str) -> Result<(), JournalError> {
+        match self {
+            Db::Sqlite(conn) => {
+                conn.prepare_cached(sql)?.raw_execute()?;
+                Ok(())
+            }
+            Db::Postgres(conn) => Ok(conn.borrow_mut().client.batch_execute(sql)?),
+        }
+    }
+
     /// Calls `each` with every row until it returns `false`.
     pub(crate) fn for_each(
         &self,
