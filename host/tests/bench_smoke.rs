@@ -3,7 +3,9 @@
 
 #[test]
 fn the_smoke_bench_runs_every_scenario_and_writes_every_figure() {
-    let dir = tempfile::tempdir().unwrap();
+    // Under cargo's scratch directory in `target/`, on the disk the build is on, not a
+    // `/tmp` that may be tmpfs (which the bench refuses).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let json = dir.path().join("bench.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
         .args(["bench", "--smoke", "--json"])
@@ -63,14 +65,21 @@ fn the_smoke_bench_runs_every_scenario_and_writes_every_figure() {
 /// rather than print figures that would flatter a durable journal.
 #[test]
 fn the_bench_refuses_a_data_directory_kept_in_memory() {
+    // A tmpfs this process may write to: /dev/shm, as Linux mounts it, or any other.
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    assert!(
-        mounts
-            .lines()
-            .any(|l| l.starts_with("tmpfs /dev/shm tmpfs")),
-        "this test needs /dev/shm on tmpfs, as Linux mounts it: {mounts}"
-    );
-    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let tmpfs: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(2) == Some(&"tmpfs")).then(|| fields[1])
+        })
+        .collect();
+    let dir = ["/dev/shm"]
+        .into_iter()
+        .chain(tmpfs.iter().copied())
+        .filter(|mount| tmpfs.contains(mount))
+        .find_map(|mount| tempfile::tempdir_in(mount).ok())
+        .unwrap_or_else(|| panic!("this test needs a writable tmpfs (such as /dev/shm): {mounts}"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
         .args(["bench", "--smoke", "--only", "s6", "--dir"])
         .arg(dir.path())

@@ -20,8 +20,9 @@
 //! in this process while the old one's writer is still finishing) cannot read state that
 //! is about to change under it: it gets [`JournalError::InUse`] until the lock is free.
 //!
-//! **Invariant:** this is the only module that knows SQL; no `rusqlite` type appears in
-//! its public signatures.
+//! **Invariant:** this is the only module that knows the journal's SQL (the bench's
+//! raw-SQLite baseline, in `cli/bench`, writes a scratch file of its own); no `rusqlite`
+//! type appears in its public signatures.
 
 mod control;
 pub mod copy;
@@ -681,9 +682,6 @@ fn restrict_to_owner(path: &Path) {
     let _ = path;
 }
 
-/// How much of the database file a connection maps (address space, not memory).
-const MMAP_BYTES: i64 = 1 << 30;
-
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     let conn = Connection::open(path).map_err(|e| {
         JournalError::Storage(format!(
@@ -695,10 +693,6 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    // Pages of the database file are read through a memory map instead of a `pread`
-    // into each connection's cache (which every commit of the writer invalidates for the
-    // readers). The journal's lock keeps other processes from truncating the file.
-    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -802,6 +796,14 @@ fn writer_loop(
         // transaction in a state no one should commit (PostgreSQL would answer COMMIT of
         // an aborted transaction with a silent ROLLBACK): the whole batch fails.
         let mut broken: Option<JournalError> = None;
+        // Rows this batch changes and keeps: SQLite's running count, less what a
+        // rolled-back savepoint undid.
+        let changes = || match &db {
+            Db::Sqlite(conn) => conn.total_changes(),
+            Db::Postgres(_) => 0,
+        };
+        let batch_began = changes();
+        let mut undone = 0;
         for job in jobs {
             if broken.is_some() {
                 // Dropped unrun: its caller hears the write did not happen.
@@ -813,10 +815,12 @@ fn writer_loop(
                 drop(job);
                 continue;
             }
+            let job_began = changes();
             let (ok, reply) = (job.run)(&db);
             let closed = if ok {
                 db.control("RELEASE op")
             } else {
+                undone += changes() - job_began;
                 db.forget_taken();
                 db.batch("ROLLBACK TO op; RELEASE op")
             };
@@ -849,8 +853,9 @@ fn writer_loop(
         }
         if commit.is_err() {
             let _ = db.batch("ROLLBACK");
-        } else if let Db::Sqlite(conn) = &db {
-            stats.rows.store(conn.total_changes(), Ordering::Relaxed);
+        } else {
+            let kept = (changes() - batch_began).saturating_sub(undone);
+            stats.rows.fetch_add(kept, Ordering::Relaxed);
         }
         for reply in callbacks {
             let outcome = match &commit {

@@ -92,11 +92,6 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// Largest linear memory a guest may grow to.
 pub const MAX_MEMORY_BYTES: usize = 64 << 20;
 
-/// How much of a linear memory a freed pool slot may keep mapped (its dirtied pages,
-/// reset in place), where the kernel can say which pages those are. Our Rust guests'
-/// memories start at about 1.1 MiB (a 1 MiB shadow stack, then data and heap).
-const KEEP_RESIDENT_BYTES: usize = 4 << 20;
-
 /// The wasmtime engine plus the compiled-code cache.
 pub struct Sandbox {
     engine: Engine,
@@ -130,17 +125,6 @@ impl Sandbox {
             .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
             .max_memories_per_component(4)
             .max_tables_per_component(8);
-        if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
-            // A slot given back is reset by rewriting only the pages the guest dirtied
-            // (found with the PAGEMAP_SCAN ioctl, Linux 6.7+), and they stay mapped, in
-            // place of an `madvise` that drops them: on two virtual cores that `madvise`
-            // cost a TLB-shootdown interrupt to the other core per activity call, and the
-            // next instance a page fault per page it touched again (about 9 % of a
-            // saga's CPU together, by `perf`). Only what a guest touched stays resident.
-            pool.pagemap_scan(wasmtime::Enabled::Yes)
-                .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-                .table_keep_resident(64 << 10);
-        }
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         // Deterministic CPU limits (fuel) and a wall-clock backstop (epochs).
         config.consume_fuel(true);
