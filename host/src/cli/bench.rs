@@ -141,11 +141,25 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             filesystem: "postgresql",
             fsync_ms: f64::NAN,
         };
+        say!(
+            "steadfast bench ({}), {} cores, {runs} run(s), journal on PostgreSQL ({} host(s))",
+            if args.smoke { "smoke" } else { "full" },
+            machine.cores,
+            args.hosts.max(1),
+        );
+        let mut outcome = Ok(());
         for _ in 0..runs {
             let mut figures = Figures::default();
-            shared::saga_throughput(url, args.hosts.max(1), sizes, &mut figures).await?;
+            outcome = shared::saga_throughput(url, args.hosts.max(1), sizes, &mut figures).await;
+            if outcome.is_err() {
+                break;
+            }
             all.push(figures);
         }
+        if args.dir.is_none() {
+            let _ = std::fs::remove_dir_all(&base);
+        }
+        outcome?;
         return finish(&args, &all, &machine, started);
     }
     let machine = match check_disk(&args, &base, runs) {
@@ -167,6 +181,11 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             let step = |name: &str| progress.set_message(format!("run {round}: {name} running"));
             let dir = base.join(format!("run-{round}"));
+            // Fresh, also when `--dir` names a directory an earlier bench used.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("clearing {}", dir.display()))?;
+            }
             let mut figures = Figures::default();
             if wanted("s6") {
                 step("S6 restart");
@@ -667,9 +686,11 @@ async fn eternal_monitor(dir: &Path, sizes: Sizes, figures: &mut Figures) -> any
     // Every generation's check reached the endpoint and every one saw it healthy.
     let served = checks.load(std::sync::atomic::Ordering::Relaxed);
     let state: Value = serde_json::from_str(&engine.status(&id)?.input)?;
-    if served < sizes.generations || state["check_count"] != json!(sizes.generations) {
+    // The first generation checks too: one check more than the generations advanced.
+    if served != sizes.generations + 1 || state["check_count"] != json!(sizes.generations) {
         bail!(
-            "{served} health checks served and the state counts {}, for {} generations",
+            "{served} health checks served and the state counts {}, for {} generations \
+             after the first",
             state["check_count"],
             sizes.generations
         );
@@ -808,8 +829,8 @@ async fn restart(dir: &Path, sizes: Sizes, figures: &mut Figures) -> anyhow::Res
         restart.as_secs_f64() * 1000.0,
         "ms",
     );
-    // Ready means an event is answered: a hundred approvals spread over the ids (the
-    // first and last among them) are decided and complete.
+    // Ready means an event is answered: about a hundred approvals spread over the ids
+    // (the first and last among them) are decided and complete.
     let decision = r#"{"approved": true, "approver": "manager@company.com"}"#;
     let step = (ids.len() / 100).max(1);
     let mut chosen: std::collections::BTreeSet<usize> = (0..ids.len()).step_by(step).collect();
