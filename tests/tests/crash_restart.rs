@@ -197,6 +197,74 @@ fn an_event_acknowledged_just_before_a_crash_is_delivered_after_it() {
 }
 
 #[test]
+fn instances_waiting_with_nothing_new_stay_in_the_journal_at_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = runtime();
+    first.block_on(async {
+        let engine = open_with_examples(dir.path(), &VirtualClock::new(START)).await;
+        for n in 1..=5 {
+            start_approval(&engine, &format!("req-{n}"), None).await;
+        }
+        // req-5 takes in an event it does not wait for: no step records that it has, so
+        // at the restart it must be replayed (the journal holds more than its last step
+        // saw).
+        engine
+            .raise_event(&id("req-5"), "unrelated", r#"{"note": 1}"#)
+            .await
+            .unwrap();
+        engine.settle().await;
+        assert_eq!(engine.resident_count(), 5);
+        engine.crash();
+    });
+    drop(first);
+
+    let second = runtime();
+    second.block_on(async {
+        let clock = VirtualClock::new(START);
+        let engine = open(dir.path(), &clock).await;
+        engine.settle().await;
+        assert_eq!(
+            engine.resident_count(),
+            1,
+            "only req-5, with an entry its last step had not seen, is replayed"
+        );
+        for n in 1..=5 {
+            let req = id(&format!("req-{n}"));
+            assert_eq!(engine.status(&req).unwrap().status, RuntimeStatus::Running);
+        }
+        // Whatever comes next reaches them: decisions for four of them...
+        for n in [1, 2, 3, 5] {
+            engine
+                .raise_event(
+                    &id(&format!("req-{n}")),
+                    "approval_received",
+                    r#"{"approved": true, "approver": "manager@company.com"}"#,
+                )
+                .await
+                .unwrap();
+        }
+        engine.settle().await;
+        for n in [1, 2, 3, 5] {
+            let request_id = format!("req-{n}");
+            assert_eq!(
+                output(&engine, &id(&request_id)),
+                json!({"status": "approved", "request_id": request_id, "approver": "manager@company.com"})
+            );
+        }
+        // ...and the timer of the fifth, which was never replayed before it fired.
+        assert_eq!(
+            engine.status(&id("req-4")).unwrap().status,
+            RuntimeStatus::Running
+        );
+        engine.run_until_idle().await.unwrap();
+        assert_eq!(
+            output(&engine, &id("req-4")),
+            json!({"status": "timeout", "request_id": "req-4", "reason": "No approval received within 3 days"})
+        );
+    });
+}
+
+#[test]
 fn a_journal_in_use_is_refused_to_a_second_engine_until_the_first_shuts_down() {
     if steadfast_tests::postgres::on_postgres() {
         // SQLite's file lock; hosts on PostgreSQL share the journal by lease, which

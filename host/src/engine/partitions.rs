@@ -106,11 +106,21 @@ impl Shared {
             }
         }
         let now = self.clock.now();
-        for (id, start_at) in self.journal.running_instances()? {
-            if wanted(&id) {
-                self.activate_at(id, start_at, now);
+        let (mut activated, mut waiting) = (0usize, 0usize);
+        for instance in self.journal.running_instances()? {
+            if !wanted(&instance.id) {
+                continue;
             }
+            if instance.waiting {
+                // Nothing new since it went back to waiting: it stays in the journal
+                // until something comes for it, which activates it.
+                waiting += 1;
+                continue;
+            }
+            activated += 1;
+            self.activate_at(instance.id, instance.start_at, now);
         }
+        tracing::debug!(activated, waiting, "instances recovered");
         Ok(())
     }
 

@@ -48,11 +48,12 @@ use sql::{Db, PgConn};
 use crate::model::{InstanceId, RuntimeStatus};
 
 pub use reads::{
-    InstanceFilter, InstanceRecord, QueuedActivity, StoredComponent, StoredEvent, TokenRecord,
+    InstanceFilter, InstanceRecord, QueuedActivity, RunningInstance, StoredComponent, StoredEvent,
+    TokenRecord,
 };
 use writer::{Job, Reply, WriteJob, WriterConn, writer_loop};
 pub use writer::{WriterCounts, WriterStats};
-pub use writes::{EventBounds, Fence, Finish, NewInstance, ParentNotice, StepWrite};
+pub use writes::{EventBounds, Fence, Finish, NewInstance, ParentNotice, StepWrite, StepWritten};
 
 /// Read connections (WAL lets each read while the writer writes).
 const READERS: usize = 4;

@@ -113,6 +113,16 @@ macro_rules! list_sql {
     };
 }
 
+/// A pending or running instance, as recovery finds it.
+#[derive(Debug)]
+pub struct RunningInstance {
+    pub id: InstanceId,
+    /// When it was started for (PENDING until then).
+    pub start_at: Option<Timestamp>,
+    /// Waiting in the journal with nothing new for it: no need to replay it now.
+    pub waiting: bool,
+}
+
 impl Journal {
     /// A page of a tenant's instances, by id (ascending, or descending when asked).
     pub fn list_instances(
@@ -340,18 +350,32 @@ impl Journal {
         })
     }
 
-    /// Ids of instances that still have work to do.
-    /// Running instances, each with its start time if it was started for later.
-    pub fn running_instances(&self) -> Result<Vec<(InstanceId, Option<Timestamp>)>, JournalError> {
+    /// Instances that still have work to do, each with its start time if it was started
+    /// for later, and whether it is waiting in the journal: RUNNING, and its last step
+    /// was written as it went back to waiting having taken in every entry its generation
+    /// holds now (`idle_seen`, kept by the step writes). Replaying such an instance would
+    /// only bring it back to the same wait; whatever comes for it next (a raised event, a
+    /// timer, an activity's or a child's result) is journaled and activates it.
+    pub fn running_instances(&self) -> Result<Vec<RunningInstance>, JournalError> {
         self.read(|db| {
             db.query_map(
-                "SELECT id, start_at FROM instances WHERE status IN ('PENDING', 'RUNNING')",
+                "SELECT i.id, i.start_at, i.status, i.idle_seen,
+                        CASE WHEN i.idle_seen IS NULL THEN NULL ELSE
+                          (SELECT count(*) FROM history h
+                           WHERE h.instance = i.id AND h.generation = i.generation) END
+                 FROM instances i WHERE i.status IN ('PENDING', 'RUNNING')",
                 &[],
                 |r| {
-                    Ok((
-                        InstanceId::from_key(r.get(0)?).map_err(JournalError::Corrupt)?,
-                        r.get::<Option<Timestamp>>(1)?,
-                    ))
+                    let status: String = r.get(2)?;
+                    let idle_seen: Option<i64> = r.get(3)?;
+                    let entries: Option<i64> = r.get(4)?;
+                    Ok(RunningInstance {
+                        id: InstanceId::from_key(r.get(0)?).map_err(JournalError::Corrupt)?,
+                        start_at: r.get::<Option<Timestamp>>(1)?,
+                        waiting: status == "RUNNING"
+                            && idle_seen.is_some()
+                            && idle_seen == entries,
+                    })
                 },
             )
         })

@@ -225,6 +225,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE instances ADD COLUMN partition INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 12: how many history entries of its generation a running instance had seen when
+    // its last step committed and it went back to waiting (NULL: unknown). A restart
+    // leaves it in the journal while that still counts every entry: replaying it would
+    // only bring it back to the same wait (see `Journal::running_instances`).
+    r#"
+    ALTER TABLE instances ADD COLUMN idle_seen INTEGER;
+    "#,
 ];
 
 /// Brings the database to the newest schema, one transaction per migration.
@@ -438,7 +445,12 @@ const POSTGRES_MIGRATIONS: &[&str] = &[r#"
     CREATE TRIGGER wake_on_history AFTER INSERT ON history
         FOR EACH ROW WHEN (NEW.kind IN ('event_raised', 'child_completed'))
         EXECUTE FUNCTION steadfast_wake();
-    "#];
+    "#,
+    // As SQLite's migration 12.
+    r#"
+    ALTER TABLE instances ADD COLUMN idle_seen BIGINT;
+    "#,
+];
 
 /// Brings a PostgreSQL database to the newest schema.
 pub(super) fn migrate_postgres(conn: &mut super::sql::PgConn) -> Result<(), JournalError> {

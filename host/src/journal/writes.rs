@@ -43,6 +43,24 @@ pub struct StepWrite {
     /// The `traceparent` of the run that starts children in this step (traces on): the
     /// children's runs nest under it.
     pub child_traceparent: Option<String>,
+    /// How many distinct history entries of its generation the activation had taken in
+    /// before this step, when the workflow is about to wait for what it asked for. With
+    /// the entries the step writes, recorded as the instance's `idle_seen`: a restart
+    /// finding the journal holds no more than that leaves the instance waiting in the
+    /// journal (see [`Journal::running_instances`]).
+    pub seen: Option<u64>,
+}
+
+/// What a step's write did.
+#[derive(Debug)]
+pub struct StepWritten {
+    /// Entries the write added for the instance on its own (a child it could not start,
+    /// answered with a failure), with their positions.
+    pub derived: Vec<(u64, Event)>,
+    /// The positions of the step's own entries, as written.
+    pub positions: Vec<u64>,
+    /// The journal's count of writes that stop activities, as of this write.
+    pub stops: u64,
 }
 
 /// How a generation ends.
@@ -112,7 +130,7 @@ impl Journal {
         fence: Fence,
         step: StepWrite,
         now: Timestamp,
-    ) -> Result<(Vec<(u64, Event)>, u64), JournalError> {
+    ) -> Result<StepWritten, JournalError> {
         self.injected_fault()?;
         let stops = std::sync::Arc::clone(&self.stops);
         let lease = self.lease_at(&id, fence.lease_epoch)?;
@@ -121,8 +139,13 @@ impl Journal {
             Some(&key),
             move |db| {
                 lease.check(db, &id)?;
-                let seen = stops.load(std::sync::atomic::Ordering::SeqCst);
-                append_step(db, &id, &fence, step, now).map(|derived| (derived, seen))
+                let stops = stops.load(std::sync::atomic::Ordering::SeqCst);
+                let (derived, positions) = append_step(db, &id, &fence, step, now)?;
+                Ok(StepWritten {
+                    derived,
+                    positions,
+                    stops,
+                })
             },
             |_: &_| {},
         )
@@ -404,6 +427,7 @@ fn fenced_update(
     fence: &Fence,
     end: Option<(Transition, Option<&str>, Option<&str>)>,
     custom_status: Option<&str>,
+    idle_seen: Option<u64>,
     now: Timestamp,
 ) -> Result<(), JournalError> {
     let from = RuntimeStatus::Running;
@@ -417,7 +441,7 @@ fn fenced_update(
         })?;
     let n = db.execute(
         "UPDATE instances SET status = ?8, output = ?9, error = ?10,
-                custom_status = coalesce(?2, custom_status), updated_at = ?3
+                custom_status = coalesce(?2, custom_status), updated_at = ?3, idle_seen = ?11
          WHERE id = ?1 AND status = ?4 AND generation = ?5 AND component = ?6
            AND incarnation = ?7",
         params![
@@ -430,7 +454,8 @@ fn fenced_update(
             fence.incarnation,
             to.as_str(),
             output,
-            error
+            error,
+            idle_seen.map(|n| n as i64)
         ],
     )?;
     if n == 1 {
@@ -676,9 +701,20 @@ fn append_step(
     fence: &Fence,
     step: StepWrite,
     now: Timestamp,
-) -> Result<Vec<(u64, Event)>, JournalError> {
+) -> Result<(Vec<(u64, Event)>, Vec<u64>), JournalError> {
     let generation = fence.generation;
-    fenced_update(db, id, fence, None, step.custom_status.as_deref(), now)?;
+    // Counted as if every entry is written; corrected below if one is not.
+    let idle_seen = step.seen.map(|seen| seen + step.events.len() as u64);
+    fenced_update(
+        db,
+        id,
+        fence,
+        None,
+        step.custom_status.as_deref(),
+        idle_seen,
+        now,
+    )?;
+    let mut positions = Vec::with_capacity(step.events.len());
     let mut extra = Vec::new();
     for event in &step.events {
         if let Event::ActivityCompleted { seq, .. } = event {
@@ -694,7 +730,7 @@ fn append_step(
                 continue;
             }
         }
-        insert_event(db, id, generation, event, now)?;
+        positions.push(insert_event(db, id, generation, event, now)?);
         match event {
             Event::ActivityScheduled {
                 seq,
@@ -776,7 +812,15 @@ fn append_step(
     for event in extra {
         derived.push((insert_event(db, id, generation, &event, now)?, event));
     }
-    Ok(derived)
+    if idle_seen.is_some() && (positions.len() != step.events.len() || !derived.is_empty()) {
+        // A carried result another path had journaled, or an answer the workflow has
+        // still to see: it is not known to be waiting with everything taken in.
+        db.execute(
+            "UPDATE instances SET idle_seen = NULL WHERE id = ?1",
+            params![id.as_str()],
+        )?;
+    }
+    Ok((derived, positions))
 }
 
 fn finish_generation(
@@ -810,7 +854,7 @@ fn finish_generation(
             consumed,
         } => {
             let end = (Transition::ContinueAsNew, None, None);
-            fenced_update(db, id, fence, Some(end), custom_status, now)?;
+            fenced_update(db, id, fence, Some(end), custom_status, None, now)?;
             let keep = if keep_events {
                 unconsumed_events(db, id, generation, &consumed)?
             } else {
@@ -846,7 +890,7 @@ fn finish_generation(
     };
     insert_event(db, id, generation, &event, now)?;
     let end = (transition, output.as_deref(), error.as_deref());
-    fenced_update(db, id, fence, Some(end), custom_status, now)?;
+    fenced_update(db, id, fence, Some(end), custom_status, None, now)?;
 
     let Some(result) = result else {
         return Ok((None, abandoned));
@@ -953,7 +997,8 @@ fn start_next_generation(
         params![id.as_str(), generation],
     )?;
     db.execute(
-        "UPDATE instances SET generation = ?2, input = ?3, updated_at = ?4 WHERE id = ?1",
+        "UPDATE instances SET generation = ?2, input = ?3, updated_at = ?4, idle_seen = NULL
+         WHERE id = ?1",
         params![id.as_str(), next, input, now],
     )?;
     let workflow: String = db.query_one(

@@ -142,6 +142,11 @@ pub(crate) struct HostState {
     pub(crate) unwritten: Vec<(QueuedActivity, Outcome)>,
     /// Deliveries at or below this position were already in the loaded journal.
     loaded_upto: u64,
+    /// How many entries the loaded journal held.
+    loaded: u64,
+    /// Positions past `loaded_upto` of this generation's entries taken in since: delivered
+    /// or written by this activation. With `loaded`, what a step reports it has seen.
+    seen_since_load: std::collections::HashSet<u64>,
     pub(crate) pending: StepWrite,
     pub(crate) custom_status_dirty: bool,
     pub(crate) custom_status: Option<String>,
@@ -232,6 +237,8 @@ impl HostState {
             consumed: HashMap::new(),
             unwritten: Vec::new(),
             loaded_upto: 0,
+            loaded: 0,
+            seen_since_load: std::collections::HashSet::new(),
             pending: StepWrite::default(),
             custom_status_dirty: false,
             custom_status: None,
@@ -254,6 +261,7 @@ impl HostState {
     pub(crate) fn load(&mut self, history: Vec<StoredEvent>) -> Result<(), Interrupt> {
         for stored in history {
             self.loaded_upto = self.loaded_upto.max(stored.pos);
+            self.loaded += 1;
             if let Some(seq) = stored.event.command_seq() {
                 if seq as usize != self.recorded.len() {
                     return Err(Interrupt::BrokenJournal(format!(
@@ -400,6 +408,8 @@ impl HostState {
             return Ok(false);
         }
         let mut step = std::mem::take(&mut self.pending);
+        // Called only as the workflow is about to wait (from `block`).
+        step.seen = Some(self.loaded + self.seen_since_load.len() as u64);
         step.custom_status = if self.custom_status_dirty {
             self.custom_status.clone()
         } else {
@@ -435,10 +445,13 @@ impl HostState {
                 written.as_ref().err().map(|e| e.to_string()).as_deref(),
             );
         }
-        let (extra, stops) = written.map_err(|e| match e {
+        let written = written.map_err(|e| match e {
             JournalError::Fenced { why, .. } => wasmtime::Error::new(Interrupt::Fenced(why)),
             other => wasmtime::Error::new(Interrupt::HostFault(other.to_string())),
         })?;
+        let (extra, stops) = (written.derived, written.stops);
+        self.seen_since_load.extend(written.positions);
+        self.seen_since_load.extend(extra.iter().map(|(pos, _)| *pos));
         // The results that travelled with the step are journaled now.
         self.unwritten.clear();
         for event in events {
@@ -548,8 +561,13 @@ impl HostState {
                             self.unwritten.push((*job, result.clone()));
                         }
                         self.pending.events.push(event);
-                    } else if self.is_new(pos, &event) {
-                        self.apply(pos, event);
+                    } else {
+                        if pos > self.loaded_upto {
+                            self.seen_since_load.insert(pos);
+                        }
+                        if self.is_new(pos, &event) {
+                            self.apply(pos, event);
+                        }
                     }
                 }
                 Some(Msg::Evict(ack)) => evict = Some(ack),
