@@ -343,3 +343,74 @@ async fn an_activity_waiting_on_a_silent_server_fails_with_time_limit() {
     );
     held.abort();
 }
+
+/// Runs the probe's `activity` for `tenant` (the default one when `None`) as instance `id`,
+/// and returns the instance's status and output once it has ended.
+async fn call_probe(
+    engine: &Engine,
+    tenant: Option<&steadfast::model::Tenant>,
+    activity: &str,
+    id: &str,
+) -> (RuntimeStatus, Option<serde_json::Value>) {
+    let input = json!({"activity": activity, "input": null}).to_string();
+    let options = StartOptions {
+        tenant: tenant.cloned(),
+        ..named(id)
+    };
+    let id = engine.start("call", &input, options).await.unwrap();
+    engine.settle().await;
+    let record = engine.status(&id).unwrap();
+    let output = record
+        .output
+        .as_deref()
+        .map(|o| serde_json::from_str(o).unwrap());
+    (record.status, output)
+}
+
+/// An activity instance is kept after a call that returned and serves the later calls of
+/// the same tenant's same component; another tenant's calls of the same component get an
+/// instance of their own, and an instance whose call trapped is never used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_activity_instance_serves_only_its_own_tenants_later_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = probe_engine(config(dir.path(), &clock())).await;
+    let other = steadfast::model::Tenant::new("other").unwrap();
+    engine.create_tenant(&other).await.unwrap();
+    engine
+        .deploy_to(&other, TESTING_V1_WASM.to_vec())
+        .await
+        .unwrap();
+    engine
+        .deploy_to(&other, WASI_PROBE_WASM.to_vec())
+        .await
+        .unwrap();
+    let completed = |n: u32| (RuntimeStatus::Completed, Some(json!(n)));
+
+    // One after another, the same instance serves the default tenant's calls.
+    assert_eq!(call_probe(&engine, None, "calls", "a1").await, completed(1));
+    assert_eq!(call_probe(&engine, None, "calls", "a2").await, completed(2));
+    assert_eq!(call_probe(&engine, None, "calls", "a3").await, completed(3));
+    assert_eq!(engine.kept_activity_memory().stores, 1);
+
+    // The other tenant deployed the very same bytes: its calls start from nothing.
+    let tenant = Some(&other);
+    assert_eq!(
+        call_probe(&engine, tenant, "calls", "b1").await,
+        completed(1)
+    );
+    assert_eq!(call_probe(&engine, None, "calls", "a4").await, completed(4));
+    assert_eq!(
+        call_probe(&engine, tenant, "calls", "b2").await,
+        completed(2)
+    );
+    assert_eq!(engine.kept_activity_memory().stores, 2);
+
+    // The default tenant's instance traps in its fifth call: it is dropped, and the next
+    // call gets a fresh instance.
+    let (status, _) = call_probe(&engine, None, "trap", "a5").await;
+    assert_eq!(status, RuntimeStatus::Failed);
+    assert_eq!(call_probe(&engine, None, "calls", "a6").await, completed(1));
+    assert_eq!(engine.kept_activity_memory().stores, 2);
+    // Nothing else is left in memory: kept instances are booked apart.
+    assert_eq!(engine.guest_memory().stores, 0);
+}

@@ -322,19 +322,29 @@ impl Shared {
                         format!("activity component {} is not loaded", digest.short()),
                     ));
                 };
-                let limits = Arc::clone(self.limits(job.instance.tenant()));
-                let state = ActivityState::new(
-                    job.instance.tenant(),
-                    &job.name,
-                    &job.instance.to_string(),
-                    &limits,
-                    Arc::clone(&self.ledger),
-                )
-                .map_err(|e| ErrorInfo::new("activity_grants", e))?;
-                let mut state = state;
-                state.egress.traceparent =
+                let tenant = job.instance.tenant();
+                let limits = Arc::clone(self.limits(tenant));
+                let instance = job.instance.to_string();
+                let (mut store, kept, calls) = match self.warm.take(tenant, &digest, &limits) {
+                    Some(warm) => {
+                        let mut store = warm.store;
+                        store.data_mut().next_call(&job.name, &instance);
+                        (store, Some(warm.worker), warm.calls)
+                    }
+                    None => {
+                        let state = ActivityState::new(
+                            tenant,
+                            &job.name,
+                            &instance,
+                            &limits,
+                            Arc::clone(&self.ledger),
+                        )
+                        .map_err(|e| ErrorInfo::new("activity_grants", e))?;
+                        (Store::new(self.sandbox.engine(), state), None, 0)
+                    }
+                };
+                store.data_mut().egress.traceparent =
                     traceparent.and_then(|t| http::HeaderValue::from_str(&t).ok());
-                let mut store = Store::new(self.sandbox.engine(), state);
                 super::limits::meter(
                     &mut store,
                     limits.fuel_per_activity,
@@ -342,11 +352,15 @@ impl Shared {
                 );
                 let clock = Arc::clone(&store.data().clock);
                 let run = super::limits::timed(&clock, async {
-                    let worker = pre.instantiate_async(&mut store).await?;
-                    worker
+                    let worker = match kept {
+                        Some(worker) => worker,
+                        None => pre.instantiate_async(&mut store).await?,
+                    };
+                    let result = worker
                         .steadfast_workflow_activities()
                         .call_run(&mut store, &job.name, &job.input)
-                        .await
+                        .await?;
+                    wasmtime::Result::Ok((worker, result))
                 });
                 // Epochs stop a guest that computes too long; this stops one that waits
                 // too long in the host (a slow HTTP response).
@@ -356,6 +370,16 @@ impl Shared {
                     // Whatever the guest made of the refusal, the call did not do its job.
                     return Err(ErrorInfo::new("http_denied", why));
                 }
+                // A call that returned leaves its instance fit for another call of this
+                // tenant's component; one that trapped or timed out does not.
+                let outcome = outcome.map(|ran| {
+                    ran.map(|(worker, result)| {
+                        store.data().log.finish_call();
+                        let warm = super::warm::Warm::new(store, worker, limits.clone(), calls + 1);
+                        self.warm.give_back(tenant, &digest, warm);
+                        result
+                    })
+                });
                 match outcome {
                     Err(_elapsed) => Err(ErrorInfo::new(
                         "time_limit",

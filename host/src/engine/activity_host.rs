@@ -19,7 +19,7 @@ use super::guest_log::{GuestLog, Stream};
 pub(crate) struct ActivityState {
     /// The time the call has run (not waited), for the time limit.
     pub(crate) clock: std::sync::Arc<super::limits::StepClock>,
-    log: GuestLog,
+    pub(crate) log: GuestLog,
     meter: super::limits::GuestMeter,
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -59,6 +59,29 @@ impl ActivityState {
             table: ResourceTable::new(),
             egress: Egress::new(tenant, parse_rules(&limits.http_allow)?),
         })
+    }
+}
+
+impl ActivityState {
+    /// Readies a kept instance's state for another call (see [`super::warm`]): the log
+    /// takes the call's tags and a full budget, the time limit starts from zero, and the
+    /// egress check forgets the last call's refusal.
+    pub(crate) fn next_call(&mut self, activity: &str, instance: &str) {
+        self.log.next_call(activity, instance);
+        self.clock = std::sync::Arc::default();
+        self.egress.traceparent = None;
+        let _ = self.egress.take_denied();
+    }
+
+    /// Books the store's memory as kept between calls (or live again).
+    pub(crate) fn set_kept(&mut self, kept: bool) {
+        self.meter.set_kept(kept);
+    }
+
+    /// How many resources the guest holds in the host's table (streams, HTTP handles):
+    /// an instance that keeps many between calls is not kept.
+    pub(crate) fn resources_held(&mut self) -> usize {
+        self.table.iter_mut().count()
     }
 }
 

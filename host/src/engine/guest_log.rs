@@ -130,6 +130,31 @@ impl GuestLog {
         state.left = LOG_BUDGET_BYTES;
     }
 
+    /// The activity call this log serves is over (its instance is kept for another
+    /// call): what is left of unfinished lines is written and the budget's cut reported,
+    /// under the call's own tags.
+    pub(crate) fn finish_call(&self) {
+        let mut state = self.state();
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            if !state.partial[stream as usize].is_empty() {
+                state.flush_line(stream);
+            }
+        }
+        state.report_dropped();
+    }
+
+    /// The next activity call on a kept instance: its lines carry the new call's tags,
+    /// with a full budget.
+    pub(crate) fn next_call(&self, activity: &str, instance: &str) {
+        let mut state = self.state();
+        state.source = Source::Activity {
+            activity: activity.to_owned(),
+            instance: instance.to_owned(),
+        };
+        state.left = LOG_BUDGET_BYTES;
+        state.dropped = 0;
+    }
+
     /// A line from the guest's `log` host function.
     pub(crate) fn line(&self, level: Level, message: &str) {
         self.state().emit(level, "log", message);

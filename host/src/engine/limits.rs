@@ -437,25 +437,56 @@ pub(crate) async fn timed<F: std::future::Future>(clock: &StepClock, fut: F) -> 
 
 /// What the engine's guest stores hold right now: how many exist and the bytes of linear
 /// memory they have grown to. With nothing resident and nothing running, both are 0.
+/// Activity instances kept between calls (`engine::warm`) are booked apart, as
+/// [`Engine::kept_activity_memory`](super::Engine::kept_activity_memory).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GuestMemory {
     pub stores: usize,
     pub bytes: usize,
 }
 
-/// The engine-wide book of [`GuestMemory`], kept by every store's [`GuestMeter`].
+/// The engine-wide book of [`GuestMemory`], kept by every store's [`GuestMeter`]: live
+/// stores, and activity stores kept between calls.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
+    live: Book,
+    kept: Book,
+}
+
+#[derive(Debug, Default)]
+struct Book {
     stores: AtomicUsize,
     bytes: AtomicUsize,
 }
 
-impl Ledger {
-    pub(crate) fn read(&self) -> GuestMemory {
+impl Book {
+    fn read(&self) -> GuestMemory {
         GuestMemory {
             stores: self.stores.load(Ordering::SeqCst),
             bytes: self.bytes.load(Ordering::SeqCst),
         }
+    }
+
+    fn add(&self, bytes: usize) {
+        self.stores.fetch_add(1, Ordering::SeqCst);
+        self.bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    fn remove(&self, bytes: usize) {
+        self.stores.fetch_sub(1, Ordering::SeqCst);
+        self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+    }
+}
+
+impl Ledger {
+    /// Live stores: resident instances and calls running.
+    pub(crate) fn read(&self) -> GuestMemory {
+        self.live.read()
+    }
+
+    /// Activity stores kept between calls.
+    pub(crate) fn read_kept(&self) -> GuestMemory {
+        self.kept.read()
     }
 }
 
@@ -466,11 +497,13 @@ pub(crate) struct GuestMeter {
     limits: wasmtime::StoreLimits,
     ledger: Arc<Ledger>,
     held: usize,
+    /// Booked as kept between calls rather than live.
+    kept: bool,
 }
 
 impl GuestMeter {
     pub(crate) fn new(limits: &Limits, ledger: Arc<Ledger>) -> GuestMeter {
-        ledger.stores.fetch_add(1, Ordering::SeqCst);
+        ledger.live.add(0);
         GuestMeter {
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(limits.max_memory_bytes)
@@ -479,14 +512,31 @@ impl GuestMeter {
                 .build(),
             ledger,
             held: 0,
+            kept: false,
+        }
+    }
+
+    fn book(&self) -> &Book {
+        if self.kept {
+            &self.ledger.kept
+        } else {
+            &self.ledger.live
+        }
+    }
+
+    /// Moves the store between the live and the kept book.
+    pub(crate) fn set_kept(&mut self, kept: bool) {
+        if self.kept != kept {
+            self.book().remove(self.held);
+            self.kept = kept;
+            self.book().add(self.held);
         }
     }
 }
 
 impl Drop for GuestMeter {
     fn drop(&mut self) {
-        self.ledger.stores.fetch_sub(1, Ordering::SeqCst);
-        self.ledger.bytes.fetch_sub(self.held, Ordering::SeqCst);
+        self.book().remove(self.held);
     }
 }
 
@@ -501,7 +551,7 @@ impl wasmtime::ResourceLimiter for GuestMeter {
         if allowed {
             let grown = desired.saturating_sub(current);
             self.held += grown;
-            self.ledger.bytes.fetch_add(grown, Ordering::SeqCst);
+            self.book().bytes.fetch_add(grown, Ordering::SeqCst);
         }
         Ok(allowed)
     }

@@ -33,6 +33,7 @@ mod registry;
 mod resident;
 mod run;
 mod timers;
+mod warm;
 mod work;
 
 use std::collections::HashMap;
@@ -354,6 +355,8 @@ pub(crate) struct Shared {
     tenant_limits: HashMap<String, Arc<Limits>>,
     /// What guest stores hold, for [`Engine::guest_memory`].
     ledger: Arc<limits::Ledger>,
+    /// Activity instances kept between calls.
+    warm: warm::WarmPool,
     compile_limits: crate::sandbox::CompileLimits,
     compiles: Arc<components::CompileGate>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -467,6 +470,7 @@ impl Engine {
                 .map(|(tenant, limits)| (tenant.clone(), Arc::new(limits.clone())))
                 .collect(),
             ledger: Arc::default(),
+            warm: warm::WarmPool::default(),
             compile_limits: config.compile_limits,
             // Leave a core to the runtime: compiling is the heaviest thing a tenant can ask.
             compiles: Arc::new(components::CompileGate::new(
@@ -731,6 +735,7 @@ impl Engine {
         for id in residents {
             self.evict(&id).await;
         }
+        self.shared.warm.clear();
     }
 
     /// Stops the engine the way a crash would, for crash tests and the simulation: every
@@ -793,6 +798,13 @@ impl Engine {
     /// is resident or running, however the guests ended.
     pub fn guest_memory(&self) -> GuestMemory {
         self.shared.ledger.read()
+    }
+
+    /// Activity instances kept between calls for later calls of the same tenant's same
+    /// component, and the linear memory they hold (at most `MAX_IDLE` of them; see
+    /// `engine::warm`).
+    pub fn kept_activity_memory(&self) -> GuestMemory {
+        self.shared.ledger.read_kept()
     }
 
     /// Whether the journal is a PostgreSQL database shared with other hosts.

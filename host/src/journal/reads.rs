@@ -372,9 +372,7 @@ impl Journal {
                     Ok(RunningInstance {
                         id: InstanceId::from_key(r.get(0)?).map_err(JournalError::Corrupt)?,
                         start_at: r.get::<Option<Timestamp>>(1)?,
-                        waiting: status == "RUNNING"
-                            && idle_seen.is_some()
-                            && idle_seen == entries,
+                        waiting: status == "RUNNING" && idle_seen.is_some() && idle_seen == entries,
                     })
                 },
             )

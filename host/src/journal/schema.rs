@@ -269,7 +269,8 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
 /// - `partitions` holds the leases of several hosts (see `journal::leases`), and each
 ///   history row says which host wrote it and when by the database's clock, so a test
 ///   can check that a host wrote nothing after it lost its lease.
-const POSTGRES_MIGRATIONS: &[&str] = &[r#"
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE instances (
         id              TEXT COLLATE "C" PRIMARY KEY,
         workflow        TEXT NOT NULL,

@@ -2,6 +2,8 @@
 //! environment and the files it can read. With the `sockets` feature it also opens a raw
 //! TCP connection, which makes the component import `wasi:sockets`. `chatty` writes to
 //! stdout and stderr, `input` kilobytes of it, to show where an activity's output goes.
+//! `calls` counts the calls its instance has served, to show when the host reuses an
+//! instance; `trap` panics after counting.
 
 use serde_json::{Value, json};
 use steadfast_sdk::Error;
@@ -10,6 +12,27 @@ use steadfast_sdk::Error;
 steadfast_sdk::activities! {
     "probe" => probe,
     "chatty" => chatty,
+    "calls" => calls,
+    "trap" => trap,
+}
+
+/// Calls of `calls` and `trap` this instance has served.
+#[cfg_attr(any(feature = "sockets", feature = "sleepy_names"), allow(dead_code))]
+static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// How many calls of `calls` and `trap` this instance has served, this one included.
+#[cfg_attr(any(feature = "sockets", feature = "sleepy_names"), allow(dead_code))]
+fn calls(_: Value) -> Result<Value, Error> {
+    Ok(json!(
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    ))
+}
+
+/// Counts, then traps.
+#[cfg_attr(any(feature = "sockets", feature = "sleepy_names"), allow(dead_code))]
+fn trap(_: Value) -> Result<Value, Error> {
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    panic!("trapped on purpose");
 }
 
 /// With `sleepy_names`, `names` blocks in a WASI sleep for an hour: the host must bound

@@ -451,7 +451,8 @@ impl HostState {
         })?;
         let (extra, stops) = (written.derived, written.stops);
         self.seen_since_load.extend(written.positions);
-        self.seen_since_load.extend(extra.iter().map(|(pos, _)| *pos));
+        self.seen_since_load
+            .extend(extra.iter().map(|(pos, _)| *pos));
         // The results that travelled with the step are journaled now.
         self.unwritten.clear();
         for event in events {
