@@ -40,6 +40,7 @@ fn the_smoke_bench_runs_every_scenario_and_writes_every_figure() {
         "start_wf_per_s",
         "restart_ms",
         "restart_10k_running_ms",
+        "restart_first_decision_ms",
         "fsync_ms",
     ] {
         let value = figures[key]

@@ -150,6 +150,11 @@ async fn a_request_to_a_host_off_the_allow_list_is_refused_with_a_clear_reason()
         0,
         "no request reached it"
     );
+    assert_eq!(
+        engine.kept_activity_memory().stores,
+        0,
+        "an instance that made a request is not kept"
+    );
 
     // A method the rule does not name is refused too; an empty list refuses everything.
     let dir = tempfile::tempdir().unwrap();
@@ -344,15 +349,15 @@ async fn an_activity_waiting_on_a_silent_server_fails_with_time_limit() {
     held.abort();
 }
 
-/// Runs the probe's `activity` for `tenant` (the default one when `None`) as instance `id`,
-/// and returns the instance's status and output once it has ended.
+/// Runs the probe's `activity` with `input` for `tenant` (the default one when `None`) as
+/// instance `id`, and returns the instance's status and output once it has ended.
 async fn call_probe(
     engine: &Engine,
     tenant: Option<&steadfast::model::Tenant>,
-    activity: &str,
+    (activity, input): (&str, serde_json::Value),
     id: &str,
 ) -> (RuntimeStatus, Option<serde_json::Value>) {
-    let input = json!({"activity": activity, "input": null}).to_string();
+    let input = json!({"activity": activity, "input": input}).to_string();
     let options = StartOptions {
         tenant: tenant.cloned(),
         ..named(id)
@@ -367,9 +372,22 @@ async fn call_probe(
     (record.status, output)
 }
 
+/// The bytes of `component` with a custom section added: another component to the host,
+/// the same code.
+fn variant(component: &[u8]) -> Vec<u8> {
+    let name = b"steadfast-test-variant";
+    let mut out = component.to_vec();
+    out.push(0); // a custom section, its size and name fit one LEB128 byte each
+    out.push(1 + name.len() as u8);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out
+}
+
 /// An activity instance is kept after a call that returned and serves the later calls of
-/// the same tenant's same component; another tenant's calls of the same component get an
-/// instance of their own, and an instance whose call trapped is never used again.
+/// the same tenant's same component; another tenant's calls of the same bytes, and calls
+/// of a new deploy of the component, get an instance of their own; an instance whose call
+/// trapped or wrote to stdout is never used again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_activity_instance_serves_only_its_own_tenants_later_calls() {
     let dir = tempfile::tempdir().unwrap();
@@ -385,32 +403,52 @@ async fn a_kept_activity_instance_serves_only_its_own_tenants_later_calls() {
         .await
         .unwrap();
     let completed = |n: u32| (RuntimeStatus::Completed, Some(json!(n)));
+    let calls = || ("calls", json!(null));
 
     // One after another, the same instance serves the default tenant's calls.
-    assert_eq!(call_probe(&engine, None, "calls", "a1").await, completed(1));
-    assert_eq!(call_probe(&engine, None, "calls", "a2").await, completed(2));
-    assert_eq!(call_probe(&engine, None, "calls", "a3").await, completed(3));
+    assert_eq!(call_probe(&engine, None, calls(), "a1").await, completed(1));
+    assert_eq!(call_probe(&engine, None, calls(), "a2").await, completed(2));
+    assert_eq!(call_probe(&engine, None, calls(), "a3").await, completed(3));
     assert_eq!(engine.kept_activity_memory().stores, 1);
 
     // The other tenant deployed the very same bytes: its calls start from nothing.
     let tenant = Some(&other);
     assert_eq!(
-        call_probe(&engine, tenant, "calls", "b1").await,
+        call_probe(&engine, tenant, calls(), "b1").await,
         completed(1)
     );
-    assert_eq!(call_probe(&engine, None, "calls", "a4").await, completed(4));
+    assert_eq!(call_probe(&engine, None, calls(), "a4").await, completed(4));
     assert_eq!(
-        call_probe(&engine, tenant, "calls", "b2").await,
+        call_probe(&engine, tenant, calls(), "b2").await,
         completed(2)
     );
     assert_eq!(engine.kept_activity_memory().stores, 2);
 
     // The default tenant's instance traps in its fifth call: it is dropped, and the next
     // call gets a fresh instance.
-    let (status, _) = call_probe(&engine, None, "trap", "a5").await;
+    let (status, _) = call_probe(&engine, None, ("trap", json!(null)), "a5").await;
     assert_eq!(status, RuntimeStatus::Failed);
-    assert_eq!(call_probe(&engine, None, "calls", "a6").await, completed(1));
-    assert_eq!(engine.kept_activity_memory().stores, 2);
+    assert_eq!(call_probe(&engine, None, calls(), "a6").await, completed(1));
+    assert_eq!(call_probe(&engine, None, calls(), "a7").await, completed(2));
+
+    // A call that writes to stdout drops its instance too.
+    let (status, _) = call_probe(&engine, None, ("chatty", json!(1)), "a8").await;
+    assert_eq!(status, RuntimeStatus::Completed);
+    assert_eq!(call_probe(&engine, None, calls(), "a9").await, completed(1));
+    assert_eq!(
+        call_probe(&engine, None, calls(), "a10").await,
+        completed(2)
+    );
+
+    // A new deploy of the component (other bytes, the same names): its calls get an
+    // instance of their own, not the old component's.
+    engine.deploy(variant(WASI_PROBE_WASM)).await.unwrap();
+    assert_eq!(
+        call_probe(&engine, None, calls(), "a11").await,
+        completed(1)
+    );
+
     // Nothing else is left in memory: kept instances are booked apart.
     assert_eq!(engine.guest_memory().stores, 0);
+    assert!(engine.kept_activity_memory().stores <= 3);
 }

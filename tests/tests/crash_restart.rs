@@ -251,7 +251,7 @@ fn instances_waiting_with_nothing_new_stay_in_the_journal_at_a_restart() {
                 json!({"status": "approved", "request_id": request_id, "approver": "manager@company.com"})
             );
         }
-        // ...and the timer of the fifth, which was never replayed before it fired.
+        // ...and req-4's timer, fired for an instance not replayed since the restart.
         assert_eq!(
             engine.status(&id("req-4")).unwrap().status,
             RuntimeStatus::Running

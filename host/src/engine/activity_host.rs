@@ -69,19 +69,35 @@ impl ActivityState {
     pub(crate) fn next_call(&mut self, activity: &str, instance: &str) {
         self.log.next_call(activity, instance);
         self.clock = std::sync::Arc::default();
-        self.egress.traceparent = None;
-        let _ = self.egress.take_denied();
+        self.egress.next_call();
+    }
+
+    /// Why this instance must not serve another call, if it must not: it made an
+    /// outgoing request (whose task, and a refusal found by it, may outlive the call),
+    /// wrote to stdout or stderr (whose bytes may still be on their way to the log), holds
+    /// more than `max_resources` host resources, or has grown its memory past
+    /// `max_memory` bytes.
+    pub(crate) fn unfit_to_keep(
+        &mut self,
+        max_resources: usize,
+        max_memory: usize,
+    ) -> Option<&'static str> {
+        if self.egress.sent {
+            Some("made an outgoing request")
+        } else if self.log.wrote_stdio() {
+            Some("wrote to stdout or stderr")
+        } else if self.meter.held() > max_memory {
+            Some("holds too much memory")
+        } else if self.table.iter_mut().count() > max_resources {
+            Some("holds too many resources")
+        } else {
+            None
+        }
     }
 
     /// Books the store's memory as kept between calls (or live again).
     pub(crate) fn set_kept(&mut self, kept: bool) {
         self.meter.set_kept(kept);
-    }
-
-    /// How many resources the guest holds in the host's table (streams, HTTP handles):
-    /// an instance that keeps many between calls is not kept.
-    pub(crate) fn resources_held(&mut self) -> usize {
-        self.table.iter_mut().count()
     }
 }
 

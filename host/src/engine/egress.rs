@@ -225,6 +225,8 @@ pub(crate) struct Egress {
     rules: Vec<Rule>,
     /// The first request refused, also when refused after resolving its host.
     denied: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// The guest asked for an outgoing request during this call (allowed or not).
+    pub(crate) sent: bool,
     /// The activity attempt's span, sent as `traceparent` on every request (replacing
     /// one the guest set) when traces are on.
     pub(crate) traceparent: Option<http::HeaderValue>,
@@ -236,8 +238,17 @@ impl Egress {
             tenant: tenant.to_owned(),
             rules,
             denied: std::sync::Arc::default(),
+            sent: false,
             traceparent: None,
         }
+    }
+
+    /// Readies the hooks for another call of a kept instance (which made no request in
+    /// the last one): nothing refused, nothing sent, no span.
+    pub(crate) fn next_call(&mut self) {
+        self.denied = std::sync::Arc::default();
+        self.sent = false;
+        self.traceparent = None;
     }
 
     /// Why the first refused request was refused, if one was.
@@ -332,6 +343,7 @@ impl WasiHttpHooks for Egress {
                 >,
             > + Send,
     > {
+        self.sent = true;
         let allowing = match self.check(&request) {
             Ok(allowing) => allowing,
             Err(why) => {

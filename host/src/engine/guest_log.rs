@@ -67,6 +67,8 @@ enum Source {
 
 struct LogState {
     source: Source,
+    /// The guest wrote to stdout or stderr since the call began.
+    wrote_stdio: bool,
     left: usize,
     dropped: usize,
     /// Text written to stdout / stderr since their last newline.
@@ -117,6 +119,7 @@ impl GuestLog {
     fn new(source: Source) -> Self {
         GuestLog(Arc::new(Mutex::new(LogState {
             source,
+            wrote_stdio: false,
             left: LOG_BUDGET_BYTES,
             dropped: 0,
             partial: [Vec::new(), Vec::new()],
@@ -153,6 +156,12 @@ impl GuestLog {
         };
         state.left = LOG_BUDGET_BYTES;
         state.dropped = 0;
+        state.wrote_stdio = false;
+    }
+
+    /// Whether the guest wrote to stdout or stderr during this call.
+    pub(crate) fn wrote_stdio(&self) -> bool {
+        self.state().wrote_stdio
     }
 
     /// A line from the guest's `log` host function.
@@ -283,7 +292,9 @@ impl AsyncWrite for GuestStdio {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.log.state().write(self.stream, buf);
+        let mut state = self.log.state();
+        state.wrote_stdio = true;
+        state.write(self.stream, buf);
         Poll::Ready(Ok(buf.len()))
     }
 

@@ -399,13 +399,9 @@ impl Engine {
                 .filter(|t| crate::traces::parse_traceparent(t).is_some())
                 .map(str::to_owned),
         };
-        match self
-            .shared
-            .journal
-            .create_instance(new.clone(), self.shared.clock.now())
-            .await
-        {
-            Ok(()) => {}
+        let now = self.shared.clock.now();
+        let created = match self.shared.journal.create_instance(new.clone(), now).await {
+            Ok(created) => created,
             Err(JournalError::InstanceExists(_)) if options.reuse == ReusePolicy::Ignore => {
                 return Ok(id);
             }
@@ -417,13 +413,20 @@ impl Engine {
                 self.purge(&id, true).await?;
                 self.shared
                     .journal
-                    .create_instance(new, self.shared.clock.now())
-                    .await?;
+                    .create_instance(new.clone(), now)
+                    .await?
             }
             Err(e) => return Err(e.into()),
+        };
+        match options.start_at {
+            // On PostgreSQL the activation reads its lease before the journal.
+            Some(at) if at > now => self.shared.activate_at(id.clone(), Some(at), now),
+            _ if self.shared.journal.is_shared() => self.shared.activate(id.clone()),
+            _ => self.shared.activate_with(
+                id.clone(),
+                Some(super::run::Preload::new(new, created, now)),
+            ),
         }
-        self.shared
-            .activate_at(id.clone(), options.start_at, self.shared.clock.now());
         self.shared
             .metrics
             .workflow_started(tenant.as_str(), workflow);

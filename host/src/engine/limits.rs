@@ -524,6 +524,11 @@ impl GuestMeter {
         }
     }
 
+    /// The bytes of linear memory the store has grown to.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
     /// Moves the store between the live and the kept book.
     pub(crate) fn set_kept(&mut self, kept: bool) {
         if self.kept != kept {

@@ -375,7 +375,10 @@ struct Resident {
 
 impl Engine {
     /// Opens the journal in `config.data_dir`, loads the deployed components and resumes
-    /// every running instance, timer and queued activity.
+    /// every timer, queued activity and running instance. An instance that went back to
+    /// waiting with nothing new for it since (see `Journal::running_instances`) stays in
+    /// the journal, not replayed, until something comes for it; the engine is ready
+    /// without it.
     pub async fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         crate::sandbox::create_private_dir(&config.data_dir).map_err(|e| {
             EngineError::Journal(JournalError::Storage(format!(
@@ -735,7 +738,7 @@ impl Engine {
         for id in residents {
             self.evict(&id).await;
         }
-        self.shared.warm.clear();
+        self.shared.warm.close();
     }
 
     /// Stops the engine the way a crash would, for crash tests and the simulation: every

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::Shared;
 use super::timers::TimerJob;
-use crate::journal::leases::{LeaseChange, partition_of};
+use crate::journal::leases::{LeaseChange, PARTITIONS, partition_of};
 use crate::model::{Event, InstanceId, RuntimeStatus};
 
 impl Shared {
@@ -107,13 +107,16 @@ impl Shared {
         }
         let now = self.clock.now();
         let (mut activated, mut waiting) = (0usize, 0usize);
-        for instance in self.journal.running_instances()? {
+        // Every partition (a restart on SQLite): no need to narrow the scan.
+        let narrowed = (fresh.len() < PARTITIONS as usize).then_some(fresh);
+        for instance in self.journal.running_instances(narrowed)? {
             if !wanted(&instance.id) {
                 continue;
             }
-            if instance.waiting {
+            if instance.waiting && self.orchestrator_pre(&instance.component).is_some() {
                 // Nothing new since it went back to waiting: it stays in the journal
-                // until something comes for it, which activates it.
+                // until something comes for it, which activates it. (One whose code is
+                // not deployed here is activated, and stalls now saying so.)
                 waiting += 1;
                 continue;
             }

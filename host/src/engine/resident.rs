@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
 
 use super::activation::Msg;
+use super::run::Preload;
 use super::timers::{TimerJob, Timers};
 use super::work::WorkGuard;
 use super::{Resident, Shared};
@@ -20,6 +21,12 @@ use crate::model::{Clock, Event, InstanceId, Outcome, Timestamp};
 impl Shared {
     /// Makes sure the instance is resident (activating it if not).
     pub(crate) fn activate(self: &Arc<Self>, id: InstanceId) {
+        self.activate_with(id, None);
+    }
+
+    /// As [`Shared::activate`]; an instance this host has just created comes with what
+    /// its start wrote, which a fresh activation then need not read back.
+    pub(crate) fn activate_with(self: &Arc<Self>, id: InstanceId, preload: Option<Preload>) {
         let mut resident = self.resident.lock().unwrap_or_else(|p| p.into_inner());
         match resident.get_mut(&id) {
             // It may be leaving (terminated, evicted, replaced by a new start with the
@@ -28,7 +35,7 @@ impl Shared {
             Some(r) => r.wake_on_leave = true,
             None => {
                 let guard = self.work.guard();
-                self.spawn_activation(&mut resident, id, guard);
+                self.spawn_activation_with(&mut resident, id, guard, preload);
             }
         }
     }
@@ -81,6 +88,16 @@ impl Shared {
         id: InstanceId,
         work: WorkGuard,
     ) {
+        self.spawn_activation_with(resident, id, work, None);
+    }
+
+    fn spawn_activation_with(
+        self: &Arc<Self>,
+        resident: &mut HashMap<InstanceId, Resident>,
+        id: InstanceId,
+        work: WorkGuard,
+        preload: Option<Preload>,
+    ) {
         if !self.owns(&id) {
             // Another host runs it; what was written for it reaches that host as a
             // wake-up.
@@ -104,8 +121,14 @@ impl Shared {
                 wake_on_leave: false,
             },
         );
-        self.runtime
-            .spawn(super::run::run(Arc::clone(self), id, activation, rx, work));
+        self.runtime.spawn(super::run::run(
+            Arc::clone(self),
+            id,
+            activation,
+            rx,
+            work,
+            preload,
+        ));
     }
 
     /// Called by an activation as it ends. Deliveries that raced with its end are not

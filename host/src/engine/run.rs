@@ -15,6 +15,52 @@ use crate::journal::{Finish, JournalError};
 use crate::model::RuntimeStatus;
 use crate::model::{ErrorInfo, InstanceId};
 
+/// An instance's row and first journal entry as its start wrote them, so that its first
+/// activation need not read them back. Only for an instance this host has just created
+/// on SQLite: if anything changed since (an event raised, a termination), the event is
+/// delivered to the mailbox as for any resident instance and the first write is fenced.
+pub(crate) struct Preload {
+    record: crate::journal::InstanceRecord,
+    history: Vec<crate::journal::StoredEvent>,
+}
+
+impl Preload {
+    pub(crate) fn new(
+        new: crate::journal::NewInstance,
+        created: crate::journal::Created,
+        now: crate::model::Timestamp,
+    ) -> Preload {
+        let started = crate::model::Event::WorkflowStarted {
+            workflow: new.workflow.clone(),
+            input: new.input.clone(),
+        };
+        Preload {
+            record: crate::journal::InstanceRecord {
+                id: new.id,
+                workflow: new.workflow,
+                component: new.component,
+                status: RuntimeStatus::Running,
+                generation: 0,
+                input: new.input,
+                output: None,
+                error: None,
+                custom_status: None,
+                parent: None,
+                created_at: now,
+                updated_at: now,
+                start_at: new.start_at,
+                incarnation: created.incarnation,
+            },
+            history: vec![crate::journal::StoredEvent {
+                pos: created.started_pos,
+                generation: 0,
+                at: now,
+                event: started,
+            }],
+        }
+    }
+}
+
 /// Runs an instance until it ends, is evicted, or the host fails; then leaves the
 /// resident set. `activation` identifies this run in the resident map.
 pub(crate) async fn run(
@@ -23,10 +69,11 @@ pub(crate) async fn run(
     activation: u64,
     mut mailbox: mpsc::UnboundedReceiver<Msg>,
     work: WorkGuard,
+    mut preload: Option<Preload>,
 ) {
     let mut work = Some(work);
     loop {
-        match run_generation(&shared, &id, mailbox, work.take()).await {
+        match run_generation(&shared, &id, mailbox, work.take(), preload.take()).await {
             Ok(Next::Generation(rx, guard)) => {
                 mailbox = rx;
                 work = Some(guard);
@@ -118,6 +165,7 @@ async fn run_generation(
     id: &InstanceId,
     mailbox: mpsc::UnboundedReceiver<Msg>,
     work: Option<WorkGuard>,
+    preload: Option<Preload>,
 ) -> Result<Next, Fault> {
     let fault = |message: String, mailbox, work| Fault {
         message,
@@ -128,7 +176,11 @@ async fn run_generation(
     // The lease first, then the journal: what is loaded is at least as new as the lease
     // the activation's writes will be fenced by.
     let lease_epoch = shared.journal.lease_epoch(id);
-    let mut record = match shared.journal.instance(id) {
+    let (record, preloaded) = match preload {
+        Some(Preload { record, history }) => (Ok(Some(record)), Some(history)),
+        None => (shared.journal.instance(id), None),
+    };
+    let mut record = match record {
         Ok(Some(record)) if record.status.runs() => record,
         Ok(Some(record)) if record.status == RuntimeStatus::Pending => record,
         Ok(_) => return Ok(Next::Done(Some(mailbox), work)),
@@ -152,9 +204,12 @@ async fn run_generation(
             Err(e) => return Err(fault(e.to_string(), mailbox, work)),
         }
     }
-    let history = match shared.journal.generation_history(id, record.generation) {
-        Ok(history) => history,
-        Err(e) => return Err(fault(e.to_string(), mailbox, work)),
+    let history = match preloaded {
+        Some(history) => history,
+        None => match shared.journal.generation_history(id, record.generation) {
+            Ok(history) => history,
+            Err(e) => return Err(fault(e.to_string(), mailbox, work)),
+        },
     };
     // When this generation began: its first journal entry (the run span's start).
     let generation_began = history.first().map_or(record.created_at, |e| e.at);

@@ -4,21 +4,24 @@
 //! slot's memory is faulted in copy-on-write from the component's image, and released
 //! with `madvise`, whose TLB shootdowns interrupt the other cores. So an instance whose
 //! call returned (with its output or with an error the guest chose) is kept here and
-//! serves a later call of the **same tenant's same component** under the same limits,
-//! the way one worker process serves many calls in Temporal or Dapr. What a call leaves
-//! in the guest's globals is seen by that tenant's later calls of that component, never
-//! by another tenant's and never by another component.
+//! serves a later call of the **same tenant's same component**, the way one worker
+//! process serves many calls in Temporal or Dapr. What a call leaves in the guest's
+//! globals is seen by that tenant's later calls of that component, never by another
+//! tenant's and never by another component.
 //!
-//! Each call starts afresh where the host keeps state: fuel, the time limit and the
-//! log's budget and tags are reset, and the egress check forgets the last refusal. An
-//! instance is dropped, never kept, if its call trapped, ran out of time or made a
-//! request the allow-list refused; if it holds more than [`MAX_RESOURCES`] host resources
-//! after a call; after [`MAX_CALLS`] calls; or when the tenant's limits changed. At most
-//! [`MAX_IDLE`] instances wait here (the oldest goes first), [`MAX_IDLE_PER_COMPONENT`]
-//! of one tenant's component, so the pooling allocator's headroom stays for everything
-//! else.
+//! Each call starts afresh where the host keeps state: fuel, the time limit, the log's
+//! budget and tags, and the egress hooks. An instance is dropped, never kept, if its call
+//! trapped or ran out of time; if it made an outgoing HTTP request (the request runs on
+//! a task of its own, which, like a refusal found there, could outlive the call); if it
+//! wrote to stdout or stderr (bytes still on their way would be logged under the next
+//! call); if it holds more than [`MAX_RESOURCES`] host resources or more than
+//! [`MAX_MEMORY_BYTES`] of linear memory; or after [`MAX_CALLS`] calls. At most
+//! [`MAX_IDLE`] instances wait here, [`MAX_IDLE_PER_TENANT`] of one tenant's, the oldest
+//! going first, so the pooling allocator's headroom stays for everything else. They are
+//! booked apart from live guest memory (`Engine::kept_activity_memory`).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::Store;
@@ -30,14 +33,15 @@ use crate::model::Digest;
 
 /// Instances kept across all tenants and components.
 pub(crate) const MAX_IDLE: usize = 64;
-/// Instances kept of one tenant's component.
-pub(crate) const MAX_IDLE_PER_COMPONENT: usize = 32;
-/// Calls one instance serves before it is dropped, which bounds what a slow leak in the
-/// guest can grow to.
+/// Instances kept of one tenant's components.
+pub(crate) const MAX_IDLE_PER_TENANT: usize = 16;
+/// Calls one instance serves before it is dropped.
 pub(crate) const MAX_CALLS: u32 = 10_000;
-/// Host resources (WASI streams, HTTP handles) an instance may hold after a call and
-/// still be kept.
+/// Host resources an instance may hold after a call and still be kept.
 pub(crate) const MAX_RESOURCES: usize = 64;
+/// Linear memory an instance may have grown to and still be kept: a guest that leaks a
+/// little per call is dropped long before a later call would meet its memory limit.
+pub(crate) const MAX_MEMORY_BYTES: usize = 16 << 20;
 
 /// An activity instance between calls.
 pub(crate) struct Warm {
@@ -76,6 +80,8 @@ struct Key {
 #[derive(Default)]
 pub(crate) struct WarmPool {
     idle: Mutex<VecDeque<(Key, Warm)>>,
+    /// The engine is shutting down: nothing more is kept.
+    closed: AtomicBool,
 }
 
 impl WarmPool {
@@ -86,59 +92,54 @@ impl WarmPool {
         component: &Digest,
         limits: &Arc<Limits>,
     ) -> Option<Warm> {
-        let mut stale = Vec::new();
-        let found = {
-            let mut idle = self.lock();
-            let mut found = None;
-            // The newest first: its memory is the likeliest still in the caches.
-            let mut at = idle.len();
-            while at > 0 {
-                at -= 1;
-                let (key, _) = &idle[at];
-                if key.tenant != tenant || key.component != *component {
-                    continue;
-                }
-                let entry = idle.remove(at).expect("index in range");
-                if Arc::ptr_eq(&entry.1.limits, limits) {
-                    let mut warm = entry.1;
-                    warm.store.data_mut().set_kept(false);
-                    found = Some(warm);
-                    break;
-                }
-                // Made under limits the tenant no longer has.
-                stale.push(entry);
-            }
-            found
-        };
-        // Dropping a store releases its pool slot: not under the lock.
-        drop(stale);
-        found
+        let mut idle = self.lock();
+        // The newest first: its memory is the likeliest still in the caches.
+        let at = idle.iter().rposition(|(key, warm)| {
+            key.tenant == tenant && key.component == *component && Arc::ptr_eq(&warm.limits, limits)
+        })?;
+        let (_, mut warm) = idle.remove(at)?;
+        drop(idle);
+        warm.store.data_mut().set_kept(false);
+        Some(warm)
     }
 
-    /// Keeps `warm` for a later call of `tenant`'s `component`, if there is room.
+    /// Keeps `warm`, whose call just returned, for a later call of `tenant`'s
+    /// `component`, if it is fit to keep and there is room.
     pub(crate) fn give_back(&self, tenant: &str, component: &Digest, mut warm: Warm) {
-        if warm.calls >= MAX_CALLS || warm.store.data_mut().resources_held() > MAX_RESOURCES {
+        if self.closed.load(Ordering::SeqCst) || warm.calls >= MAX_CALLS {
             return;
         }
+        if let Some(why) = warm
+            .store
+            .data_mut()
+            .unfit_to_keep(MAX_RESOURCES, MAX_MEMORY_BYTES)
+        {
+            tracing::trace!(tenant, component = %component.short(), why, "activity instance not kept");
+            return;
+        }
+        warm.store.data_mut().set_kept(true);
         let key = Key {
             tenant: tenant.to_owned(),
             component: component.clone(),
         };
-        let evicted = {
-            let mut idle = self.lock();
-            if idle.iter().filter(|(k, _)| *k == key).count() >= MAX_IDLE_PER_COMPONENT {
-                return;
-            }
-            let evicted = (idle.len() >= MAX_IDLE).then(|| idle.pop_front()).flatten();
-            warm.store.data_mut().set_kept(true);
-            idle.push_back((key, warm));
-            evicted
-        };
+        let mut idle = self.lock();
+        // Over a cap, the oldest goes: the tenant's own, or anyone's.
+        let mut evicted = None;
+        if idle.iter().filter(|(k, _)| k.tenant == key.tenant).count() >= MAX_IDLE_PER_TENANT {
+            let at = idle.iter().position(|(k, _)| k.tenant == key.tenant);
+            evicted = at.and_then(|at| idle.remove(at));
+        } else if idle.len() >= MAX_IDLE {
+            evicted = idle.pop_front();
+        }
+        idle.push_back((key, warm));
+        drop(idle);
+        // Dropping a store releases its pool slot: not under the lock.
         drop(evicted);
     }
 
-    /// Drops every kept instance (the engine is shutting down).
-    pub(crate) fn clear(&self) {
+    /// Drops every kept instance and keeps no more (the engine is shutting down).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         let all = std::mem::take(&mut *self.lock());
         drop(all);
     }

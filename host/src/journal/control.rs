@@ -277,7 +277,7 @@ impl Journal {
                 return Ok(false);
             }
             let n = db.execute(
-                "UPDATE instances SET component = ?2, idle_seen = NULL
+                "UPDATE instances SET component = ?2, idle_mark = NULL
                  WHERE id = ?1 AND component = ?3 AND generation = ?4
                    AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
                 params![id.as_str(), to.as_str(), from.as_str(), generation],
@@ -296,7 +296,7 @@ impl Journal {
     ) -> Result<(), JournalError> {
         self.write(move |db| {
             let n = db.execute(
-                "UPDATE instances SET component = ?2, idle_seen = NULL
+                "UPDATE instances SET component = ?2, idle_mark = NULL
                  WHERE id = ?1 AND status IN ('PENDING', 'RUNNING', 'SUSPENDED')",
                 params![id.as_str(), digest.as_str()],
             )?;
@@ -326,7 +326,7 @@ fn apply_transition(
             refused,
         })?;
     let n = db.execute(
-        "UPDATE instances SET status = ?2, updated_at = ?3, idle_seen = NULL
+        "UPDATE instances SET status = ?2, updated_at = ?3, idle_mark = NULL
          WHERE id = ?1 AND status = ?4",
         params![id.as_str(), to.as_str(), now, from.as_str()],
     )?;

@@ -53,7 +53,9 @@ pub use reads::{
 };
 use writer::{Job, Reply, WriteJob, WriterConn, writer_loop};
 pub use writer::{WriterCounts, WriterStats};
-pub use writes::{EventBounds, Fence, Finish, NewInstance, ParentNotice, StepWrite, StepWritten};
+pub use writes::{
+    Created, EventBounds, Fence, Finish, NewInstance, ParentNotice, StepWrite, StepWritten,
+};
 
 /// Read connections (WAL lets each read while the writer writes).
 const READERS: usize = 4;

@@ -119,6 +119,8 @@ pub struct RunningInstance {
     pub id: InstanceId,
     /// When it was started for (PENDING until then).
     pub start_at: Option<Timestamp>,
+    /// The component it runs on.
+    pub component: Digest,
     /// Waiting in the journal with nothing new for it: no need to replay it now.
     pub waiting: bool,
 }
@@ -352,30 +354,57 @@ impl Journal {
 
     /// Instances that still have work to do, each with its start time if it was started
     /// for later, and whether it is waiting in the journal: RUNNING, and its last step
-    /// was written as it went back to waiting having taken in every entry its generation
-    /// holds now (`idle_seen`, kept by the step writes). Replaying such an instance would
-    /// only bring it back to the same wait; whatever comes for it next (a raised event, a
+    /// was written as it went back to waiting, in the generation, incarnation and
+    /// component it still has, having taken in every entry its generation holds now
+    /// (`idle_mark`, kept by the step writes). Replaying such an instance would only
+    /// bring it back to the same wait; whatever comes for it next (a raised event, a
     /// timer, an activity's or a child's result) is journaled and activates it.
-    pub fn running_instances(&self) -> Result<Vec<RunningInstance>, JournalError> {
+    ///
+    /// `partitions` narrows the scan to those partitions (every one with `None`).
+    pub fn running_instances(
+        &self,
+        partitions: Option<&[u32]>,
+    ) -> Result<Vec<RunningInstance>, JournalError> {
+        if partitions.is_some_and(<[u32]>::is_empty) {
+            return Ok(Vec::new());
+        }
+        // Partition numbers are integers below 64: written into the text, not bound.
+        let only = partitions.map_or(String::new(), |list| {
+            let list: Vec<String> = list.iter().map(u32::to_string).collect();
+            format!(" AND i.partition IN ({})", list.join(", "))
+        });
+        let sql = format!(
+            "SELECT i.id, i.start_at, i.status, i.idle_mark, i.generation, i.incarnation,
+                    i.component,
+                    CASE WHEN i.idle_mark IS NULL THEN NULL ELSE
+                      (SELECT count(*) FROM history h
+                       WHERE h.instance = i.id AND h.generation = i.generation) END
+             FROM instances i WHERE i.status IN ('PENDING', 'RUNNING'){only}"
+        );
         self.read(|db| {
-            db.query_map(
-                "SELECT i.id, i.start_at, i.status, i.idle_seen,
-                        CASE WHEN i.idle_seen IS NULL THEN NULL ELSE
-                          (SELECT count(*) FROM history h
-                           WHERE h.instance = i.id AND h.generation = i.generation) END
-                 FROM instances i WHERE i.status IN ('PENDING', 'RUNNING')",
-                &[],
-                |r| {
-                    let status: String = r.get(2)?;
-                    let idle_seen: Option<i64> = r.get(3)?;
-                    let entries: Option<i64> = r.get(4)?;
-                    Ok(RunningInstance {
-                        id: InstanceId::from_key(r.get(0)?).map_err(JournalError::Corrupt)?,
-                        start_at: r.get::<Option<Timestamp>>(1)?,
-                        waiting: status == "RUNNING" && idle_seen.is_some() && idle_seen == entries,
-                    })
-                },
-            )
+            db.query_map(&sql, &[], |r| {
+                let status: String = r.get(2)?;
+                let mark: Option<String> = r.get(3)?;
+                let component = Digest::from_hex(r.get(6)?);
+                let waiting = match (mark, r.get::<Option<i64>>(7)?) {
+                    (Some(mark), Some(entries)) if status == "RUNNING" => {
+                        let fence = super::Fence {
+                            generation: r.get(4)?,
+                            incarnation: r.get(5)?,
+                            component: component.clone(),
+                            lease_epoch: None,
+                        };
+                        mark == super::writes::idle_mark(&fence, entries as u64)
+                    }
+                    _ => false,
+                };
+                Ok(RunningInstance {
+                    id: InstanceId::from_key(r.get(0)?).map_err(JournalError::Corrupt)?,
+                    start_at: r.get::<Option<Timestamp>>(1)?,
+                    component,
+                    waiting,
+                })
+            })
         })
     }
 

@@ -225,12 +225,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE instances ADD COLUMN partition INTEGER NOT NULL DEFAULT 0;
     "#,
-    // 12: how many history entries of its generation a running instance had seen when
-    // its last step committed and it went back to waiting (NULL: unknown). A restart
-    // leaves it in the journal while that still counts every entry: replaying it would
-    // only bring it back to the same wait (see `Journal::running_instances`).
+    // 12: the generation, incarnation and component a running instance's last step ran
+    // on, and how many history entries of that generation it had seen, written as it went
+    // back to waiting (NULL: unknown). A restart leaves it in the journal while all four
+    // still hold: replaying it would only bring it back to the same wait (see
+    // `Journal::running_instances`). A host of an older build, which does not know the
+    // column, cannot make a stale mark look current: it changes one of the four.
     r#"
-    ALTER TABLE instances ADD COLUMN idle_seen INTEGER;
+    ALTER TABLE instances ADD COLUMN idle_mark TEXT;
     "#,
 ];
 
@@ -449,7 +451,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     "#,
     // As SQLite's migration 12.
     r#"
-    ALTER TABLE instances ADD COLUMN idle_seen BIGINT;
+    ALTER TABLE instances ADD COLUMN idle_mark TEXT;
     "#,
 ];
 

@@ -45,10 +45,18 @@ pub struct StepWrite {
     pub child_traceparent: Option<String>,
     /// How many distinct history entries of its generation the activation had taken in
     /// before this step, when the workflow is about to wait for what it asked for. With
-    /// the entries the step writes, recorded as the instance's `idle_seen`: a restart
+    /// the entries the step writes, recorded in the instance's `idle_mark`: a restart
     /// finding the journal holds no more than that leaves the instance waiting in the
     /// journal (see [`Journal::running_instances`]).
     pub seen: Option<u64>,
+}
+
+/// What creating an instance wrote: the life of the id and the position of its
+/// `workflow_started` entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Created {
+    pub incarnation: i64,
+    pub started_pos: u64,
 }
 
 /// What a step's write did.
@@ -111,7 +119,7 @@ impl Journal {
         &self,
         new: NewInstance,
         now: Timestamp,
-    ) -> Result<(), JournalError> {
+    ) -> Result<Created, JournalError> {
         let new = std::sync::Arc::new(new);
         self.write_retrying(move || {
             let new = std::sync::Arc::clone(&new);
@@ -420,6 +428,17 @@ pub(super) fn status_of(
 /// `updated_at` and the custom status; the end of a generation: also its status, output
 /// and error) only if the instance is still RUNNING in the fence's generation, component
 /// and incarnation — one conditional update, so a racing terminate, suspend, migration or
+/// The mark of an activation gone back to waiting with `seen` entries of its generation
+/// taken in: what `Journal::running_instances` compares with the instance's row.
+pub(super) fn idle_mark(fence: &Fence, seen: u64) -> String {
+    format!(
+        "{} {} {} {seen}",
+        fence.generation,
+        fence.incarnation,
+        fence.component.as_str()
+    )
+}
+
 /// purge wins cleanly. Refused with [`JournalError::Fenced`], naming why, otherwise.
 fn fenced_update(
     db: &Db<'_>,
@@ -427,7 +446,7 @@ fn fenced_update(
     fence: &Fence,
     end: Option<(Transition, Option<&str>, Option<&str>)>,
     custom_status: Option<&str>,
-    idle_seen: Option<u64>,
+    idle_mark: Option<String>,
     now: Timestamp,
 ) -> Result<(), JournalError> {
     let from = RuntimeStatus::Running;
@@ -441,7 +460,7 @@ fn fenced_update(
         })?;
     let n = db.execute(
         "UPDATE instances SET status = ?8, output = ?9, error = ?10,
-                custom_status = coalesce(?2, custom_status), updated_at = ?3, idle_seen = ?11
+                custom_status = coalesce(?2, custom_status), updated_at = ?3, idle_mark = ?11
          WHERE id = ?1 AND status = ?4 AND generation = ?5 AND component = ?6
            AND incarnation = ?7",
         params![
@@ -455,7 +474,7 @@ fn fenced_update(
             to.as_str(),
             output,
             error,
-            idle_seen.map(|n| n as i64)
+            idle_mark
         ],
     )?;
     if n == 1 {
@@ -624,7 +643,7 @@ fn insert_instance(
     new: &NewInstance,
     parent: Option<(&InstanceId, u32, u32)>,
     now: Timestamp,
-) -> Result<(), JournalError> {
+) -> Result<Created, JournalError> {
     // On SQLite `tenant_load` is kept by triggers on `instances` (schema migration 3).
     // On PostgreSQL one counter row per tenant would be locked by every start and every
     // end on every host, and deadlock their group commits: the live instances are counted
@@ -691,8 +710,11 @@ fn insert_instance(
         workflow: new.workflow.clone(),
         input: new.input.clone(),
     };
-    insert_event(db, &new.id, 0, &started, now)?;
-    Ok(())
+    let started_pos = insert_event(db, &new.id, 0, &started, now)?;
+    Ok(Created {
+        incarnation,
+        started_pos,
+    })
 }
 
 fn append_step(
@@ -704,14 +726,17 @@ fn append_step(
 ) -> Result<(Vec<(u64, Event)>, Vec<u64>), JournalError> {
     let generation = fence.generation;
     // Counted as if every entry is written; corrected below if one is not.
-    let idle_seen = step.seen.map(|seen| seen + step.events.len() as u64);
+    let idle_mark = step
+        .seen
+        .map(|seen| idle_mark(fence, seen + step.events.len() as u64));
+    let marked = idle_mark.is_some();
     fenced_update(
         db,
         id,
         fence,
         None,
         step.custom_status.as_deref(),
-        idle_seen,
+        idle_mark,
         now,
     )?;
     let mut positions = Vec::with_capacity(step.events.len());
@@ -785,7 +810,7 @@ fn append_step(
                     traceparent: step.child_traceparent.clone(),
                 };
                 match insert_instance(db, &new, Some((id, generation, *seq)), now) {
-                    Ok(()) => {}
+                    Ok(_) => {}
                     Err(JournalError::InstanceExists(_)) => extra.push(Event::ChildCompleted {
                         seq: *seq,
                         result: Err(ErrorInfo::new(
@@ -812,11 +837,11 @@ fn append_step(
     for event in extra {
         derived.push((insert_event(db, id, generation, &event, now)?, event));
     }
-    if idle_seen.is_some() && (positions.len() != step.events.len() || !derived.is_empty()) {
+    if marked && (positions.len() != step.events.len() || !derived.is_empty()) {
         // A carried result another path had journaled, or an answer the workflow has
         // still to see: it is not known to be waiting with everything taken in.
         db.execute(
-            "UPDATE instances SET idle_seen = NULL WHERE id = ?1",
+            "UPDATE instances SET idle_mark = NULL WHERE id = ?1",
             params![id.as_str()],
         )?;
     }
@@ -997,7 +1022,7 @@ fn start_next_generation(
         params![id.as_str(), generation],
     )?;
     db.execute(
-        "UPDATE instances SET generation = ?2, input = ?3, updated_at = ?4, idle_seen = NULL
+        "UPDATE instances SET generation = ?2, input = ?3, updated_at = ?4, idle_mark = NULL
          WHERE id = ?1",
         params![id.as_str(), next, input, now],
     )?;
