@@ -84,6 +84,11 @@ async fn the_monitor_checks_an_allow_listed_endpoint_through_wasi_http() {
         .unwrap();
     engine.settle().await;
     assert_eq!(endpoint.hits.load(Ordering::SeqCst), 1, "first check");
+    assert_eq!(
+        engine.kept_activity_memory().stores,
+        0,
+        "an instance that made a request is not kept"
+    );
 
     // Each generation checks once, sleeps, and carries its state into the next.
     endpoint.healthy.store(false, Ordering::SeqCst);

@@ -74,7 +74,7 @@ impl ActivityState {
 
     /// Why this instance must not serve another call, if it must not: it made an
     /// outgoing request (whose task, and a refusal found by it, may outlive the call),
-    /// wrote to stdout or stderr (whose bytes may still be on their way to the log), holds
+    /// opened stdout or stderr (whose bytes may still be on their way to the log), holds
     /// more than `max_resources` host resources, or has grown its memory past
     /// `max_memory` bytes.
     pub(crate) fn unfit_to_keep(
@@ -85,7 +85,7 @@ impl ActivityState {
         if self.egress.sent {
             Some("made an outgoing request")
         } else if self.log.wrote_stdio() {
-            Some("wrote to stdout or stderr")
+            Some("opened stdout or stderr")
         } else if self.meter.held() > max_memory {
             Some("holds too much memory")
         } else if self.table.iter_mut().count() > max_resources {

@@ -67,7 +67,9 @@ enum Source {
 
 struct LogState {
     source: Source,
-    /// The guest wrote to stdout or stderr since the call began.
+    /// The guest opened stdout or stderr since the call began (every `get-stdout` /
+    /// `get-stderr` opens a stream; bytes written to one reach the log later, from a task
+    /// of wasmtime's).
     wrote_stdio: bool,
     left: usize,
     dropped: usize,
@@ -159,7 +161,7 @@ impl GuestLog {
         state.wrote_stdio = false;
     }
 
-    /// Whether the guest wrote to stdout or stderr during this call.
+    /// Whether the guest opened stdout or stderr during this call.
     pub(crate) fn wrote_stdio(&self) -> bool {
         self.state().wrote_stdio
     }
@@ -282,6 +284,7 @@ impl wasmtime_wasi::cli::IsTerminal for GuestStdio {
 
 impl wasmtime_wasi::cli::StdoutStream for GuestStdio {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        self.log.state().wrote_stdio = true;
         Box::new(self.clone())
     }
 }

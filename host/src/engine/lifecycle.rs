@@ -399,7 +399,7 @@ impl Engine {
                 .filter(|t| crate::traces::parse_traceparent(t).is_some())
                 .map(str::to_owned),
         };
-        let now = self.shared.clock.now();
+        let mut now = self.shared.clock.now();
         let created = match self.shared.journal.create_instance(new.clone(), now).await {
             Ok(created) => created,
             Err(JournalError::InstanceExists(_)) if options.reuse == ReusePolicy::Ignore => {
@@ -411,6 +411,7 @@ impl Engine {
                 self.terminate_if_live(&id, "replaced by a new start with the same id")
                     .await?;
                 self.purge(&id, true).await?;
+                now = self.shared.clock.now();
                 self.shared
                     .journal
                     .create_instance(new.clone(), now)

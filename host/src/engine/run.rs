@@ -19,6 +19,9 @@ use crate::model::{ErrorInfo, InstanceId};
 /// activation need not read them back. Only for an instance this host has just created
 /// on SQLite: if anything changed since (an event raised, a termination), the event is
 /// delivered to the mailbox as for any resident instance and the first write is fenced.
+/// (An instance terminated in that moment may so run its first step, its `log` lines and
+/// step span included, before that write is refused; nothing it asked for is journaled
+/// or started.)
 pub(crate) struct Preload {
     record: crate::journal::InstanceRecord,
     history: Vec<crate::journal::StoredEvent>,

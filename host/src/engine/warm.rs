@@ -13,15 +13,15 @@
 //! budget and tags, and the egress hooks. An instance is dropped, never kept, if its call
 //! trapped or ran out of time; if it made an outgoing HTTP request (the request runs on
 //! a task of its own, which, like a refusal found there, could outlive the call); if it
-//! wrote to stdout or stderr (bytes still on their way would be logged under the next
-//! call); if it holds more than [`MAX_RESOURCES`] host resources or more than
-//! [`MAX_MEMORY_BYTES`] of linear memory; or after [`MAX_CALLS`] calls. At most
+//! opened stdout or stderr (bytes still on their way would be logged under the next
+//! call); if it holds more than [`MAX_RESOURCES`] host resources or more linear memory
+//! than [`MAX_MEMORY_BYTES`] or half the tenant's memory limit, whichever is less; or
+//! after [`MAX_CALLS`] calls. At most
 //! [`MAX_IDLE`] instances wait here, [`MAX_IDLE_PER_TENANT`] of one tenant's, the oldest
 //! going first, so the pooling allocator's headroom stays for everything else. They are
 //! booked apart from live guest memory (`Engine::kept_activity_memory`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::Store;
@@ -79,9 +79,14 @@ struct Key {
 /// The kept instances, oldest first.
 #[derive(Default)]
 pub(crate) struct WarmPool {
-    idle: Mutex<VecDeque<(Key, Warm)>>,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    kept: VecDeque<(Key, Warm)>,
     /// The engine is shutting down: nothing more is kept.
-    closed: AtomicBool,
+    closed: bool,
 }
 
 impl WarmPool {
@@ -93,12 +98,26 @@ impl WarmPool {
         limits: &Arc<Limits>,
     ) -> Option<Warm> {
         let mut idle = self.lock();
+        let ours = |key: &Key| key.tenant == tenant && key.component == *component;
+        // Made under limits the tenant no longer has: never taken again.
+        let mut stale = Vec::new();
+        while let Some(at) = idle
+            .kept
+            .iter()
+            .position(|(key, warm)| ours(key) && !Arc::ptr_eq(&warm.limits, limits))
+        {
+            stale.extend(idle.kept.remove(at));
+        }
         // The newest first: its memory is the likeliest still in the caches.
-        let at = idle.iter().rposition(|(key, warm)| {
-            key.tenant == tenant && key.component == *component && Arc::ptr_eq(&warm.limits, limits)
-        })?;
-        let (_, mut warm) = idle.remove(at)?;
+        let found = idle
+            .kept
+            .iter()
+            .rposition(|(key, _)| ours(key))
+            .and_then(|at| idle.kept.remove(at));
         drop(idle);
+        // Dropping a store releases its pool slot: not under the lock.
+        drop(stale);
+        let (_, mut warm) = found?;
         warm.store.data_mut().set_kept(false);
         Some(warm)
     }
@@ -106,13 +125,14 @@ impl WarmPool {
     /// Keeps `warm`, whose call just returned, for a later call of `tenant`'s
     /// `component`, if it is fit to keep and there is room.
     pub(crate) fn give_back(&self, tenant: &str, component: &Digest, mut warm: Warm) {
-        if self.closed.load(Ordering::SeqCst) || warm.calls >= MAX_CALLS {
+        if warm.calls >= MAX_CALLS {
             return;
         }
+        let max_memory = MAX_MEMORY_BYTES.min(warm.limits.max_memory_bytes / 2);
         if let Some(why) = warm
             .store
             .data_mut()
-            .unfit_to_keep(MAX_RESOURCES, MAX_MEMORY_BYTES)
+            .unfit_to_keep(MAX_RESOURCES, max_memory)
         {
             tracing::trace!(tenant, component = %component.short(), why, "activity instance not kept");
             return;
@@ -123,15 +143,20 @@ impl WarmPool {
             component: component.clone(),
         };
         let mut idle = self.lock();
-        // Over a cap, the oldest goes: the tenant's own, or anyone's.
-        let mut evicted = None;
-        if idle.iter().filter(|(k, _)| k.tenant == key.tenant).count() >= MAX_IDLE_PER_TENANT {
-            let at = idle.iter().position(|(k, _)| k.tenant == key.tenant);
-            evicted = at.and_then(|at| idle.remove(at));
-        } else if idle.len() >= MAX_IDLE {
-            evicted = idle.pop_front();
+        if idle.closed {
+            drop(idle);
+            return;
         }
-        idle.push_back((key, warm));
+        // Over a cap, the oldest goes: the tenant's own, or anyone's.
+        let kept = &mut idle.kept;
+        let mut evicted = None;
+        if kept.iter().filter(|(k, _)| k.tenant == key.tenant).count() >= MAX_IDLE_PER_TENANT {
+            let at = kept.iter().position(|(k, _)| k.tenant == key.tenant);
+            evicted = at.and_then(|at| kept.remove(at));
+        } else if kept.len() >= MAX_IDLE {
+            evicted = kept.pop_front();
+        }
+        kept.push_back((key, warm));
         drop(idle);
         // Dropping a store releases its pool slot: not under the lock.
         drop(evicted);
@@ -139,12 +164,15 @@ impl WarmPool {
 
     /// Drops every kept instance and keeps no more (the engine is shutting down).
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        let all = std::mem::take(&mut *self.lock());
+        let all = {
+            let mut idle = self.lock();
+            idle.closed = true;
+            std::mem::take(&mut idle.kept)
+        };
         drop(all);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Key, Warm)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

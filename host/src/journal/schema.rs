@@ -225,7 +225,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE instances ADD COLUMN partition INTEGER NOT NULL DEFAULT 0;
     "#,
-    // 12: the generation, incarnation and component a running instance's last step ran
+    // 12: how many history entries of its generation a running instance had seen when
+    // its last step committed and it went back to waiting. Superseded by 13 (a count
+    // alone could look current after a host that does not know it moved the instance on);
+    // no longer written or read.
+    r#"
+    ALTER TABLE instances ADD COLUMN idle_seen INTEGER;
+    "#,
+    // 13: the generation, incarnation and component a running instance's last step ran
     // on, and how many history entries of that generation it had seen, written as it went
     // back to waiting (NULL: unknown). A restart leaves it in the journal while all four
     // still hold: replaying it would only bring it back to the same wait (see
@@ -449,7 +456,11 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         FOR EACH ROW WHEN (NEW.kind IN ('event_raised', 'child_completed'))
         EXECUTE FUNCTION steadfast_wake();
     "#,
-    // As SQLite's migration 12.
+    // As SQLite's migration 12 (superseded, never read).
+    r#"
+    ALTER TABLE instances ADD COLUMN idle_seen BIGINT;
+    "#,
+    // As SQLite's migration 13.
     r#"
     ALTER TABLE instances ADD COLUMN idle_mark TEXT;
     "#,

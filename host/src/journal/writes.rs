@@ -424,10 +424,6 @@ pub(super) fn status_of(
     Ok((status.parse().map_err(JournalError::Corrupt)?, generation))
 }
 
-/// The write every activation write starts with: the instance's row is updated (a step:
-/// `updated_at` and the custom status; the end of a generation: also its status, output
-/// and error) only if the instance is still RUNNING in the fence's generation, component
-/// and incarnation — one conditional update, so a racing terminate, suspend, migration or
 /// The mark of an activation gone back to waiting with `seen` entries of its generation
 /// taken in: what `Journal::running_instances` compares with the instance's row.
 pub(super) fn idle_mark(fence: &Fence, seen: u64) -> String {
@@ -439,6 +435,10 @@ pub(super) fn idle_mark(fence: &Fence, seen: u64) -> String {
     )
 }
 
+/// The write every activation write starts with: the instance's row is updated (a step:
+/// `updated_at` and the custom status; the end of a generation: also its status, output
+/// and error) only if the instance is still RUNNING in the fence's generation, component
+/// and incarnation — one conditional update, so a racing terminate, suspend, migration or
 /// purge wins cleanly. Refused with [`JournalError::Fenced`], naming why, otherwise.
 fn fenced_update(
     db: &Db<'_>,
