@@ -59,12 +59,15 @@ pub struct Created {
     pub started_pos: u64,
 }
 
+/// Entries a write added on its own, with their positions.
+pub type Derived = Vec<(u64, Event)>;
+
 /// What a step's write did.
 #[derive(Debug)]
 pub struct StepWritten {
     /// Entries the write added for the instance on its own (a child it could not start,
     /// answered with a failure), with their positions.
-    pub derived: Vec<(u64, Event)>,
+    pub derived: Derived,
     /// The positions of the step's own entries, as written.
     pub positions: Vec<u64>,
     /// The journal's count of writes that stop activities, as of this write.
@@ -723,7 +726,7 @@ fn append_step(
     fence: &Fence,
     step: StepWrite,
     now: Timestamp,
-) -> Result<(Vec<(u64, Event)>, Vec<u64>), JournalError> {
+) -> Result<(Derived, Vec<u64>), JournalError> {
     let generation = fence.generation;
     // Counted as if every entry is written; corrected below if one is not.
     let idle_mark = step
