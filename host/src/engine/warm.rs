@@ -32,9 +32,10 @@ use super::bindings::activity::ActivityWorker;
 use crate::model::Digest;
 
 /// Instances kept across all tenants and components.
-pub(crate) const MAX_IDLE: usize = 64;
-/// Instances kept of one tenant's components.
-pub(crate) const MAX_IDLE_PER_TENANT: usize = 16;
+pub(crate) const MAX_IDLE: usize = 128;
+/// Instances kept of one tenant's components: as many as it may run activities at once
+/// by default (`limits.max_activities_in_flight`), so a busy tenant's calls all find one.
+pub(crate) const MAX_IDLE_PER_TENANT: usize = 64;
 /// Calls one instance serves before it is dropped.
 pub(crate) const MAX_CALLS: u32 = 10_000;
 /// Host resources an instance may hold after a call and still be kept.
